@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= workdirs/demo
+DATA_DIR ?= data
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test install bench tables clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Generate the built-in world, prepare it, train MUSLSE (all tasks) and the baselines, evaluate, report.
+demo: $(STAMP)
+	$(PY) -m launch.demo --workdir=$(DEMO_DIR) --data_dir=$(DATA_DIR)
+
+test: $(STAMP)
+	XLA_FLAGS="$(XLA_FLAGS)" $(PY) -m pytest -q tests
+
+# Benchmarks against peers (LightFM is installed here on demand; it is never a test dependency).
+bench: $(STAMP)
+	$(PY) -m launch.benchmark --suite=all
+
+clean:
+	rm -rf workdirs
