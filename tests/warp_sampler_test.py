@@ -1,0 +1,265 @@
+"""Tests for musemb/samplers/warp.py: the vectorised sampler against Algorithm 1 of MUSLSE."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from musemb.samplers import warp
+
+# A fixed world: Y = 20 labels, 5 positives (so a quarter of the raw draws are rejected), positive
+# score 0, margin 1; three negatives score above -1 (violators), the rest well below.
+NUM_LABELS = 20
+POSITIVES = (0, 3, 7, 11, 19)
+VIOLATORS = (2, 9, 15)
+POS_SCORE = 0.0
+MARGIN = 1.0
+NUM_SAMPLES = 20_000
+
+
+def _world():
+  scores = np.full(NUM_LABELS, -3.0, np.float32)
+  scores[list(VIOLATORS)] = [-0.5, 0.3, 2.0]
+  # Positives score high: if they were not rejected they would all look like violators.
+  scores[list(POSITIVES)] = 5.0
+  positive = np.zeros(NUM_LABELS, bool)
+  positive[list(POSITIVES)] = True
+  return scores, positive
+
+
+def _sample_vectorised(budget: int, seed: int = 0):
+  """Runs sample_warp once per rng (vmap over NUM_SAMPLES rngs, batch of one each)."""
+  scores, positive = _world()
+  scores_j, positive_j = jnp.asarray(scores), jnp.asarray(positive)
+
+  def one(rng):
+    return warp.sample_warp(
+        rng,
+        jnp.array([POS_SCORE], jnp.float32),
+        score_candidates=lambda c: scores_j[c],
+        is_positive=lambda c: positive_j[c],
+        num_labels=NUM_LABELS,
+        budget=budget,
+        margin=MARGIN)
+
+  rngs = jax.random.split(jax.random.key(seed), NUM_SAMPLES)
+  out = jax.jit(jax.vmap(one))(rngs)
+  return jax.tree.map(lambda x: np.asarray(x)[:, 0], out)
+
+
+def _first_violator_all_draws_vectorised(budget: int, seed: int = 0):
+  """The sampler's draws passed through first_violator, returning (found, n_trials, position)."""
+  scores, positive = _world()
+  cands = warp.draw_negative_candidates(jax.random.key(seed), NUM_LABELS, (NUM_SAMPLES, budget))
+  found, n_trials, position = warp.first_violator(
+      jnp.full((NUM_SAMPLES,), POS_SCORE), jnp.asarray(scores)[cands],
+      ~jnp.asarray(positive)[cands], MARGIN)
+  return np.asarray(found), np.asarray(n_trials), np.asarray(position)
+
+
+def _algorithm1_inner_loop(num_samples: int, seed: int = 1):
+  """Algorithm 1's inner loop, one negative at a time, in plain numpy."""
+  scores, positive = _world()
+  negatives = np.flatnonzero(~positive)
+  rng = np.random.default_rng(seed)
+  found = np.zeros(num_samples, bool)
+  n_trials = np.zeros(num_samples, np.int64)
+  for s in range(num_samples):
+    n = 0
+    while True:
+      ybar = negatives[rng.integers(len(negatives))]
+      n += 1
+      if scores[ybar] > POS_SCORE - MARGIN:
+        found[s] = True
+        break
+      if n >= NUM_LABELS - 1:
+        break
+    n_trials[s] = n
+  return found, n_trials
+
+
+def _outcome_codes(found, n_trials):
+  # One category per (found, N); "not found" is its own category whatever N was.
+  return np.where(found, n_trials, 0)
+
+
+def _two_sample_chi2_pvalue(a, b):
+  """Chi-square homogeneity test of two samples of small integer codes, sparse bins pooled."""
+  top = int(max(a.max(), b.max()))
+  counts = np.stack([np.bincount(a, minlength=top + 1), np.bincount(b, minlength=top + 1)])
+  # Pool the tail from the right until each pooled bin has >= 20 observations in total.
+  pooled, acc = [], np.zeros(2, np.int64)
+  for column in counts.T[::-1]:
+    acc = acc + column
+    if acc.sum() >= 20:
+      pooled.append(acc)
+      acc = np.zeros(2, np.int64)
+  if acc.sum() and pooled:
+    pooled[-1] = pooled[-1] + acc
+  table = np.array(pooled).T
+  table = table[:, table.sum(axis=0) > 0]
+  return stats.chi2_contingency(table).pvalue
+
+
+@pytest.fixture(scope="module")
+def reference():
+  return _algorithm1_inner_loop(NUM_SAMPLES)
+
+
+def test_distribution_of_trials_matches_algorithm1(reference):
+  ref_found, ref_n = reference
+  # 80 raw draws hold >= Y - 1 = 19 negatives except with probability ~1e-18: exact regime.
+  sample = _sample_vectorised(budget=80)
+  p_value = _two_sample_chi2_pvalue(
+      _outcome_codes(sample.found, sample.n_trials), _outcome_codes(ref_found, ref_n))
+  assert p_value > 1e-3, p_value
+  p = len(VIOLATORS) / (NUM_LABELS - len(POSITIVES))
+  # Closed forms of Algorithm 1: N ~ Geometric(p) truncated at Y - 1.
+  expected_found = 1 - (1 - p) ** (NUM_LABELS - 1)
+  se = np.sqrt(expected_found * (1 - expected_found) / NUM_SAMPLES)
+  assert abs(sample.found.mean() - expected_found) < 5 * se
+  assert abs(ref_found.mean() - expected_found) < 5 * se
+  assert sample.n_trials.min() >= 1 and sample.n_trials.max() <= NUM_LABELS - 1
+  assert np.all(sample.n_trials[~sample.found] == NUM_LABELS - 1)
+  # Every reported violator is a negative that violates; its rank estimate is floor((Y-1)/N).
+  scores, positive = _world()
+  v = sample.violator[sample.found]
+  assert np.all(~positive[v]) and np.all(scores[v] > POS_SCORE - MARGIN)
+  np.testing.assert_array_equal(sample.violator_score[sample.found], scores[v])
+  np.testing.assert_array_equal(
+      sample.rank_estimate, np.where(sample.found, (NUM_LABELS - 1) // sample.n_trials, 0))
+
+
+def test_chi2_rejects_wrong_trial_counts(reference):
+  """Negative controls: the same test fails for the classic mistakes, so it has power."""
+  ref_found, ref_n = reference
+  ref_codes = _outcome_codes(ref_found, ref_n)
+  found, n_trials, position = _first_violator_all_draws_vectorised(budget=80)
+  # Sanity: the right count agrees with Algorithm 1 on these draws too (no cap needed here,
+  # since a violator shows up within Y - 1 negatives in all but a (1 - p)^19 ~ 5% of rows).
+  capped = found & (n_trials <= NUM_LABELS - 1)
+  right = _outcome_codes(capped, np.minimum(n_trials, NUM_LABELS - 1))
+  assert _two_sample_chi2_pvalue(right, ref_codes) > 1e-3
+  # Mistake 1: counting rejected draws (positives) as trials, N = raw draw position + 1.
+  raw = position + 1
+  wrong_rejections = _outcome_codes(found & (raw <= NUM_LABELS - 1),
+                                    np.minimum(raw, NUM_LABELS - 1))
+  assert _two_sample_chi2_pvalue(wrong_rejections, ref_codes) < 1e-6
+  # Mistake 2: 0-based N.
+  wrong_zero_based = _outcome_codes(capped, np.minimum(n_trials, NUM_LABELS - 1) - 1)
+  assert _two_sample_chi2_pvalue(np.maximum(wrong_zero_based, 0), ref_codes) < 1e-6
+  # Mistake 3: no stop at N = Y - 1, so violators found after 19 negatives still count.
+  assert _two_sample_chi2_pvalue(_outcome_codes(found, n_trials), ref_codes) < 1e-6
+
+
+def test_truncated_budget_found_probability():
+  """With K raw draws, P(found) = 1 - (1 - v / Y)^K; over negatives, 1 - (1 - p)^K'."""
+  for budget in (3, 8):
+    sample = _sample_vectorised(budget=budget, seed=budget)
+    q = len(VIOLATORS) / NUM_LABELS  # violation probability of one raw (unrejected) draw
+    expected = 1 - (1 - q) ** budget
+    se = np.sqrt(expected * (1 - expected) / NUM_SAMPLES)
+    assert abs(sample.found.mean() - expected) < 5 * se, (budget, sample.found.mean(), expected)
+    # Given K' accepted negative draws, P(found | K') = 1 - (1 - p)^K' with p among negatives:
+    p = len(VIOLATORS) / (NUM_LABELS - len(POSITIVES))
+    accepted = np.where(sample.found, -1, sample.n_trials)  # accepted draws when none violated
+    # P(not found and exactly K' accepted) = Binom(K; K', (Y - |pos|) / Y) * (1 - p)^K'.
+    accept = (NUM_LABELS - len(POSITIVES)) / NUM_LABELS
+    for k_prime in range(budget + 1):
+      expected_joint = stats.binom.pmf(k_prime, budget, accept) * (1 - p) ** k_prime
+      observed = np.mean(accepted == k_prime)
+      se = np.sqrt(expected_joint * (1 - expected_joint) / NUM_SAMPLES) + 1e-4
+      assert abs(observed - expected_joint) < 5 * se, (budget, k_prime, observed, expected_joint)
+    # Unfound rows make no update: rank estimate 0, hence weight L(0) = 0.
+    assert np.all(sample.rank_estimate[~sample.found] == 0)
+
+
+def test_first_violator_by_hand():
+  pos = jnp.array([0.0, 0.0, 0.0, 1.0])
+  cand = jnp.array([
+      [-2.0, 5.0, -0.5, 3.0],   # col 1 violates but is invalid -> col 2 (N = 2)
+      [-2.0, -3.0, -1.0, -1.5],  # -1.0 is not > -1.0: no violator, 3 valid draws
+      [0.5, 0.0, 0.0, 0.0],     # first draw violates
+      [-1.0, 0.5, 0.0, 0.2],    # threshold 0: position 1, no invalid draws
+  ])
+  valid = jnp.array([
+      [True, False, True, True],
+      [True, False, True, True],
+      [True, True, True, True],
+      [True, True, True, True],
+  ])
+  found, n_trials, position = warp.first_violator(pos, cand, valid, margin=1.0)
+  np.testing.assert_array_equal(found, [True, False, True, True])
+  np.testing.assert_array_equal(n_trials, [2, 3, 1, 2])
+  np.testing.assert_array_equal(position, [2, 0, 0, 1])
+  assert n_trials.dtype == jnp.int32 and position.dtype == jnp.int32
+
+
+def test_rank_loss_weights_by_hand():
+  ranks = jnp.array([0, 1, 2, 3, 4, 10])
+  harmonic = [0.0, 1.0, 1.5, 1.5 + 1 / 3, 1.5 + 1 / 3 + 0.25, sum(1 / i for i in range(1, 11))]
+  np.testing.assert_allclose(warp.rank_loss_weights(ranks), harmonic, rtol=1e-6, atol=0)
+  np.testing.assert_allclose(warp.rank_loss_weights(ranks, max_rank=4), harmonic, rtol=1e-6,
+                             atol=0)
+  np.testing.assert_allclose(warp.rank_loss_weights(ranks, max_rank=20), harmonic, rtol=1e-7,
+                             atol=0)
+  assert float(warp.rank_loss_weights(jnp.array(0))) == 0.0
+  np.testing.assert_array_equal(warp.rank_loss_weights(ranks, kind="auc"), [0, 1, 2, 3, 4, 10])
+  np.testing.assert_array_equal(warp.rank_loss_weights(ranks, kind="top_k", k=3),
+                                [0, 1, 2, 3, 3, 3])
+  np.testing.assert_array_equal(warp.rank_loss_weights(ranks, kind="top_k", k=1),
+                                [0, 1, 1, 1, 1, 1])
+  big = jnp.array([1000, 100_000])
+  exact = [sum(1 / i for i in range(1, 1001)), float(np.sum(1 / np.arange(1, 100_001)))]
+  np.testing.assert_allclose(warp.rank_loss_weights(big), exact, rtol=1e-6)
+  assert warp.rank_loss_weights(ranks).dtype == jnp.float32
+
+
+def test_rank_loss_weights_errors():
+  with pytest.raises(ValueError, match="unknown kind"):
+    warp.rank_loss_weights(jnp.array([1]), kind="ndcg")
+  with pytest.raises(ValueError, match="positive int k"):
+    warp.rank_loss_weights(jnp.array([1]), kind="top_k")
+  with pytest.raises(ValueError, match="only meaningful"):
+    warp.rank_loss_weights(jnp.array([1]), kind="harmonic", k=3)
+
+
+def test_rank_estimate_examples():
+  np.testing.assert_array_equal(warp.warp_rank_estimate(20, jnp.array([1, 2, 3, 6, 19, 25])),
+                                [19, 9, 6, 3, 1, 0])
+  np.testing.assert_array_equal(warp.warp_rank_estimate(1001, jnp.array([1, 7, 1000])),
+                                [1000, 142, 1])
+  assert warp.warp_rank_estimate(20, jnp.array([3])).dtype == jnp.int32
+  with pytest.raises(ValueError, match="num_labels"):
+    warp.warp_rank_estimate(1, jnp.array([1]))
+
+
+def test_sample_warp_batched_jit_and_vmap_over_members():
+  """Batch rows are independent examples; vmapping over ensemble members adds a leading axis."""
+  members, batch, num_labels, dim = 3, 4, 50, 8
+  keys = jax.random.split(jax.random.key(3), 4)
+  label_emb = jax.random.normal(keys[0], (members, num_labels, dim))
+  x = jax.random.normal(keys[1], (members, batch, dim))
+  positive = jax.random.bernoulli(keys[2], 0.1, (batch, num_labels)).at[:, 0].set(True)
+
+  def member_sample(emb, xm, rng):
+    scores = xm @ emb.T  # [batch, labels]
+    return warp.sample_warp(
+        rng, scores[:, 0],
+        score_candidates=lambda c: jnp.take_along_axis(scores, c, axis=1),
+        is_positive=lambda c: jnp.take_along_axis(positive, c, axis=1),
+        num_labels=num_labels, budget=16)
+
+  out = jax.jit(jax.vmap(member_sample))(label_emb, x, jax.random.split(keys[3], members))
+  assert out.found.shape == (members, batch)
+  assert out.violator.dtype == jnp.int32 and out.rank_estimate.dtype == jnp.int32
+  scores = np.einsum("mbd,mld->mbl", np.asarray(x), np.asarray(label_emb))
+  found = np.asarray(out.found)
+  for m, b in zip(*np.nonzero(found)):
+    v = int(out.violator[m, b])
+    assert not positive[b, v]
+    assert scores[m, b, v] > scores[m, b, 0] - 1.0 - 1e-5
+    np.testing.assert_allclose(out.violator_score[m, b], scores[m, b, v], rtol=1e-5, atol=1e-5)
