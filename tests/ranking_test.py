@@ -1,0 +1,133 @@
+"""Tests for musemb.ranking: brute-force equality, tie rule, one compilation, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from musemb import metrics
+from musemb import ranking
+
+
+def _brute_force(queries, items, k, exclude=None, item_mask=None):
+  """Reference ranking: full float64 score matrix, stable sort on -score (ties: lower index)."""
+  scores = queries.astype(np.float64) @ items.astype(np.float64).T
+  allowed = np.ones(scores.shape, bool)
+  if item_mask is not None:
+    allowed &= item_mask[None, :]
+  if exclude is not None:
+    rows = np.nonzero(exclude >= 0)[0]
+    allowed[rows, exclude[rows]] = False
+  scores = np.where(allowed, scores, -np.inf)
+  order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+  top = np.take_along_axis(scores, order, axis=1)
+  return top, np.where(np.isneginf(top), -1, order)
+
+
+def _integer_data(seed, num_queries, num_items, dim, low=-2, high=3):
+  # Small integers make every dot product exact in float32 and produce many ties.
+  rng = np.random.default_rng(seed)
+  return (rng.integers(low, high, (num_queries, dim)).astype(np.float32),
+          rng.integers(low, high, (num_items, dim)).astype(np.float32))
+
+
+@pytest.mark.parametrize("item_chunk", [None, 16, 7, 1000])
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_equals_brute_force_with_ties(item_chunk, with_masks):
+  queries, items = _integer_data(0, 37, 53, 4)
+  rng = np.random.default_rng(1)
+  exclude = item_mask = None
+  if with_masks:
+    exclude = rng.integers(-1, 53, 37)
+    item_mask = rng.random(53) < 0.7
+  k = 9
+  scores, idx = ranking.top_k_scores(queries, items, k, query_chunk=8, item_chunk=item_chunk,
+                                     exclude=exclude, item_mask=item_mask)
+  want_scores, want_idx = _brute_force(queries, items, k, exclude, item_mask)
+  assert scores.dtype == np.float32 and idx.dtype == np.int32
+  assert scores.shape == idx.shape == (37, k)
+  np.testing.assert_array_equal(idx, want_idx)
+  np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+
+
+def test_equals_brute_force_random_normal():
+  rng = np.random.default_rng(2)
+  queries = rng.normal(size=(45, 16)).astype(np.float32)
+  items = rng.normal(size=(101, 16)).astype(np.float32)
+  exclude = np.arange(45)  # e.g. song-to-song retrieval, drop the query song itself
+  for item_chunk in (None, 10):
+    scores, idx = ranking.top_k_scores(queries, items, 12, query_chunk=16, item_chunk=item_chunk,
+                                       exclude=exclude)
+    want_scores, want_idx = _brute_force(queries, items, 12, exclude)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+    assert not (idx == exclude[:, None]).any()
+
+
+def test_ties_go_to_lower_index():
+  queries = np.ones((3, 2), np.float32)
+  items = np.zeros((10, 2), np.float32)  # all scores tie at 0
+  items[6] = 1.0  # one winner
+  for item_chunk in (None, 3, 4):
+    _, idx = ranking.top_k_scores(queries, items, 5, query_chunk=2, item_chunk=item_chunk,
+                                  exclude=np.array([-1, 0, 2]))
+    np.testing.assert_array_equal(idx, [[6, 0, 1, 2, 3], [6, 1, 2, 3, 4], [6, 0, 1, 3, 4]])
+
+
+def test_fewer_allowed_items_than_k_leaves_empty_slots():
+  queries, items = _integer_data(3, 4, 6, 3)
+  mask = np.array([True, False, True, False, False, True])
+  for item_chunk in (None, 4):
+    scores, idx = ranking.top_k_scores(queries, items, 5, item_mask=mask, item_chunk=item_chunk,
+                                       exclude=np.array([0, -1, -1, 5]))
+    want_scores, want_idx = _brute_force(queries, items, 5, np.array([0, -1, -1, 5]), mask)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+    assert (idx[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    assert (idx[[0, 3], 2] == -1).all()
+
+
+def test_compiles_once_across_chunks():
+  # Shapes used nowhere else in the tests, so the jit cache starts without them.
+  queries, items = _integer_data(4, 3 * 11 + 5, 29, 5)
+  before = ranking._top_k_chunk._cache_size()
+  ranking.top_k_scores(queries, items, 3, query_chunk=11, item_chunk=6)
+  assert ranking._top_k_chunk._cache_size() == before + 1
+  # Other query counts with the same chunk shapes reuse the compiled function.
+  ranking.top_k_scores(queries[:12], items, 3, query_chunk=11, item_chunk=6)
+  ranking.top_k_scores(queries[:22], items, 3, query_chunk=11, item_chunk=6)
+  assert ranking._top_k_chunk._cache_size() == before + 1
+
+
+def test_topk_lists_score_like_the_full_matrix():
+  queries, items = _integer_data(5, 30, 40, 3)
+  relevance = np.random.default_rng(6).random((30, 40)) < 0.2
+  relevance[:, 0] = True
+  _, idx = ranking.top_k_scores(queries, items, 10, query_chunk=7, item_chunk=9)
+  full = queries.astype(np.float64) @ items.T.astype(np.float64)
+  np.testing.assert_array_equal(
+      metrics.precision_at_k_from_topk(idx, relevance, 10, reduce="none"),
+      metrics.precision_at_k(full, relevance, 10, reduce="none"))
+  np.testing.assert_allclose(
+      metrics.map_at_n_from_topk(idx, relevance, 10, reduce="none"),
+      metrics.map_at_n(full, relevance, 10, reduce="none"))
+
+
+def test_errors_are_clear():
+  queries, items = _integer_data(7, 4, 5, 3)
+  with pytest.raises(ValueError, match=r"k=6 must be an integer in \[1, 5\]"):
+    ranking.top_k_scores(queries, items, 6)
+  with pytest.raises(ValueError, match="dimension 3 but items have 2"):
+    ranking.top_k_scores(queries, items[:, :2], 2)
+  with pytest.raises(ValueError, match="non-finite"):
+    ranking.top_k_scores(np.full((1, 3), np.nan), items, 2)
+  with pytest.raises(ValueError, match="exclude"):
+    ranking.top_k_scores(queries, items, 2, exclude=np.array([0, 1, 2, 5]))
+  with pytest.raises(ValueError, match="item_mask"):
+    ranking.top_k_scores(queries, items, 2, item_mask=np.ones(5, np.int32))
+  with pytest.raises(ValueError, match="query_chunk=0"):
+    ranking.top_k_scores(queries, items, 2, query_chunk=0)
+  with pytest.raises(ValueError, match="overflowed"):
+    ranking.top_k_scores(np.full((1, 3), 3e38, np.float32), np.full((5, 3), 3e38, np.float32), 2)
+  scores, idx = ranking.top_k_scores(queries[:0], items, 2)
+  assert scores.shape == idx.shape == (0, 2)
