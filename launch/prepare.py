@@ -1,0 +1,104 @@
+r"""Prepares a source as a TFDS dataset, and optionally its bag-of-frames features.
+
+The built-in synthetic world (generated, nothing to download):
+
+  python -m launch.prepare --source=synthetic --size=demo --data_dir=/tmp/musemb_data
+
+MagnaTagATune as published (annotations_final.csv, clip_info_final.csv, mp3 folders 0-f), with
+MUSLSE's 2000-codeword bag of frames:
+
+  python -m launch.prepare --source=mtat --source_dir=$HOME/data/mtat \
+      --data_dir=$HOME/musemb_data --top_n_tags=50 --bof --n_codewords=2000
+
+A folder of audio files with metadata.csv or metadata.jsonl (see musemb.data.sources.folder),
+clips cropped to 30 s, every tag kept:
+
+  python -m launch.prepare --source=folder --source_dir=$HOME/my_music \
+      --data_dir=$HOME/musemb_data --max_seconds=30 --top_n_tags=0
+
+The dataset lands in <data_dir>/musemb_<source>/<config>/1.0.0 (e.g. musemb_synthetic/demo-16k/
+1.0.0); running the same command again reuses it. The command prints that directory, the split
+sizes and what was skipped and why. Audio that cannot be used (unreadable, empty, shorter than
+--min_seconds, NaN) is skipped and counted; a split losing more than --max_bad_fraction of its
+tracks stops the build, and nothing half-written is left behind. With --bof the MFCC codebook and
+every track's bag of frames are computed too and cached under <dataset dir>/derived/.
+"""
+
+from __future__ import annotations
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("source", None, ["synthetic", "mtat", "folder"], "Which source to prepare.")
+flags.DEFINE_string("source_dir", None, "Raw data directory (mtat, folder).")
+flags.DEFINE_string("data_dir", None, "Root under which the prepared dataset is written.")
+flags.DEFINE_string("size", "demo", "Synthetic world size: tiny, demo, small or large.")
+flags.DEFINE_integer("seed", 0, "Synthetic world seed.")
+flags.DEFINE_integer("sample_rate", 16000, "Sample rate of the stored audio (Hz).")
+flags.DEFINE_float("max_seconds", None, "Crop clips to their first max_seconds.")
+flags.DEFINE_float("min_seconds", 1.0, "Skip clips shorter than this (reason too_short).")
+flags.DEFINE_integer("top_n_tags", 50, "Keep the most frequent tags (mtat, folder); 0 keeps all.")
+flags.DEFINE_string("split_file", None, "MagnaTagATune split file (see sources.mtat).")
+flags.DEFINE_string("metadata", None,
+                    "Folder source: metadata file (default: found in the folder).")
+flags.DEFINE_float("max_bad_fraction", 0.05,
+                   "Largest fraction of a split's tracks that may be skipped for bad audio.")
+flags.DEFINE_string("config_name", None,
+                    "Name of the dataset config (default: derived from the options).")
+flags.DEFINE_integer("num_workers", None, "Threads decoding audio (default: min(8, CPUs)).")
+flags.DEFINE_bool("bof", False, "Also compute the MFCC codebook and bag-of-frames features.")
+flags.DEFINE_integer("n_codewords", 2000, "Bag of frames: codebook size.")
+flags.DEFINE_integer("bof_batch_size", 16, "Bag of frames: clips per MFCC batch.")
+flags.mark_flags_as_required(["source", "data_dir"])
+
+
+def make_source():
+  """The source the flags describe."""
+  top_n = FLAGS.top_n_tags or None
+  if FLAGS.source == "synthetic":
+    from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
+    return synthetic.SyntheticWorld(FLAGS.size, seed=FLAGS.seed, sample_rate=FLAGS.sample_rate)
+  if not FLAGS.source_dir:
+    raise app.UsageError(f"--source={FLAGS.source} needs --source_dir (the raw data directory).")
+  if FLAGS.source == "mtat":
+    from musemb.data.sources import mtat  # pylint: disable=g-import-not-at-top
+    return mtat.MagnaTagATune(FLAGS.source_dir, top_n_tags=top_n, split_file=FLAGS.split_file)
+  from musemb.data.sources import folder  # pylint: disable=g-import-not-at-top
+  return folder.AudioFolder(FLAGS.source_dir, metadata=FLAGS.metadata, top_n_tags=top_n)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # TensorFlow only reads data here; keep it off the accelerators that JAX uses.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  from musemb import features  # pylint: disable=g-import-not-at-top
+  from musemb.data import builders  # pylint: disable=g-import-not-at-top
+  from musemb.data import derived  # pylint: disable=g-import-not-at-top
+
+  source = make_source()
+  dataset_dir = builders.prepare(
+      source, FLAGS.data_dir, sample_rate=FLAGS.sample_rate, max_seconds=FLAGS.max_seconds,
+      min_seconds=FLAGS.min_seconds, max_bad_fraction=FLAGS.max_bad_fraction,
+      config_name=FLAGS.config_name, num_workers=FLAGS.num_workers)
+  prepared = builders.load_prepared(dataset_dir)
+  print(prepared.summary())
+  if FLAGS.bof:
+    config = derived.BofConfig(mfcc=features.MfccConfig(sample_rate=prepared.sample_rate),
+                               n_codewords=FLAGS.n_codewords)
+    _, bags = derived.compute_bag_of_frames(dataset_dir, config, batch_size=FLAGS.bof_batch_size)
+    print(f"Bag of frames (K={config.n_codewords}, config {config.hash()[:12]}) at "
+          f"{derived.cache_dir(dataset_dir, config)}")
+    for split, bag in bags.items():
+      nnz = bag.nnz_per_row()
+      print(f"  {split}: {len(bag)} tracks, {nnz.mean():.1f} distinct codewords per track "
+            f"(max {nnz.max()})")
+  logging.info("Done: %s", dataset_dir)
+  print(dataset_dir)
+
+
+if __name__ == "__main__":
+  app.run(main)
