@@ -97,7 +97,9 @@ def test_sizes_grow_and_tiny_is_tiny():
   totals = [s.artists * s.tracks_per_artist * s.clip_seconds for s in synthetic.SIZES.values()]
   assert totals == sorted(totals) and len(set(totals)) == 4
   tiny = synthetic.SIZES["tiny"]
-  assert tiny.artists * tiny.tracks_per_artist <= 64 and tiny.clip_seconds <= 3.0
+  assert tiny.artists * tiny.tracks_per_artist <= 80 and tiny.clip_seconds <= 3.0
+  # Two test songs per artist at least, so the similar-songs task has positives in tests.
+  assert round(0.2 * tiny.tracks_per_artist) >= 2
   demo = synthetic.SIZES["demo"]
   assert demo.artists >= 3 * len(synthetic.GENRES)   # several artists per genre for the demo
 
@@ -106,7 +108,7 @@ def test_is_a_source(tiny):
   world, tracks = tiny
   assert world.name == "synthetic" and world.size == "tiny" and world.seed == 0
   assert world.skipped.total == 0
-  assert len(tracks) == 8 * 6 and len({t.id for t in tracks}) == len(tracks)
+  assert len(tracks) == synthetic.SIZES["tiny"].artists * synthetic.SIZES["tiny"].tracks_per_artist and len({t.id for t in tracks}) == len(tracks)
   assert "tiny" in world.description() and str(len(world.tag_names)) in world.description()
 
 
@@ -207,7 +209,7 @@ def test_splits_are_by_piece_with_every_artist_in_train_and_test(tiny):
     per_artist[t.artists[0]][t.split] += 1
   assert set(per_artist) == set(world.artist_names)
   for counts in per_artist.values():
-    assert counts == {"train": 4, "valid": 1, "test": 1}    # 70/10/20 of six songs
+    assert counts == {"train": 7, "valid": 1, "test": 2}    # 70/10/20 of ten songs
   few = synthetic.SyntheticWorld(
       synthetic.WorldSize(artists=3, tracks_per_artist=3, clip_seconds=1.0, users=2, playlists=1))
   splits = collections.Counter(few.splits)

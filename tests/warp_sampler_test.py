@@ -30,23 +30,26 @@ def _world():
   return scores, positive
 
 
-def _sample_vectorised(budget: int, seed: int = 0):
-  """Runs sample_warp once per rng (vmap over NUM_SAMPLES rngs, batch of one each)."""
+def _sample_vectorised(budget: int, seed: int = 0, shared: bool = False, batch: int = 1):
+  """Runs sample_warp once per rng (vmap over NUM_SAMPLES rngs, `batch` examples each)."""
   scores, positive = _world()
   scores_j, positive_j = jnp.asarray(scores), jnp.asarray(positive)
 
   def one(rng):
     return warp.sample_warp(
         rng,
-        jnp.array([POS_SCORE], jnp.float32),
+        jnp.full((batch,), POS_SCORE, jnp.float32),
         score_candidates=lambda c: scores_j[c],
         is_positive=lambda c: positive_j[c],
         num_labels=NUM_LABELS,
         budget=budget,
-        margin=MARGIN)
+        margin=MARGIN,
+        shared=shared)
 
   rngs = jax.random.split(jax.random.key(seed), NUM_SAMPLES)
   out = jax.jit(jax.vmap(one))(rngs)
+  if batch > 1:
+    return jax.tree.map(np.asarray, out)
   return jax.tree.map(lambda x: np.asarray(x)[:, 0], out)
 
 
@@ -131,6 +134,19 @@ def test_distribution_of_trials_matches_algorithm1(reference):
   np.testing.assert_array_equal(sample.violator_score[sample.found], scores[v])
   np.testing.assert_array_equal(
       sample.rank_estimate, np.where(sample.found, (NUM_LABELS - 1) // sample.n_trials, 0))
+
+
+def test_shared_candidates_keep_each_examples_distribution(reference):
+  """shared=True: one row of draws per batch; each example's (found, N) is still Algorithm 1's."""
+  ref_found, ref_n = reference
+  sample = _sample_vectorised(budget=80, shared=True, batch=3)
+  # Identical examples in one batch see identical draws, hence identical outcomes ...
+  np.testing.assert_array_equal(sample.n_trials[:, 0], sample.n_trials[:, 2])
+  np.testing.assert_array_equal(sample.violator[:, 0], sample.violator[:, 1])
+  # ... and across batches each example follows the sequential algorithm's distribution.
+  p_value = _two_sample_chi2_pvalue(
+      _outcome_codes(sample.found[:, 1], sample.n_trials[:, 1]), _outcome_codes(ref_found, ref_n))
+  assert p_value > 1e-3, p_value
 
 
 def test_chi2_rejects_wrong_trial_counts(reference):

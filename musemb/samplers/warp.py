@@ -208,8 +208,15 @@ def sample_warp(
     num_labels: int,
     budget: int,
     margin: float = 1.0,
+    shared: bool = False,
 ) -> WarpSample:
   """Draws a budget of candidates at once and returns Algorithm 1's violator and rank estimate.
+
+  With `shared=True` one row of `budget` candidates is drawn per call and every example of the
+  batch sees the same draws (`score_candidates` then receives identical rows, so it may embed
+  `ids[0]` once, which matters when a label's embedding is expensive, e.g. songs as labels). Each
+  example's draws are still iid uniform over [0, Y), so its distribution of (found, N) is exactly
+  the per-example one; only the examples of a batch become correlated with each other.
 
   See the module docstring for how this matches Algorithm 1 and where it departs from it (the loop
   is truncated at the budget; examples with no violator in the budget make no update). Choose
@@ -242,7 +249,10 @@ def sample_warp(
         "musemb/samplers/warp.py sample_warp: pos_scores must be [batch]; got shape "
         f"{pos_scores.shape}.")
   batch = pos_scores.shape[0]
-  cands = draw_negative_candidates(rng, num_labels, (batch, budget))
+  if shared:
+    cands = jnp.broadcast_to(draw_negative_candidates(rng, num_labels, (1, budget)), (batch, budget))
+  else:
+    cands = draw_negative_candidates(rng, num_labels, (batch, budget))
   cand_scores = score_candidates(cands)
   positive = is_positive(cands)
   if cand_scores.shape != cands.shape or positive.shape != cands.shape:

@@ -83,7 +83,7 @@ class WorldSize:
 
 SIZES: dict[str, WorldSize] = {
     # All tracks and tables in a couple of seconds: for unit tests.
-    "tiny": WorldSize(artists=8, tracks_per_artist=6, clip_seconds=2.5, users=24, playlists=12),
+    "tiny": WorldSize(artists=8, tracks_per_artist=10, clip_seconds=2.5, users=24, playlists=12),
     # Under a minute on two cores; big enough for a MUSLSE demo (4 artists per genre).
     "demo": WorldSize(artists=40, tracks_per_artist=12, clip_seconds=8.0, users=300,
                       playlists=200, reviews_per_album=2),

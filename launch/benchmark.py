@@ -1,0 +1,39 @@
+r"""Benchmarks of the hot paths, each against a peer library run in the same process on the same data.
+
+  python -m launch.benchmark --suite=all            # or: features, evaluation, warp
+  python -m launch.benchmark --suite=warp --quick   # smaller sizes, for a smoke run
+
+Suites (each prints a table with the musemb/peer ratio):
+  features    log-mel and MFCC+deltas throughput, JAX vs librosa (musemb.benchmarks.features)
+  evaluation  Big-data-scale top-k evaluation (66,072 songs x 26,972 artists, d=100): seconds and
+              peak memory vs a chunked numpy argpartition (musemb.benchmarks.evaluation)
+  warp        MUSLSE WARP training vs LightFM's WARP on the same bag-of-frames/tag data: time to
+              reach LightFM's best test p@3, 2 threads each (musemb.benchmarks.warp); LightFM is
+              installed on demand (see its docstring), never a test dependency.
+
+Numbers are wall-clock on a shared machine: compare the ratio, not the absolute values.
+"""
+
+import importlib
+
+from absl import app
+from absl import flags
+
+from launch import common
+
+SUITES = ("features", "evaluation", "warp")
+_SUITE = flags.DEFINE_enum("suite", "all", SUITES + ("all",), "Which benchmark to run.")
+_QUICK = flags.DEFINE_boolean("quick", False, "Small sizes (smoke test of the benchmark itself).")
+
+
+def main(argv):
+  del argv
+  common.setup()
+  for name in SUITES if _SUITE.value == "all" else (_SUITE.value,):
+    print(f"\n=== {name} ===")
+    module = importlib.import_module(f"musemb.benchmarks.{name}")
+    module.run(quick=_QUICK.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,37 @@
+r"""Trains one system from a config file; resumes from the workdir's checkpoints.
+
+  python -m launch.train --config=configs/muslse.py --workdir=workdirs/muslse
+  python -m launch.train --config=configs/muslse.py:tagatune,d=400 --workdir=W \
+      --config.data_dir=data/mtat --config.optimizer.learning_rate=0.02
+  python -m launch.train --config=configs/one_vs_rest.py --workdir=W/one_vs_rest
+
+Overrides are validated: an unknown key or a value of the wrong type stops before anything runs.
+SIGTERM (preemption) writes a checkpoint and exits with status 143; rerun the same command to resume.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from launch import common
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard events and "
+                               "metrics.json go.", required=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  common.setup()
+  from musemb import evaluate, train  # pylint: disable=g-import-not-at-top
+  metrics = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  logging.info("Done. %s metrics:\n%s", _CONFIG.value.eval.split,
+               evaluate.pk_table({f"{_CONFIG.value.system}/{k}": v for k, v in metrics.items()}))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

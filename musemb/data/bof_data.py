@@ -1,0 +1,208 @@
+"""Bag-of-frames training data: what MUSLSE and its one-vs-rest baseline train and evaluate on.
+
+`load_data(config, workdir)` resolves the prepared dataset (`config.data_dir`, or the built-in
+synthetic world prepared under `<workdir>/data`), computes or loads the cached MFCC k-means
+bag-of-frames (`musemb.data.derived`), reads labels per split (`musemb.data.pipeline.read_split`)
+and returns a `BofData` with:
+
+* `splits[name]`: per-track sparse song vectors padded to a common width P (`idx`, `val` [n, P];
+  padding has value 0 and so contributes nothing), primary artist ids and multi-hot tags;
+* `tables`: device-resident lookups the jitted loss needs to score sampled negatives: the training
+  songs' bags (`song_idx`, `song_val`), their artists, each artist's training songs (for similar-song
+  positives; at most `MAX_SONGS_PER_ARTIST`, a seeded sample, per artist) and each artist's
+  training-split similar artists;
+* `train_batch(step)`: a deterministic batch for a step (`EpochBatcher`), so resuming is exact;
+* `task_names`: the configured tasks this data supports; the others are skipped with a log line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from musemb import features as features_lib
+from musemb.data import builders
+from musemb.data import derived
+from musemb.data import pipeline
+
+MAX_SONGS_PER_ARTIST = 256
+SIMILAR_EDGE_SPLIT = (0.6, 0.2, 0.2)   # train / valid / test share of each artist's similar artists
+
+
+@dataclasses.dataclass
+class SplitBof:
+  track_ids: np.ndarray      # [n] str
+  idx: np.ndarray            # [n, P] int32 codeword ids
+  val: np.ndarray            # [n, P] float32 normalised counts (0 = padding)
+  artist: np.ndarray         # [n] int32 primary artist, -1 if none
+  tags: np.ndarray           # [n, T] bool
+
+  def __len__(self) -> int:
+    return len(self.track_ids)
+
+
+@dataclasses.dataclass
+class BofData:
+  info: dict[str, Any]
+  task_names: tuple[str, ...]
+  splits: dict[str, SplitBof]
+  tables: dict[str, np.ndarray]
+  similar_edges: dict[str, list[np.ndarray]]   # split -> per-artist similar artist ids
+  codebook: derived.Codebook
+  batcher: pipeline.EpochBatcher
+  prepared: Any
+
+  def train_batch(self, step: int) -> dict[str, np.ndarray]:
+    rows = self.batcher.indices(step)
+    s = self.splits["train"]
+    return {"bof_idx": s.idx[rows], "bof_val": s.val[rows], "artist": s.artist[rows],
+            "tags": s.tags[rows], "song": rows.astype(np.int32)}
+
+
+def resolve_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The prepared dataset directory: `config.data_dir`, or the built-in world under the workdir."""
+  if config.data_dir:
+    return builders.find_dataset_dir(config.data_dir)
+  from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
+  world = synthetic.SyntheticWorld(config.data.synthetic_size, seed=config.data.synthetic_seed,
+                                   sample_rate=config.data.sample_rate)
+  logging.info("config.data_dir is empty: using the built-in synthetic world (%s).",
+               config.data.synthetic_size)
+  return builders.prepare(world, os.path.join(workdir, "data"), sample_rate=config.data.sample_rate,
+                          max_seconds=config.data.max_seconds or None)
+
+
+def bof_config(config: ml_collections.ConfigDict, sample_rate: int) -> derived.BofConfig:
+  f = config.features
+  return derived.BofConfig(
+      mfcc=features_lib.MfccConfig(sample_rate=sample_rate, n_mels=f.n_mels),
+      n_codewords=f.n_codewords, kmeans_frames=f.kmeans_frames, kmeans_steps=f.kmeans_steps,
+      standardize=f.standardize, seed=config.seed)
+
+
+def normalise(counts: np.ndarray, how: str) -> np.ndarray:
+  """Scales one song's counts: l2 (unit norm), l1 (frequencies) or none (raw counts)."""
+  if how == "none":
+    return counts.astype(np.float32)
+  norm = np.linalg.norm(counts) if how == "l2" else np.abs(counts).sum() if how == "l1" else None
+  if norm is None:
+    raise ValueError(f"features.normalize={how!r}; expected l2, l1 or none.")
+  return (counts / max(norm, 1e-12)).astype(np.float32)
+
+
+def _pad_bags(bof: derived.BagOfFrames, width: int, how: str) -> tuple[np.ndarray, np.ndarray]:
+  n = len(bof.track_ids)
+  idx = np.zeros((n, width), np.int32)
+  val = np.zeros((n, width), np.float32)
+  for i in range(n):
+    lo, hi = bof.indptr[i], bof.indptr[i + 1]
+    idx[i, :hi - lo] = bof.indices[lo:hi]
+    val[i, :hi - lo] = normalise(bof.counts[lo:hi], how)
+  return idx, val
+
+
+def _split_similarity(similarity: dict[str, list[str]], artist_names: list[str], seed: int
+                      ) -> dict[str, list[np.ndarray]]:
+  """Per-artist similar-artist ids, split into train/valid/test edges (artists with >= 3 edges)."""
+  index = {a: i for i, a in enumerate(artist_names)}
+  out = {s: [np.zeros(0, np.int32) for _ in artist_names] for s in ("train", "valid", "test")}
+  for name in sorted(similarity):
+    if name not in index:
+      continue
+    a = index[name]
+    ids = np.array(sorted({index[b] for b in similarity[name] if b in index and b != name}), np.int32)
+    if len(ids) >= 3:
+      ids = np.random.default_rng([seed, a]).permutation(ids)
+      n_valid = max(1, int(round(SIMILAR_EDGE_SPLIT[1] * len(ids))))
+      n_test = max(1, int(round(SIMILAR_EDGE_SPLIT[2] * len(ids))))
+      out["valid"][a] = np.sort(ids[:n_valid])
+      out["test"][a] = np.sort(ids[n_valid:n_valid + n_test])
+      out["train"][a] = np.sort(ids[n_valid + n_test:])
+    else:
+      out["train"][a] = ids
+  return out
+
+
+def _padded_lists(lists: list[np.ndarray], cap: int | None = None, seed: int = 0) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  lists = [rng.choice(x, cap, replace=False) if cap and len(x) > cap else x for x in lists]
+  width = max([len(x) for x in lists] + [1])
+  out = np.full((len(lists), width), -1, np.int32)
+  for i, x in enumerate(lists):
+    out[i, :len(x)] = x
+  return out
+
+
+def supported_tasks(config_tasks: tuple[str, ...], train: SplitBof, num_tags: int,
+                    similar_train: list[np.ndarray]) -> tuple[str, ...]:
+  """Keeps the configured tasks the data can train; logs why each other one is skipped."""
+  songs_per_artist = np.bincount(train.artist[train.artist >= 0], minlength=1)
+  why = {
+      "tag_prediction": None if num_tags and train.tags.any() else "the dataset has no tags",
+      "artist_prediction": None if (train.artist >= 0).any() else "the dataset has no artists",
+      "song_prediction": None if (train.artist >= 0).any() else "the dataset has no artists",
+      "similar_songs": (None if (songs_per_artist >= 2).any()
+                        else "no artist has two training songs"),
+      "similar_artists": (None if any(len(x) for x in similar_train)
+                          else "the source has no artist-artist similarity data"),
+  }
+  kept = []
+  for t in config_tasks:
+    if why.get(t):
+      logging.warning("Skipping task %s: %s.", t, why[t])
+    else:
+      kept.append(t)
+  if not kept:
+    raise ValueError(f"none of the configured tasks {config_tasks} can be trained on this dataset "
+                     f"({', '.join(f'{t}: {why[t]}' for t in config_tasks if why.get(t))}).")
+  return tuple(kept)
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str) -> BofData:
+  dataset_dir = resolve_dataset(config, workdir)
+  prepared = builders.load_prepared(dataset_dir)
+  codebook, bofs = derived.compute_bag_of_frames(dataset_dir, bof_config(config, prepared.sample_rate))
+  width = max(int(np.diff(b.indptr).max(initial=1)) for b in bofs.values())
+  splits = {}
+  for name, bof in bofs.items():
+    labels = pipeline.read_split(prepared.builder, name)
+    if list(labels.track_ids) != list(bof.track_ids):
+      raise ValueError(f"{dataset_dir}: derived features of split {name!r} are out of order with the "
+                       "dataset; delete its derived/ folder and rerun to recompute them.")
+    idx, val = _pad_bags(bof, width, config.features.normalize)
+    splits[name] = SplitBof(track_ids=np.asarray(labels.track_ids), idx=idx, val=val,
+                            artist=labels.primary_artist, tags=labels.tags)
+  if "train" not in splits:
+    raise ValueError(f"{dataset_dir} has no train split (splits: {sorted(splits)}).")
+  train = splits["train"]
+  artist_names = list(prepared.artist_names)
+  similar = _split_similarity(prepared.artist_similarity or {}, artist_names, config.seed)
+  from musemb.systems import muslse  # pylint: disable=g-import-not-at-top  (task names only)
+  configured = muslse.active_tasks(config) if config.system == "muslse" else tuple(
+      t.strip() for t in config.tasks.names.split(",") if t.strip())
+  tasks = supported_tasks(configured, train, len(prepared.tag_names), similar["train"])
+
+  artist_songs = [np.flatnonzero(train.artist == a).astype(np.int32) for a in range(len(artist_names))]
+  tables = {
+      "song_idx": train.idx, "song_val": train.val, "song_artist": train.artist,
+      "artist_songs": _padded_lists(artist_songs, MAX_SONGS_PER_ARTIST, config.seed),
+      "artist_similar": _padded_lists(similar["train"]),
+  }
+  info = {
+      "num_features": codebook.centroids.shape[0], "num_artists": len(artist_names),
+      "num_tags": len(prepared.tag_names), "num_train_songs": len(train),
+      "tag_names": list(prepared.tag_names), "artist_names": artist_names,
+      "dataset_dir": dataset_dir, "bag_width": width,
+      "avg_nonzero_features": float(np.mean([np.diff(b.indptr).mean() for b in bofs.values()])),
+  }
+  logging.info("Data %s: %s songs per split, %d tags, %d artists, %d codewords; tasks %s.",
+               dataset_dir, {k: len(v) for k, v in splits.items()}, info["num_tags"],
+               info["num_artists"], info["num_features"], ", ".join(tasks))
+  batcher = pipeline.EpochBatcher(len(train), config.train.batch_size, config.seed)
+  return BofData(info=info, task_names=tasks, splits=splits, tables=tables, similar_edges=similar,
+                 codebook=codebook, batcher=batcher, prepared=prepared)

@@ -1,0 +1,164 @@
+"""Input pipelines: prepared TFDS datasets -> host batches (dicts of numpy arrays).
+
+Two readers, one for each kind of system:
+
+* `read_split` + `EpochBatcher`, for systems whose per-track inputs are small (MUSLSE's sparse
+  bag-of-frames, artist ids, multi-hot tags): the split's labels are read once through tf.data
+  (audio left undecoded) and batches are drawn from a permutation that is a pure function of
+  `(seed, epoch)`. The data position is then just the step, which makes resuming after preemption
+  exact and makes the global batch independent of the number of devices and processes: each process
+  takes its contiguous share of every global batch (`EpochBatcher(process_index=..., process_count=...)`).
+* `audio_batches`, for systems that train on raw audio: tf.data over the TFRecord shards with the split
+  shared out per process (`tfds.split_for_jax_process`), seeded shuffle, random crops, batching with
+  `drop_remainder`, prefetch, and `deterministic=True` order by default. Resuming skips the batches
+  already consumed (`skip_batches`).
+
+TensorFlow stays on the CPU: the launchers hide accelerators from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import queue
+from typing import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+
+@dataclasses.dataclass
+class SplitLabels:
+  """Per-track labels of one split, in the split's TFDS order."""
+
+  track_ids: np.ndarray          # [n] str
+  artists: list[np.ndarray]      # n arrays of artist ids (usually one each)
+  tags: np.ndarray               # [n, num_tags] bool
+
+  def __len__(self) -> int:
+    return len(self.track_ids)
+
+  @property
+  def primary_artist(self) -> np.ndarray:
+    """[n] int32: the first listed artist, -1 when a track has none."""
+    return np.array([a[0] if len(a) else -1 for a in self.artists], np.int32)
+
+
+def read_split(builder: tfds.core.DatasetBuilder, split: str, *, per_process: bool = False
+               ) -> SplitLabels:
+  """Reads track ids, artists and tags of `split` without decoding audio."""
+  split_arg = tfds.split_for_jax_process(split) if per_process else split
+  decoders = tfds.decode.PartialDecoding({"track_id": True, "artists": True, "tags": True})
+  ds = builder.as_dataset(split=split_arg, shuffle_files=False, decoders=decoders)
+  ids, artists, tags = [], [], []
+  for ex in ds.as_numpy_iterator():
+    ids.append(ex["track_id"].decode("utf-8"))
+    artists.append(np.asarray(ex["artists"], np.int32))
+    tags.append(np.asarray(ex["tags"], bool))
+  num_tags = builder.info.features["tags"].shape[0]
+  return SplitLabels(track_ids=np.asarray(ids, dtype=object), artists=artists,
+                     tags=np.stack(tags) if tags else np.zeros((0, num_tags), bool))
+
+
+class EpochBatcher:
+  """Deterministic batches of example indices: `indices(step)` depends only on (seed, step).
+
+  Each epoch is a fresh permutation drawn from `np.random.default_rng([seed, epoch])`; the last
+  partial batch of an epoch is dropped so shapes are static. With several processes, process p takes
+  rows `[p*B/P, (p+1)*B/P)` of every global batch of size B.
+  """
+
+  def __init__(self, num_examples: int, batch_size: int, seed: int, *,
+               process_index: int | None = None, process_count: int | None = None):
+    if num_examples < batch_size:
+      raise ValueError(f"the training split has {num_examples} examples, fewer than "
+                       f"batch_size={batch_size}; lower --config.train.batch_size.")
+    self.num_examples = num_examples
+    self.batch_size = batch_size
+    self.seed = seed
+    self.process_index = jax.process_index() if process_index is None else process_index
+    self.process_count = jax.process_count() if process_count is None else process_count
+    if batch_size % self.process_count:
+      raise ValueError(f"batch_size {batch_size} is not divisible by {self.process_count} processes.")
+    self.steps_per_epoch = num_examples // batch_size
+    self._cache: tuple[int, np.ndarray] | None = None
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if self._cache is None or self._cache[0] != epoch:
+      self._cache = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.num_examples))
+    return self._cache[1]
+
+  def indices(self, step: int) -> np.ndarray:
+    epoch, pos = divmod(step, self.steps_per_epoch)
+    rows = self._permutation(epoch)[pos * self.batch_size:(pos + 1) * self.batch_size]
+    share = self.batch_size // self.process_count
+    return rows[self.process_index * share:(self.process_index + 1) * share]
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+  """Runs `iterator` in a background thread, `size` items ahead (host work overlaps the device)."""
+  q: queue.Queue = queue.Queue(maxsize=size)
+  sentinel = object()
+
+  def worker():
+    try:
+      for item in iterator:
+        q.put(item)
+    except BaseException as e:  # surfaced in the consumer
+      q.put(e)
+    q.put(sentinel)
+
+  threading.Thread(target=worker, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is sentinel:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item
+
+
+def audio_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int,
+                  crop_samples: int | None, seed: int, shuffle: bool = True, repeat: bool = True,
+                  skip_batches: int = 0, shuffle_buffer: int = 2048, deterministic: bool = True,
+                  per_process: bool = True) -> Iterator[dict[str, np.ndarray]]:
+  """Batches of float32 audio crops plus labels from the prepared TFRecords.
+
+  Shuffle happens before repeat and crops are seeded per (seed, epoch, example), so a given seed gives
+  the same stream on every run; `skip_batches` resumes a stream. `batch_size` is per process.
+  Audio shorter than the crop is zero-padded (the builder already dropped clips below its minimum).
+  """
+  split_arg = tfds.split_for_jax_process(split) if per_process else split
+  read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1 if deterministic else 16)
+  ds = builder.as_dataset(split=split_arg, shuffle_files=shuffle, read_config=read_config)
+  if shuffle:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+
+  def convert(index, ex):
+    audio = tf.cast(ex["audio"], tf.float32) / 32768.0
+    if crop_samples:
+      length = tf.shape(audio)[0]
+      audio = tf.pad(audio, [[0, tf.maximum(crop_samples - length, 0)]])
+      max_start = tf.maximum(tf.shape(audio)[0] - crop_samples, 0)
+      if shuffle:
+        start = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), index]),
+                                            maxval=max_start + 1, dtype=tf.int32)
+      else:
+        start = 0
+      audio = audio[start:start + crop_samples]
+    return {"audio": audio, "tags": ex["tags"], "artist": ex["artists"][0] if "artists" in ex else -1,
+            "track_id": ex["track_id"]}
+
+  ds = ds.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=deterministic)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  if skip_batches:
+    ds = ds.skip(skip_batches)
+  options = tf.data.Options()
+  options.deterministic = deterministic
+  ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+  return ds.as_numpy_iterator()

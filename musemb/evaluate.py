@@ -1,0 +1,145 @@
+"""Task evaluators shared by the systems: rank items for queries in chunks and score precision@k.
+
+A system turns a task into `(queries [Q, d], items [N, d], relevant: list of item-id arrays)`;
+`retrieval_metrics` ranks with `musemb.ranking.top_k_scores` (jitted fixed-size chunks with
+`lax.top_k`, so a queries x items matrix never exists whole) and turns the top-k lists into
+per-query precision@k and recall@k. Queries without any relevant item are left out of the means
+(and are NaN in the per-query arrays), as is usual for p@k.
+
+`masked_retrieval_metrics` is for small label sets whose queries each exclude a set of items (e.g.
+the similar artists seen in training): it scores a chunk of queries against all items at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+from musemb import metrics as metrics_lib
+from musemb import ranking
+from musemb import utils
+
+
+def _per_query(hits: np.ndarray, num_relevant: np.ndarray, ks: Sequence[int]
+               ) -> dict[str, np.ndarray]:
+  out = {}
+  has = num_relevant > 0
+  cum = np.cumsum(hits, axis=1)
+  for k in ks:
+    kk = min(k, hits.shape[1])
+    p = cum[:, kk - 1] / k
+    r = cum[:, kk - 1] / np.maximum(num_relevant, 1)
+    out[f"p@{k}"] = np.where(has, p, np.nan)
+    out[f"r@{k}"] = np.where(has, r, np.nan)
+  return out
+
+
+def summarise(per_query: dict[str, np.ndarray]) -> dict[str, float]:
+  """Means over the queries that have a relevant item, plus their count."""
+  out = {}
+  for name, values in per_query.items():
+    ok = np.isfinite(values)
+    out[name] = float(values[ok].mean()) if ok.any() else float("nan")
+  first = next(iter(per_query.values()))
+  out["num_queries"] = float(np.isfinite(first).sum())
+  return out
+
+
+def retrieval_metrics(queries: np.ndarray, items: np.ndarray, relevant: list[np.ndarray],
+                      ks: Sequence[int], *, exclude: np.ndarray | None = None,
+                      query_chunk: int = 1024, item_chunk: int | None = None
+                      ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """Precision@k and recall@k of ranking `items` by dot product with each query.
+
+  queries: [Q, d]; items: [N, d]; relevant: Q arrays of relevant item ids; exclude: [Q] item id to
+  leave out of each query's ranking (e.g. the query song itself), -1 for none.
+  Returns (means, per-query arrays) keyed "p@k" / "r@k".
+  """
+  if len(queries) != len(relevant):
+    raise ValueError(f"{len(queries)} queries but {len(relevant)} relevance lists.")
+  k = min(max(ks), items.shape[0] - (0 if exclude is None else 1))
+  _, top = ranking.top_k_scores(np.asarray(queries, np.float32), np.asarray(items, np.float32), k,
+                                query_chunk=query_chunk, item_chunk=item_chunk or None,
+                                exclude=exclude)
+  hits = metrics_lib.hits_from_topk(top, relevant)
+  num_relevant = np.array([len(r) for r in relevant])
+  per_query = _per_query(hits, num_relevant, ks)
+  return summarise(per_query), per_query
+
+
+def masked_retrieval_metrics(queries: np.ndarray, items: np.ndarray, relevant: list[np.ndarray],
+                             excluded: list[np.ndarray], ks: Sequence[int], *, chunk: int = 1024
+                             ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """Like `retrieval_metrics`, but query q never ranks the items in `excluded[q]`."""
+  ks = list(ks)
+  k = min(max(ks), items.shape[0])
+  hits = np.zeros((len(queries), k), bool)
+  for lo in range(0, len(queries), chunk):
+    hi = min(lo + chunk, len(queries))
+    scores = np.asarray(queries[lo:hi], np.float64) @ np.asarray(items, np.float64).T
+    for row in range(hi - lo):
+      scores[row, excluded[lo + row]] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    for row in range(hi - lo):
+      hits[lo + row] = np.isin(order[row], relevant[lo + row]) & np.isfinite(
+          scores[row, order[row]])
+  num_relevant = np.array([len(r) for r in relevant])
+  per_query = _per_query(hits, num_relevant, ks)
+  return summarise(per_query), per_query
+
+
+def relevant_by_group(groups: np.ndarray, exclude_self: bool) -> list[np.ndarray]:
+  """For items with group labels [n] (e.g. artists), each item's same-group items (-1 = no group)."""
+  order = np.argsort(groups, kind="stable")
+  out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(groups)
+  bounds = np.flatnonzero(np.diff(groups[order])) + 1
+  for members in np.split(order, bounds):
+    if len(members) == 0 or groups[members[0]] < 0:
+      continue
+    members = np.sort(members)
+    for m in members:
+      out[m] = members[members != m] if exclude_self else members
+  return out
+
+
+def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
+  """np.savez through a temp file + rename; string arrays are stored as unicode (no pickles)."""
+  clean = {k: (np.asarray(v).astype(str) if np.asarray(v).dtype == object else np.asarray(v))
+           for k, v in arrays.items()}
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
+  os.close(fd)
+  try:
+    np.savez(tmp, **clean)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def update_model_stats(workdir: str, system: str, stats: dict) -> None:
+  """Adds one system's entry to `<workdir>/model_stats.json` (Table 7's inputs)."""
+  path = os.path.join(workdir, "model_stats.json")
+  current = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      current = json.load(f)
+  current[system] = stats
+  utils.write_json_atomic(path, current)
+
+
+def pk_table(metrics: dict[str, float], ks: Sequence[int] = (1, 3, 6, 9, 12, 15)) -> str:
+  """A plain-text precision@k table from flat "<system>/<task>/p@k" keys, one row per system/task."""
+  rows = sorted({k.rsplit("/", 1)[0] for k in metrics if k.rsplit("/", 1)[-1].startswith("p@")})
+  if not rows:
+    return "(no precision@k metrics)"
+  width = max(len(r) for r in rows)
+  lines = [f"{'system/task':<{width}}  " + "  ".join(f"{'p@' + str(k):>6}" for k in ks)]
+  for r in rows:
+    cells = [metrics.get(f"{r}/p@{k}") for k in ks]
+    lines.append(f"{r:<{width}}  " + "  ".join(f"{c:6.3f}" if c is not None else f"{'-':>6}"
+                                              for c in cells))
+  return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""One-vs-rest large-margin linear classifiers: the MUSLSE paper's baseline (§6.3).
+
+f_i(x) = w_i^T x on the same sparse bag-of-frames song vectors MUSLSE sees, trained with the margin
+perceptron's hinge sum_j max(0, 1 - phi(t, j) f_j(x)) (phi = +1 for the song's labels, -1 otherwise)
+by SGD, one classifier per tag and per artist (W_tag [|S|, |T|], W_artist [|S|, |A|]). Prediction
+ranks labels by f_i(x); its cost is O(Y * |S|_nz) per song against MUSLSE's O((Y + |S|_nz) d)
+(Table 7).
+
+Trained by the shared loop: `python -m launch.train --config=configs/one_vs_rest.py --workdir=W`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from musemb import evaluate as evaluate_lib
+from musemb import utils
+from musemb.data import bof_data
+from musemb.models import linear
+from musemb.objectives import ranking as ranking_losses
+
+TASKS = ("tag_prediction", "artist_prediction")
+_WEIGHTS = {"tag_prediction": "W_tag", "artist_prediction": "W_artist"}
+_LABELS = {"tag_prediction": "num_tags", "artist_prediction": "num_artists"}
+
+load_data = bof_data.load_data
+
+
+def init(config: ml_collections.ConfigDict, info: dict, rng: jax.Array) -> dict:
+  del config, rng  # zero init, as the perceptron starts
+  return {"W_tag": jnp.zeros((info["num_features"], info["num_tags"]), jnp.float32),
+          "W_artist": jnp.zeros((info["num_features"], info["num_artists"]), jnp.float32)}
+
+
+def project(params: dict, config: ml_collections.ConfigDict) -> dict:
+  del config
+  return params
+
+
+def scores(W: jax.Array, idx: jax.Array, val: jax.Array) -> jax.Array:
+  """f(x) = W^T x for sparse bags idx/val [B, P] -> [B, Y]."""
+  return linear.apply_sparse(W, idx, val)
+
+
+def loss(params: dict, batch: dict, tables: Any, rng: jax.Array, config: ml_collections.ConfigDict,
+         task_names: tuple[str, ...]) -> tuple[jax.Array, dict]:
+  del tables, rng
+  per_task = []
+  for task in task_names:
+    f = scores(params[_WEIGHTS[task]], batch["bof_idx"], batch["bof_val"])
+    if task == "tag_prediction":
+      labels, valid = batch["tags"], batch["tags"].any(-1)
+    else:
+      labels = jax.nn.one_hot(jnp.maximum(batch["artist"], 0), f.shape[-1], dtype=bool)
+      valid = batch["artist"] >= 0
+    per_task.append(jnp.sum(jnp.where(valid, ranking_losses.one_vs_rest_hinge(f, labels), 0.0)))
+  per_task = jnp.stack(per_task)
+  return per_task.sum(), {"task_losses": per_task}
+
+
+def _check_tasks(task_names):
+  unknown = [t for t in task_names if t not in TASKS]
+  if unknown:
+    raise ValueError(f"one_vs_rest trains {TASKS}; config.tasks.names has {unknown}.")
+
+
+def evaluate_tasks(params: dict, data, config: ml_collections.ConfigDict, split: str
+                   ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  _check_tasks(data.task_names)
+  s = data.splits[split]
+  ks = tuple(config.eval.ks)
+  means, per_query = {}, {}
+  for task in data.task_names:
+    W = np.asarray(params[_WEIGHTS[task]])
+    f = np.concatenate([np.asarray(scores(W, s.idx[lo:lo + 512], s.val[lo:lo + 512]))
+                        for lo in range(0, len(s), 512)]) if len(s) else np.zeros((0, W.shape[1]))
+    # Ranking by f is exact here: rank against identity "items" so the shared p@k code applies.
+    eye = np.eye(W.shape[1], dtype=np.float32)
+    if task == "tag_prediction":
+      relevant = [np.flatnonzero(row) for row in s.tags]
+    else:
+      relevant = [np.array([a]) if a >= 0 else np.zeros(0, np.int64) for a in s.artist]
+    m, pq = evaluate_lib.retrieval_metrics(f, eye, relevant, ks, query_chunk=config.eval.query_chunk)
+    means.update({f"{task}/{k}": v for k, v in m.items()})
+    per_query.update({f"{task}/{k}": v for k, v in pq.items()})
+    per_query[f"{task}/query_ids"] = s.track_ids
+  return means, per_query
+
+
+def evaluate(params: dict, data, config: ml_collections.ConfigDict, split: str) -> dict[str, float]:
+  return evaluate_tasks(params, data, config, split)[0]
+
+
+def _seconds_per_song(W: np.ndarray, data, repeats: int = 200) -> float:
+  s = data.splits["test" if "test" in data.splits else "train"]
+  W = jnp.asarray(W)
+  top1 = jax.jit(lambda i, v: jnp.argmax(scores(W, i, v)[0]))
+  top1(s.idx[:1], s.val[:1]).block_until_ready()
+  n = min(repeats, len(s))
+  start = time.perf_counter()
+  for r in range(n):
+    top1(s.idx[r:r + 1], s.val[r:r + 1]).block_until_ready()
+  return (time.perf_counter() - start) / max(n, 1)
+
+
+def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir: str,
+                  metrics: dict[str, float]) -> None:
+  _, per_query = evaluate_tasks(params, data, config, config.eval.split)
+  utils.update_metrics_json(workdir, {f"one_vs_rest/{k}": v for k, v in metrics.items()})
+  arrays = {k: v for k, v in per_query.items() if k.endswith("/query_ids")}
+  arrays.update({f"one_vs_rest/{k}": v for k, v in per_query.items() if k.endswith("/p@3")})
+  evaluate_lib.save_npz_atomic(os.path.join(workdir, "per_query.npz"), arrays)
+  used = {t: np.asarray(params[_WEIGHTS[t]]) for t in data.task_names}
+  num_params = int(sum(w.size for w in used.values()))
+  evaluate_lib.update_model_stats(workdir, "one_vs_rest", {
+      "num_params": num_params, "bytes": num_params * 4, "embed_dim": None,
+      "num_features": int(data.info["num_features"]),
+      "avg_nonzero_features": float(data.info["avg_nonzero_features"]),
+      "labels": {t: int(data.info[_LABELS[t]]) for t in data.task_names},
+      "seconds_per_song": {t: _seconds_per_song(w, data) for t, w in used.items()}})

@@ -1,0 +1,89 @@
+"""Small helpers the trainer and launchers share: atomic files, TensorBoard scalars, formatting."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import jax
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes JSON through a temp file in the same folder and `os.replace`, so readers never see half."""
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def update_metrics_json(workdir: str, metrics: dict[str, float]) -> dict[str, float]:
+  """Merges `metrics` (flat "<system>/<task>/<metric>" keys) into `<workdir>/metrics.json`."""
+  path = os.path.join(workdir, "metrics.json")
+  merged = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      merged = json.load(f)
+  merged.update({k: float(v) for k, v in metrics.items()})
+  write_json_atomic(path, merged)
+  return merged
+
+
+def format_seconds(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def select_metric(metrics: dict[str, float], name: str) -> float:
+  """Looks up the validation metric; `mean_p@k` averages p@k over the tasks that report it."""
+  if name.startswith("mean_"):
+    suffix = "/" + name[len("mean_"):]
+    values = [v for k, v in metrics.items() if k.endswith(suffix) and math.isfinite(v)]
+    if not values:
+      raise KeyError(f"train.eval_metric={name!r}: no metric ends with {suffix!r} among "
+                     f"{sorted(metrics)}.")
+    return float(sum(values) / len(values))
+  if name not in metrics:
+    raise KeyError(f"train.eval_metric={name!r} is not among the validation metrics "
+                   f"{sorted(metrics)}.")
+  return float(metrics[name])
+
+
+class MetricWriter:
+  """TensorBoard scalars (tf.summary) from process 0, plus nothing else; `close()` flushes."""
+
+  def __init__(self, logdir: str):
+    self._writer = None
+    if jax.process_index() == 0:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      self._tf = tf
+      self._writer = tf.summary.create_file_writer(logdir)
+
+  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    if self._writer is None:
+      return
+    with self._writer.as_default():
+      for k, v in scalars.items():
+        self._tf.summary.scalar(k, float(v), step=step)
+    self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()

@@ -1,0 +1,151 @@
+"""The shared training loop on MUSLSE's tiny config: end to end, resume, preemption, devices."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from musemb import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(**extra):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+  env.update(extra)
+  return env
+
+
+def _final_params(workdir):
+  """(step, params) of the latest checkpoint, restored onto this process's devices."""
+  from launch import common
+  from musemb import systems
+  config = common.load_workdir_config(workdir)
+  data = systems.get_system(config.system).load_data(config, workdir)
+  step, params = train.load_state(workdir, config, data, best=False)
+  return step, jax.tree.map(np.asarray, params)
+
+
+def test_tiny_run_writes_metrics_and_checkpoints(tiny_config, tmp_path):
+  workdir = str(tmp_path / "run")
+  metrics = train.train_and_evaluate(tiny_config, workdir)
+  for task in ("tag_prediction", "artist_prediction", "song_prediction", "similar_songs",
+               "similar_artists"):
+    assert 0.0 <= metrics[f"{task}/p@1"] <= 1.0, task
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    written = json.load(f)
+  assert written["muslse/tag_prediction/p@3"] == pytest.approx(metrics["tag_prediction/p@3"])
+  assert "cosine/similar_songs/p@1" in written
+  # Max-norm constraints (1)-(3) hold for the trained parameters.
+  step, params = _final_params(workdir)
+  assert step == tiny_config.train.num_steps
+  for name in ("V", "A", "T"):
+    norms = np.linalg.norm(params[name], axis=-1)
+    assert norms.max() <= tiny_config.model.max_norm * (1 + 1e-5), name
+  # A finished run rerun is a no-op resume: same step, same metrics.
+  again = train.train_and_evaluate(tiny_config, workdir)
+  assert again["tag_prediction/p@3"] == pytest.approx(metrics["tag_prediction/p@3"])
+
+
+def test_training_beats_initialisation(tiny_config, tmp_path):
+  tiny_config.train.num_steps = 1
+  tiny_config.train.eval_every = 0
+  before = train.train_and_evaluate(tiny_config, str(tmp_path / "one_step"))
+  tiny_config.train.num_steps = 200
+  tiny_config.train.eval_every = 100
+  after = train.train_and_evaluate(tiny_config, str(tmp_path / "trained"))
+  assert after["tag_prediction/p@3"] > before["tag_prediction/p@3"]
+  assert after["artist_prediction/p@1"] > before["artist_prediction/p@1"]
+
+
+_RUN = """
+import sys, json
+from absl import logging
+logging.set_verbosity(logging.WARNING)
+from configs import muslse
+from musemb import train
+c = muslse.get_config("tiny")
+c.data_dir = sys.argv[1]
+c.train.num_steps = int(sys.argv[3])
+c.train.num_devices = int(sys.argv[4])
+c.train.checkpoint_every = 5
+c.train.log_every = 1
+c.train.eval_every = 0
+c.model.ensemble = 2
+train.train_and_evaluate(c, sys.argv[2])
+"""
+
+
+def test_sigterm_checkpoint_and_exact_resume(tiny_dataset_dir, tmp_path):
+  """A run killed with SIGTERM and restarted ends with exactly the uninterrupted run's parameters."""
+  steps = "60"
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  subprocess.run([sys.executable, "-c", _RUN, tiny_dataset_dir, straight, steps, "1"], check=True,
+                 env=_env(), cwd=ROOT)
+  proc = subprocess.Popen([sys.executable, "-c", _RUN, tiny_dataset_dir, killed, steps, "1"],
+                          env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  ckpt = os.path.join(killed, "checkpoints")
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt)):
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=240)[0].decode()
+  assert proc.returncode == 143, out[-3000:]
+  interrupted_at = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
+  assert interrupted_at < int(steps), "the run finished before SIGTERM; the test proves nothing"
+  subprocess.run([sys.executable, "-c", _RUN, tiny_dataset_dir, killed, steps, "1"], check=True,
+                 env=_env(), cwd=ROOT)
+  step_a, a = _final_params(straight)
+  step_b, b = _final_params(killed)
+  assert step_a == step_b == int(steps)
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_eight_devices_follow_the_one_device_trajectory(tiny_dataset_dir, tmp_path):
+  one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
+  env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  for workdir, n in ((one, "1"), (eight, "8")):
+    subprocess.run([sys.executable, "-c", _RUN, tiny_dataset_dir, workdir, "30", n], check=True,
+                   env=env, cwd=ROOT)
+  _, a = _final_params(one)
+  _, b = _final_params(eight)
+  for name in a:
+    np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.model.embed_dimm=3", "embed_dimm"),
+    ("--config.model.embed_dim=abc", "embed_dim"),
+])
+def test_bad_override_is_a_clear_error(tmp_path, override, message):
+  proc = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/muslse.py:tiny",
+                         f"--workdir={tmp_path}", override], env=_env(), cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
+  workdir = str(tmp_path / "nan")
+  tiny_config.train.num_steps = 10
+  tiny_config.train.checkpoint_every = 5
+  tiny_config.train.eval_every = 0
+  train.train_and_evaluate(tiny_config, workdir)
+  tiny_config.train.num_steps = 20
+  tiny_config.optimizer.learning_rate = float("nan")
+  with pytest.raises(FloatingPointError, match="non-finite loss"):
+    train.train_and_evaluate(tiny_config, workdir)
+  step, params = _final_params(workdir)
+  assert step == 10
+  assert all(np.isfinite(p).all() for p in params.values())
