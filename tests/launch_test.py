@@ -1,0 +1,53 @@
+"""The launchers as a user runs them: demo (tiny), evaluate, predict."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=600):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def test_demo_evaluate_and_predict_end_to_end(tmp_path):
+  workdir, data_dir = str(tmp_path / "demo"), str(tmp_path / "data")
+  proc = _run("launch.demo", f"--workdir={workdir}", f"--data_dir={data_dir}", "--size=tiny",
+              "--variant=tiny")
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert "muslse/tag_prediction" in proc.stdout and "report:" in proc.stdout
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    metrics = json.load(f)
+  for key in ("muslse/tag_prediction/p@3", "muslse/artist_prediction/p@1",
+              "muslse/similar_songs/p@1", "one_vs_rest/tag_prediction/p@3",
+              "one_vs_rest/artist_prediction/p@1", "cosine/similar_songs/p@1"):
+    assert 0.0 <= metrics[key] <= 1.0, key
+  report = open(os.path.join(workdir, "report.md")).read()
+  assert "Table 2" in report and "Table 7" in report
+  assert os.path.getsize(os.path.join(workdir, "map.png")) > 1000
+
+  proc = _run("launch.evaluate", f"--workdir={workdir}", f"--baselines={workdir}/one_vs_rest")
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    assert json.load(f)["muslse/tag_prediction/p@3"] == metrics["muslse/tag_prediction/p@3"]
+
+  t = np.arange(16000 * 3) / 16000
+  clip = (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 2 * t))).astype(np.float32)
+  wav, bad = str(tmp_path / "clip.wav"), str(tmp_path / "bad.mp3")
+  sf.write(wav, clip, 22050)
+  with open(bad, "wb") as f:
+    f.write(b"not audio at all")
+  proc = _run("launch.predict", f"--workdir={workdir}", "--top=3", wav, bad)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  out = json.loads(proc.stdout)
+  assert [len(out[wav][k]) for k in ("tags", "artists", "similar_songs")] == [3, 3, 3]
+  scores = [x["score"] for x in out[wav]["tags"]]
+  assert scores == sorted(scores, reverse=True)
+  assert "bad.mp3" in out[bad]["error"]
