@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"         # sgd (fixed rate, as in the paper) | adagrad
-  c.optimizer.learning_rate = 0.05
+  c.optimizer.learning_rate = 0.01
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64          # examples per step; the loss is summed, so each acts as an SGD step
@@ -129,7 +129,11 @@ def _apply_variants(c: ml_collections.ConfigDict, arg: str) -> None:
       c.train.checkpoint_every = 20
       c.eval.query_chunk = 64
     elif item == "demo":
+      # Tuned on the demo world's validation split (README, "Reproducing the tables"): Adagrad
+      # reached higher validation p@3 than SGD at any fixed rate tried (0.005-0.2).
       c.data.synthetic_size = "demo"
+      c.optimizer.name = "adagrad"
+      c.optimizer.learning_rate = 0.1
     elif item == "tagatune":
       # MagnaTagATune (Tables 2-5): tag prediction only; point --config.data_dir at the prepared set.
       c.tasks.names = "tag_prediction"

@@ -28,8 +28,7 @@ def main(argv):
   system = systems.get_system(config.system)
   data = system.load_data(config, _WORKDIR.value)
   params = train.load_params(_WORKDIR.value, config, data)
-  metrics = system.evaluate(params, data, config, config.eval.split)
-  system.write_outputs(params, data, config, _WORKDIR.value, metrics)
+  metrics = system.write_outputs(params, data, config, _WORKDIR.value)
   path = report.write_report(_WORKDIR.value, baseline_workdirs=tuple(_BASELINES.value))
   logging.info("%s metrics:\n%s", config.eval.split,
                evaluate.pk_table({f"{config.system}/{k}": v for k, v in metrics.items()}))

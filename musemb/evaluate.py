@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -71,25 +71,44 @@ def retrieval_metrics(queries: np.ndarray, items: np.ndarray, relevant: list[np.
   return summarise(per_query), per_query
 
 
+def scored_retrieval_metrics(score_chunk: Callable[[int, int], np.ndarray], num_queries: int,
+                             relevant: list[np.ndarray], ks: Sequence[int], *, chunk: int = 1024
+                             ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """Precision@k and recall@k when the scores come from elsewhere (a classifier, a masked ranking).
+
+  `score_chunk(lo, hi)` returns the scores [hi - lo, N] of queries lo..hi-1 over all N items, with
+  -inf for items a query must not rank; only one chunk of scores exists at a time. Ties go to the
+  lower item index, as in `musemb.ranking`.
+  """
+  hits = None
+  for lo in range(0, num_queries, chunk):
+    hi = min(lo + chunk, num_queries)
+    scores = np.asarray(score_chunk(lo, hi), np.float64)
+    k = min(max(ks), scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, -1)
+    chunk_hits = metrics_lib.hits_from_topk(top, relevant[lo:hi])
+    hits = chunk_hits if hits is None else np.concatenate([hits, chunk_hits])
+  if hits is None:
+    hits = np.zeros((0, max(ks)), bool)
+  num_relevant = np.array([len(r) for r in relevant])
+  per_query = _per_query(hits, num_relevant, ks)
+  return summarise(per_query), per_query
+
+
 def masked_retrieval_metrics(queries: np.ndarray, items: np.ndarray, relevant: list[np.ndarray],
                              excluded: list[np.ndarray], ks: Sequence[int], *, chunk: int = 1024
                              ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """Like `retrieval_metrics`, but query q never ranks the items in `excluded[q]`."""
-  ks = list(ks)
-  k = min(max(ks), items.shape[0])
-  hits = np.zeros((len(queries), k), bool)
-  for lo in range(0, len(queries), chunk):
-    hi = min(lo + chunk, len(queries))
-    scores = np.asarray(queries[lo:hi], np.float64) @ np.asarray(items, np.float64).T
+  items = np.asarray(items, np.float64)
+
+  def score_chunk(lo, hi):
+    scores = np.asarray(queries[lo:hi], np.float64) @ items.T
     for row in range(hi - lo):
       scores[row, excluded[lo + row]] = -np.inf
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    for row in range(hi - lo):
-      hits[lo + row] = np.isin(order[row], relevant[lo + row]) & np.isfinite(
-          scores[row, order[row]])
-  num_relevant = np.array([len(r) for r in relevant])
-  per_query = _per_query(hits, num_relevant, ks)
-  return summarise(per_query), per_query
+    return scores
+
+  return scored_retrieval_metrics(score_chunk, len(queries), relevant, ks, chunk=chunk)
 
 
 def relevant_by_group(groups: np.ndarray, exclude_self: bool) -> list[np.ndarray]:

@@ -21,7 +21,8 @@
 
 A system module provides `load_data(config, workdir)`, `init(config, info, rng)`,
 `loss(params, batch, tables, rng, config, task_names)`, `project(params, config)`,
-`evaluate(params, data, config, split)` and `write_outputs(params, data, config, workdir, metrics)`.
+`evaluate(params, data, config, split)` (validation) and `write_outputs(params, data, config, workdir)`
+(the final evaluation on `config.eval.split`: writes metrics.json and friends, returns the metrics).
 The `tables` argument (device-resident lookup tables such as the training songs' features, used to
 score sampled negatives) is a departure from DESIGN.md's `loss(params, batch, rng, config)`: it keeps
 large constants out of the per-step batch without closing over them in the jitted function.
@@ -197,10 +198,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if _periodic(step, config.train.log_every, num_steps) or checkpoint_due or eval_due:
         summary = _summarise(history, data.task_names)
         history = []
-        if not np.isfinite(summary["loss"]):
+        # The loss alone can hide a diverged state (a ranking loss masks NaN scores to 0), so the
+        # gradient and parameter norms are checked too.
+        bad = [k for k in ("loss", "grad_norm", "param_norm") if not np.isfinite(summary[k])]
+        if bad:
           manager.wait_until_finished()
           raise FloatingPointError(
-              f"non-finite loss ({summary['loss']}) at step {step}; the last good checkpoint in "
+              f"non-finite loss ({', '.join(f'{k}={summary[k]}' for k in bad)}) by step {step}; "
+              f"the last good checkpoint in "
               f"{ckpt_dir} is step {manager.latest_step()}. Lower --config.optimizer.learning_rate "
               "or check the input features for NaN.")
         now = time.perf_counter()
@@ -250,10 +255,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     params = best_manager.restore(best_manager.latest_step(),
                                   args=ocp.args.StandardRestore(abstract_like(state.params)))
     logging.info("Evaluating the best parameters (step %d).", best_manager.latest_step())
-  metrics = system.evaluate(params, data, config, config.eval.split)
+  metrics = system.write_outputs(params, data, config, workdir)
   writer.write_scalars(step, {f"{config.eval.split}/{k}": v for k, v in metrics.items()})
   writer.close()
-  system.write_outputs(params, data, config, workdir, metrics)
   return metrics
 
 

@@ -151,6 +151,10 @@ def supported_tasks(config_tasks: tuple[str, ...], train: SplitBof, num_tags: in
       "similar_artists": (None if any(len(x) for x in similar_train)
                           else "the source has no artist-artist similarity data"),
   }
+  unknown = [t for t in config_tasks if t not in why]
+  if unknown:
+    raise ValueError(f"config.tasks.names has unknown tasks {unknown}; expected some of "
+                     f"{sorted(why)}.")
   kept = []
   for t in config_tasks:
     if why.get(t):
@@ -182,9 +186,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> BofData:
   train = splits["train"]
   artist_names = list(prepared.artist_names)
   similar = _split_similarity(prepared.artist_similarity or {}, artist_names, config.seed)
-  from musemb.systems import muslse  # pylint: disable=g-import-not-at-top  (task names only)
-  configured = muslse.active_tasks(config) if config.system == "muslse" else tuple(
-      t.strip() for t in config.tasks.names.split(",") if t.strip())
+  configured = tuple(t.strip() for t in config.tasks.names.split(",") if t.strip())
   tasks = supported_tasks(configured, train, len(prepared.tag_names), similar["train"])
 
   artist_songs = [np.flatnonzero(train.artist == a).astype(np.int32) for a in range(len(artist_names))]

@@ -383,11 +383,12 @@ def model_stats(params: dict, data, tasks: tuple[str, ...]) -> dict[str, Any]:
   }
 
 
-def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir: str,
-                  metrics: dict[str, float]) -> None:
-  """metrics.json (muslse/* and the cosine baseline), per-query p@3, embeddings, model stats."""
+def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir: str
+                  ) -> dict[str, float]:
+  """Evaluates on `config.eval.split` and writes metrics.json (muslse/* and the cosine baseline),
+  per-query p@3, embeddings and model stats; returns the metrics."""
   split = config.eval.split
-  _, per_query = evaluate_tasks(params, data, config, split)
+  metrics, per_query = evaluate_tasks(params, data, config, split)
   flat = {f"muslse/{k}": v for k, v in metrics.items()}
   arrays = {k: v for k, v in per_query.items() if k.endswith("/query_ids")}
   arrays.update({f"muslse/{k}": v for k, v in per_query.items() if k.endswith("/p@3")})
@@ -403,6 +404,7 @@ def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir
       "artist_names": np.asarray(data.info["artist_names"]),
       "T": label_embeddings(params, "T"), "A": label_embeddings(params, "A")})
   evaluate_lib.update_model_stats(workdir, "muslse", model_stats(params, data, data.task_names))
+  return metrics
 
 
 # ----------------------------------------------------------------------------- prediction

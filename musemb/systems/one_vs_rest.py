@@ -78,16 +78,14 @@ def evaluate_tasks(params: dict, data, config: ml_collections.ConfigDict, split:
   ks = tuple(config.eval.ks)
   means, per_query = {}, {}
   for task in data.task_names:
-    W = np.asarray(params[_WEIGHTS[task]])
-    f = np.concatenate([np.asarray(scores(W, s.idx[lo:lo + 512], s.val[lo:lo + 512]))
-                        for lo in range(0, len(s), 512)]) if len(s) else np.zeros((0, W.shape[1]))
-    # Ranking by f is exact here: rank against identity "items" so the shared p@k code applies.
-    eye = np.eye(W.shape[1], dtype=np.float32)
+    W = jnp.asarray(params[_WEIGHTS[task]])
     if task == "tag_prediction":
       relevant = [np.flatnonzero(row) for row in s.tags]
     else:
       relevant = [np.array([a]) if a >= 0 else np.zeros(0, np.int64) for a in s.artist]
-    m, pq = evaluate_lib.retrieval_metrics(f, eye, relevant, ks, query_chunk=config.eval.query_chunk)
+    m, pq = evaluate_lib.scored_retrieval_metrics(
+        lambda lo, hi, W=W: np.asarray(scores(W, s.idx[lo:hi], s.val[lo:hi])), len(s), relevant, ks,
+        chunk=config.eval.query_chunk)
     means.update({f"{task}/{k}": v for k, v in m.items()})
     per_query.update({f"{task}/{k}": v for k, v in pq.items()})
     per_query[f"{task}/query_ids"] = s.track_ids
@@ -110,9 +108,10 @@ def _seconds_per_song(W: np.ndarray, data, repeats: int = 200) -> float:
   return (time.perf_counter() - start) / max(n, 1)
 
 
-def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir: str,
-                  metrics: dict[str, float]) -> None:
-  _, per_query = evaluate_tasks(params, data, config, config.eval.split)
+def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir: str
+                  ) -> dict[str, float]:
+  """Evaluates on `config.eval.split`, writes one_vs_rest/* metrics and stats; returns the metrics."""
+  metrics, per_query = evaluate_tasks(params, data, config, config.eval.split)
   utils.update_metrics_json(workdir, {f"one_vs_rest/{k}": v for k, v in metrics.items()})
   arrays = {k: v for k, v in per_query.items() if k.endswith("/query_ids")}
   arrays.update({f"one_vs_rest/{k}": v for k, v in per_query.items() if k.endswith("/p@3")})
@@ -125,3 +124,4 @@ def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir
       "avg_nonzero_features": float(data.info["avg_nonzero_features"]),
       "labels": {t: int(data.info[_LABELS[t]]) for t in data.task_names},
       "seconds_per_song": {t: _seconds_per_song(w, data) for t, w in used.items()}})
+  return metrics
