@@ -14,7 +14,6 @@ from launch import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
 _BASELINES = flags.DEFINE_list("baselines", [], "Workdirs of baseline runs to merge into the report.")
-_SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: the run's eval.split).")
 
 
 def main(argv):
@@ -23,8 +22,6 @@ def main(argv):
   from musemb import evaluate, report, train  # pylint: disable=g-import-not-at-top
   from musemb import systems  # pylint: disable=g-import-not-at-top
   config = common.load_workdir_config(_WORKDIR.value)
-  if _SPLIT.value:
-    config.eval.split = _SPLIT.value
   system = systems.get_system(config.system)
   data = system.load_data(config, _WORKDIR.value)
   params = train.load_params(_WORKDIR.value, config, data)

@@ -12,29 +12,24 @@ the similar artists seen in training): it scores a chunk of queries against all 
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import time
 from typing import Callable, Sequence
 
 import numpy as np
 
 from musemb import metrics as metrics_lib
 from musemb import ranking
-from musemb import utils
 
 
-def _per_query(hits: np.ndarray, num_relevant: np.ndarray, ks: Sequence[int]
+def _per_query(topk: np.ndarray, relevant: list[np.ndarray], ks: Sequence[int]
                ) -> dict[str, np.ndarray]:
+  """Per-query p@k and r@k (NaN for queries without relevant items) from top-k lists [Q, K]."""
   out = {}
-  has = num_relevant > 0
-  cum = np.cumsum(hits, axis=1)
   for k in ks:
-    kk = min(k, hits.shape[1])
-    p = cum[:, kk - 1] / k
-    r = cum[:, kk - 1] / np.maximum(num_relevant, 1)
-    out[f"p@{k}"] = np.where(has, p, np.nan)
-    out[f"r@{k}"] = np.where(has, r, np.nan)
+    kk = min(k, topk.shape[1])
+    # p@k divides by k even when fewer than k items could be ranked (the usual definition).
+    out[f"p@{k}"] = metrics_lib.precision_at_k_from_topk(topk, relevant, kk, reduce="none") * kk / k
+    out[f"r@{k}"] = metrics_lib.recall_at_k_from_topk(topk, relevant, kk, reduce="none")
   return out
 
 
@@ -65,9 +60,7 @@ def retrieval_metrics(queries: np.ndarray, items: np.ndarray, relevant: list[np.
   _, top = ranking.top_k_scores(np.asarray(queries, np.float32), np.asarray(items, np.float32), k,
                                 query_chunk=query_chunk, item_chunk=item_chunk or None,
                                 exclude=exclude)
-  hits = metrics_lib.hits_from_topk(top, relevant)
-  num_relevant = np.array([len(r) for r in relevant])
-  per_query = _per_query(hits, num_relevant, ks)
+  per_query = _per_query(top, relevant, ks)
   return summarise(per_query), per_query
 
 
@@ -80,19 +73,15 @@ def scored_retrieval_metrics(score_chunk: Callable[[int, int], np.ndarray], num_
   -inf for items a query must not rank; only one chunk of scores exists at a time. Ties go to the
   lower item index, as in `musemb.ranking`.
   """
-  hits = None
+  tops = []
   for lo in range(0, num_queries, chunk):
     hi = min(lo + chunk, num_queries)
     scores = np.asarray(score_chunk(lo, hi), np.float64)
     k = min(max(ks), scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top = np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, -1)
-    chunk_hits = metrics_lib.hits_from_topk(top, relevant[lo:hi])
-    hits = chunk_hits if hits is None else np.concatenate([hits, chunk_hits])
-  if hits is None:
-    hits = np.zeros((0, max(ks)), bool)
-  num_relevant = np.array([len(r) for r in relevant])
-  per_query = _per_query(hits, num_relevant, ks)
+    tops.append(np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, -1))
+  top = np.concatenate(tops) if tops else np.zeros((0, max(ks)), np.int64)
+  per_query = _per_query(top, relevant, ks)
   return summarise(per_query), per_query
 
 
@@ -125,29 +114,19 @@ def relevant_by_group(groups: np.ndarray, exclude_self: bool) -> list[np.ndarray
   return out
 
 
-def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
-  """np.savez through a temp file + rename; string arrays are stored as unicode (no pickles)."""
-  clean = {k: (np.asarray(v).astype(str) if np.asarray(v).dtype == object else np.asarray(v))
-           for k, v in arrays.items()}
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
-  os.close(fd)
-  try:
-    np.savez(tmp, **clean)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+def timing_split(data) -> str:
+  """The split per-song prediction time is measured on (test if the data has one)."""
+  return "test" if "test" in data.splits else "train"
 
 
-def update_model_stats(workdir: str, system: str, stats: dict) -> None:
-  """Adds one system's entry to `<workdir>/model_stats.json` (Table 7's inputs)."""
-  path = os.path.join(workdir, "model_stats.json")
-  current = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      current = json.load(f)
-  current[system] = stats
-  utils.write_json_atomic(path, current)
+def seconds_per_song(top1: Callable, split, repeats: int = 200) -> float:
+  """Table 7: mean seconds for `top1(idx [1, P], val [1, P])` over songs one at a time, compiled."""
+  top1(split.idx[:1], split.val[:1]).block_until_ready()
+  n = min(repeats, len(split))
+  start = time.perf_counter()
+  for r in range(n):
+    top1(split.idx[r:r + 1], split.val[r:r + 1]).block_until_ready()
+  return (time.perf_counter() - start) / max(n, 1)
 
 
 def pk_table(metrics: dict[str, float], ks: Sequence[int] = (1, 3, 6, 9, 12, 15)) -> str:

@@ -21,12 +21,14 @@ MODEL = "model"
 
 
 def initialize_distributed() -> None:
-  """Calls `jax.distributed.initialize()` on multi-host jobs (a coordinator in the environment).
+  """Calls `jax.distributed.initialize()` for multi-host jobs; single-host runs skip it.
 
-  On Cloud TPU VMs and SLURM clusters JAX discovers the coordinator itself; elsewhere set
-  `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`. Single-host runs skip it.
+  It runs when the environment says the job spans hosts: `JAX_COORDINATOR_ADDRESS` (with
+  `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`), a Cloud TPU pod (`TPU_WORKER_HOSTNAMES`), or
+  `MUSEMB_DISTRIBUTED=1`, which lets JAX auto-detect the cluster (e.g. SLURM).
   """
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("TPU_WORKER_HOSTNAMES"):
+  if (os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("TPU_WORKER_HOSTNAMES")
+      or os.environ.get("MUSEMB_DISTRIBUTED") == "1"):
     jax.distributed.initialize()
     logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
 

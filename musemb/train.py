@@ -138,7 +138,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains `config.system` in `workdir` (resuming if it holds checkpoints); returns test metrics."""
   system = systems_lib.get_system(config.system)
   os.makedirs(workdir, exist_ok=True)
-  utils.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  if jax.process_index() == 0:
+    utils.write_json_atomic(os.path.join(workdir, "config.json"),
+                            json.loads(config.to_json_best_effort()))
   mesh = sharding.make_mesh(config.train.num_devices or None)
   sharding.check_batch_size(config.train.batch_size, mesh)
 
@@ -165,6 +167,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         progress=ocp.args.JsonRestore()))
     state, progress = restored.state, dict(restored.progress)
     logging.info("Resumed from %s at step %d.", ckpt_dir, int(state.step))
+  # `best/` is written apart from `checkpoints/`: a crash between the two leaves a best step the
+  # restored progress does not know; drop it so the replayed steps can save it again.
+  for stale in [s for s in best_manager.all_steps() if s != progress["best_step"]]:
+    logging.info("Dropping best/%d, newer than the resumed state.", stale)
+    best_manager.delete(stale)
+  can_validate = "valid" in data.splits
+  if not can_validate and config.train.eval_every:
+    logging.warning("The dataset has no valid split: no periodic validation or early stopping; "
+                    "the final parameters are evaluated.")
 
   step_fn = jax.jit(
       lambda s, b, t: train_step(s, b, t, system=system, config=config, tx=tx,
@@ -192,7 +203,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
       preempted = preemption.requested.is_set()   # read once: a signal mid-step waits a step
       checkpoint_due = _periodic(step, config.train.checkpoint_every, num_steps) or preempted
-      eval_due = _periodic(step, config.train.eval_every, num_steps)
+      # On SIGTERM the checkpoint comes first: a validation could overrun the grace period.
+      eval_due = (can_validate and not preempted
+                  and _periodic(step, config.train.eval_every, num_steps))
       # Losses are checked for finiteness whenever they are logged, and always before an evaluation
       # or a checkpoint, so a diverged state is never saved over the last good one.
       if _periodic(step, config.train.log_every, num_steps) or checkpoint_due or eval_due:

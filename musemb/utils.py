@@ -9,6 +9,7 @@ import tempfile
 from typing import Any
 
 import jax
+import numpy as np
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -87,3 +88,28 @@ class MetricWriter:
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+
+def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
+  """np.savez through a temp file + rename; string arrays are stored as unicode (no pickles)."""
+  clean = {k: (np.asarray(v).astype(str) if np.asarray(v).dtype == object else np.asarray(v))
+           for k, v in arrays.items()}
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
+  os.close(fd)
+  try:
+    np.savez(tmp, **clean)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def update_model_stats(workdir: str, system: str, stats: dict) -> None:
+  """Adds one system's entry to `<workdir>/model_stats.json` (Table 7's inputs)."""
+  path = os.path.join(workdir, "model_stats.json")
+  current = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      current = json.load(f)
+  current[system] = stats
+  write_json_atomic(path, current)

@@ -252,3 +252,16 @@ def test_launcher_prepares_a_folder_with_bof(tmp_path):
     assert len(ex["audio"]) == 16000  # cropped to 1 s
   with open(os.path.join(dataset_dir, "metadata.json")) as f:
     assert json.load(f)["options"]["top_n_tags"] is None
+
+
+def test_missing_audio_files_count_against_max_bad_fraction(tmp_path):
+  root = _make_folder(tmp_path / "raw", bad=False)
+  for i in range(4):                                   # half of the listed audio is not on disk
+    os.remove(os.path.join(root, f"good{i}.wav"))
+  source = folder.AudioFolder(root)
+  assert source.skipped.counts["missing_audio_file"] == 4
+  with pytest.raises(builders.TooManySkippedError, match="missing.*--max_bad_fraction"):
+    builders.prepare(source, tmp_path / "data")
+  assert _leftovers(tmp_path / "data") == []
+  dataset_dir = builders.prepare(folder.AudioFolder(root), tmp_path / "data2", max_bad_fraction=0.6)
+  assert builders.load_prepared(dataset_dir).skipped["source"]["by_reason"]["missing_audio_file"] == 4

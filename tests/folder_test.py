@@ -76,13 +76,13 @@ def test_csv_rows_parsed(csv_dir):
   assert tracks["t2"].tags == ["rock", "guitar", "live"] and tracks["t2"].split == "valid"
   assert tracks["t2"].title is None and tracks["t2"].album is None
   assert tracks["t3"].tags == ["rock", "jazz"] and tracks["t3"].split == "test"
-  assert tracks["t4"].artists == [folder.UNKNOWN_ARTIST]
+  assert tracks["t4"].artists == []
   assert tracks["t5"].tags == [] and tracks["t5"].split == folder.hash_split("t5")
   assert tracks["t6"].split == "valid"
   assert tracks["t8"].artists == ["Alpha"] and tracks["t8"].tags == ["rock"]
   assert tracks["t9"].audio_path == os.path.join(os.path.dirname(csv_dir), "elsewhere", "t9.wav")
   assert tracks["t1"].audio_path == os.path.join(csv_dir, "a", "t1.wav")
-  assert source.artist_names == ["<unknown>", "Alpha", "Beta", "Epsilon", "Gamma"]
+  assert source.artist_names == ["Alpha", "Beta", "Epsilon", "Gamma"]
   assert dict(source.skipped.counts) == {
       "bad_split": 1, "duplicate_id": 1, "missing_audio_file": 1, "bad_row": 2, "no_artist": 1}
   assert source.tables() == records.SourceTables()

@@ -128,13 +128,13 @@ def test_tags_artists_and_fields_per_clip(mtat_dir):
     assert set(track.tags) == expected_tags(i), i
     assert track.tags == [t for t in FREQUENCY_ORDER if t in expected_tags(i)]
     if i in (NO_CLIP_INFO, BAD_CLIP_INFO):
-      assert track.artists == [mtat.UNKNOWN_ARTIST]
+      assert track.artists == []
       assert track.title is None and track.album is None
     else:
       assert track.artists == [ARTISTS[i % len(ARTISTS)]]
       assert track.title == f"Song {i}" and track.album == f"Album {i // 5}"
     assert track.audio_path == os.path.join(os.path.abspath(mtat_dir), *mp3_path(i).split("/"))
-  assert source.artist_names == sorted([*ARTISTS, mtat.UNKNOWN_ARTIST])
+  assert source.artist_names == sorted(ARTISTS)
   # Clips without any tag are kept (24, 27, 28 have none).
   assert tracks[clip_id(24)].tags == []
   # The paths point at the real files.
@@ -177,7 +177,7 @@ def test_skip_counts_by_reason(mtat_dir):
   assert "clip_id" not in " ".join(source.skipped.examples["bad_row"])  # header is not a row
   assert source.tables() == records.SourceTables()
   text = source.description()
-  assert "31 clips" in text and "8 tags" in text and "6 artists" in text
+  assert "31 clips" in text and "8 tags" in text and "5 artists" in text
 
 
 def test_split_file_by_clip_id_and_by_path(mtat_dir, tmp_path):

@@ -138,13 +138,37 @@ def test_tasks_without_data_are_skipped_with_a_log_line(tiny_data, caplog):
 
 def test_unknown_task_and_loss_are_clear_errors(tiny_data):
   config, data = tiny_data
-  config = config.copy_and_resolve_references()
-  config.tasks.names = "tag_prediction,genre_prediction"
   with pytest.raises(ValueError, match="genre_prediction"):
-    muslse.active_tasks(config)
-  config.tasks.names = "tag_prediction"
+    bof_data.supported_tasks(("tag_prediction", "genre_prediction"), data.splits["train"],
+                             data.info["num_tags"], data.similar_edges["train"])
+  config = config.copy_and_resolve_references()
   config.loss.kind = "hinge"
   p = muslse.init(config, data.info, jax.random.key(0))
   with pytest.raises(ValueError, match="loss.kind"):
     muslse.loss(p, data.train_batch(0), jax.tree.map(jnp.asarray, data.tables), jax.random.key(0),
                 config, ("tag_prediction",))
+
+
+def test_random_task_mode_computes_one_task_per_step(tiny_data):
+  """The task switch must stay a conditional (not a select over all tasks), ensembles included."""
+  config, data = tiny_data
+  config = config.copy_and_resolve_references()
+  config.model.ensemble = 2
+  p = muslse.init(config, data.info, jax.random.key(0))
+  tables = jax.tree.map(jnp.asarray, data.tables)
+  grad = jax.grad(lambda pp: muslse.loss(pp, data.train_batch(0), tables, jax.random.key(0),
+                                         config, data.task_names)[0])
+  jaxpr = str(jax.make_jaxpr(grad)(p))
+  assert "cond[" in jaxpr
+
+
+def test_similar_artist_edges_are_split_as_unordered_pairs(tiny_data):
+  _, data = tiny_data
+  seen = {}
+  for split, per_artist in data.similar_edges.items():
+    for a, others in enumerate(per_artist):
+      for b in others:
+        pair = (min(a, b), max(a, b))
+        assert seen.setdefault(pair, split) == split, f"{pair} in {seen[pair]} and {split}"
+        assert a in per_artist[b]                    # symmetric within the split
+  assert {"train", "valid", "test"} <= set(seen.values())

@@ -149,3 +149,17 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_p
   step, params = _final_params(workdir)
   assert step == 10
   assert all(np.isfinite(p).all() for p in params.values())
+
+
+def test_crash_between_best_and_checkpoint_saves_resumes(tiny_config, tmp_path):
+  """A crash after best/N but before checkpoints/N is written must not wedge the next run."""
+  import shutil
+  workdir = str(tmp_path / "crash")
+  tiny_config.train.num_steps = 20
+  tiny_config.train.eval_every = 10
+  tiny_config.train.checkpoint_every = 10
+  first = train.train_and_evaluate(tiny_config, workdir)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "20"))
+  again = train.train_and_evaluate(tiny_config, workdir)
+  assert again["tag_prediction/p@3"] == pytest.approx(first["tag_prediction/p@3"])
+  assert _final_params(workdir)[0] == 20

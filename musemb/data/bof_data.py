@@ -30,8 +30,12 @@ from musemb.data import builders
 from musemb.data import derived
 from musemb.data import pipeline
 
+# The tasks a bag-of-frames dataset can supervise (MUSLSE §2); `supported_tasks` says which a
+# given dataset has the data for.
+TASKS = ("artist_prediction", "song_prediction", "similar_songs", "tag_prediction",
+         "similar_artists")
 MAX_SONGS_PER_ARTIST = 256
-SIMILAR_EDGE_SPLIT = (0.6, 0.2, 0.2)   # train / valid / test share of each artist's similar artists
+SIMILAR_EDGE_SPLIT = (0.6, 0.2, 0.2)   # train / valid / test share of the similar-artist pairs
 
 
 @dataclasses.dataclass
@@ -58,10 +62,9 @@ class BofData:
   prepared: Any
 
   def train_batch(self, step: int) -> dict[str, np.ndarray]:
-    rows = self.batcher.indices(step)
-    s = self.splits["train"]
-    return {"bof_idx": s.idx[rows], "bof_val": s.val[rows], "artist": s.artist[rows],
-            "tags": s.tags[rows], "song": rows.astype(np.int32)}
+    """{"song": [B] int32} training-song rows; the step gathers their features from `tables`, so
+    the host ships a few bytes per step instead of the bags."""
+    return {"song": self.batcher.indices(step).astype(np.int32)}
 
 
 def resolve_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -82,7 +85,7 @@ def bof_config(config: ml_collections.ConfigDict, sample_rate: int) -> derived.B
   return derived.BofConfig(
       mfcc=features_lib.MfccConfig(sample_rate=sample_rate, n_mels=f.n_mels),
       n_codewords=f.n_codewords, kmeans_frames=f.kmeans_frames, kmeans_steps=f.kmeans_steps,
-      standardize=f.standardize, seed=config.seed)
+      standardize=f.standardize, seed=f.seed)
 
 
 def normalise(counts: np.ndarray, how: str) -> np.ndarray:
@@ -95,37 +98,43 @@ def normalise(counts: np.ndarray, how: str) -> np.ndarray:
   return (counts / max(norm, 1e-12)).astype(np.float32)
 
 
-def _pad_bags(bof: derived.BagOfFrames, width: int, how: str) -> tuple[np.ndarray, np.ndarray]:
-  n = len(bof.track_ids)
-  idx = np.zeros((n, width), np.int32)
-  val = np.zeros((n, width), np.float32)
-  for i in range(n):
-    lo, hi = bof.indptr[i], bof.indptr[i + 1]
-    idx[i, :hi - lo] = bof.indices[lo:hi]
-    val[i, :hi - lo] = normalise(bof.counts[lo:hi], how)
-  return idx, val
+def _padded_song_vectors(bof: derived.BagOfFrames, width: int, how: str
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """Fixed-width (idx, val) rows with each song's counts normalised (`normalise`)."""
+  idx, cnt = bof.padded(width)
+  if how == "none":
+    return idx, cnt
+  if how == "l2":
+    norms = np.sqrt((cnt.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+  elif how == "l1":
+    norms = np.abs(cnt.astype(np.float64)).sum(axis=1, keepdims=True)
+  else:
+    raise ValueError(f"features.normalize={how!r}; expected l2, l1 or none.")
+  return idx, (cnt / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _split_similarity(similarity: dict[str, list[str]], artist_names: list[str], seed: int
                       ) -> dict[str, list[np.ndarray]]:
-  """Per-artist similar-artist ids, split into train/valid/test edges (artists with >= 3 edges)."""
+  """Similar-artist ids per artist and split: unordered pairs are split 60/20/20, seeded.
+
+  Splitting unordered pairs (not each artist's list) keeps A-B and B-A in the same split: the score
+  A_a . A_b is symmetric, so a training edge B->A would otherwise leak its test twin A->B.
+  """
   index = {a: i for i, a in enumerate(artist_names)}
-  out = {s: [np.zeros(0, np.int32) for _ in artist_names] for s in ("train", "valid", "test")}
-  for name in sorted(similarity):
-    if name not in index:
-      continue
-    a = index[name]
-    ids = np.array(sorted({index[b] for b in similarity[name] if b in index and b != name}), np.int32)
-    if len(ids) >= 3:
-      ids = np.random.default_rng([seed, a]).permutation(ids)
-      n_valid = max(1, int(round(SIMILAR_EDGE_SPLIT[1] * len(ids))))
-      n_test = max(1, int(round(SIMILAR_EDGE_SPLIT[2] * len(ids))))
-      out["valid"][a] = np.sort(ids[:n_valid])
-      out["test"][a] = np.sort(ids[n_valid:n_valid + n_test])
-      out["train"][a] = np.sort(ids[n_valid + n_test:])
-    else:
-      out["train"][a] = ids
-  return out
+  pairs = sorted({(min(index[a], index[b]), max(index[a], index[b]))
+                  for a, others in similarity.items() if a in index
+                  for b in others if b in index and b != a})
+  order = np.random.default_rng(seed).permutation(len(pairs))
+  n_train = int(round(SIMILAR_EDGE_SPLIT[0] * len(pairs)))
+  n_valid = int(round(SIMILAR_EDGE_SPLIT[1] * len(pairs)))
+  which = {}
+  for rank, i in enumerate(order):
+    which[pairs[i]] = "train" if rank < n_train else "valid" if rank < n_train + n_valid else "test"
+  lists = {s: [[] for _ in artist_names] for s in ("train", "valid", "test")}
+  for (a, b), split in which.items():
+    lists[split][a].append(b)
+    lists[split][b].append(a)
+  return {s: [np.array(sorted(x), np.int32) for x in per_artist] for s, per_artist in lists.items()}
 
 
 def _padded_lists(lists: list[np.ndarray], cap: int | None = None, seed: int = 0) -> np.ndarray:
@@ -178,21 +187,22 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> BofData:
     if list(labels.track_ids) != list(bof.track_ids):
       raise ValueError(f"{dataset_dir}: derived features of split {name!r} are out of order with the "
                        "dataset; delete its derived/ folder and rerun to recompute them.")
-    idx, val = _pad_bags(bof, width, config.features.normalize)
+    idx, val = _padded_song_vectors(bof, width, config.features.normalize)
     splits[name] = SplitBof(track_ids=np.asarray(labels.track_ids), idx=idx, val=val,
                             artist=labels.primary_artist, tags=labels.tags)
   if "train" not in splits:
     raise ValueError(f"{dataset_dir} has no train split (splits: {sorted(splits)}).")
   train = splits["train"]
   artist_names = list(prepared.artist_names)
-  similar = _split_similarity(prepared.artist_similarity or {}, artist_names, config.seed)
+  similar = _split_similarity(prepared.artist_similarity or {}, artist_names, config.data.split_seed)
   configured = tuple(t.strip() for t in config.tasks.names.split(",") if t.strip())
   tasks = supported_tasks(configured, train, len(prepared.tag_names), similar["train"])
 
   artist_songs = [np.flatnonzero(train.artist == a).astype(np.int32) for a in range(len(artist_names))]
   tables = {
       "song_idx": train.idx, "song_val": train.val, "song_artist": train.artist,
-      "artist_songs": _padded_lists(artist_songs, MAX_SONGS_PER_ARTIST, config.seed),
+      "song_tags": train.tags,
+      "artist_songs": _padded_lists(artist_songs, MAX_SONGS_PER_ARTIST, config.data.split_seed),
       "artist_similar": _padded_lists(similar["train"]),
   }
   info = {

@@ -492,6 +492,17 @@ class _MusembBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                        "check its directory and metadata.")
     logging.info("Source %s: %s tracks per split.", source.name,
                  {k: len(v) for k, v in per_split.items()})
+    # Audio files the metadata names but the disk lacks never reach a split, so they are held to
+    # the same limit here, over the whole source: a half-copied data set must not build quietly.
+    missing = source.skipped.counts.get("missing_audio_file", 0)
+    listed = sum(len(v) for v in per_split.values()) + missing
+    if missing > self._max_bad_fraction * listed:
+      examples = source.skipped.examples.get("missing_audio_file", [])[:3]
+      raise TooManySkippedError(
+          f"{missing} of the {listed} audio files that {source.name!r}'s metadata lists are "
+          f"missing (e.g. {examples}), more than --max_bad_fraction={self._max_bad_fraction:g} "
+          "allows. Check --source_dir (and --audio_dir), finish copying the audio, or pass a "
+          "larger --max_bad_fraction.")
     # TFDS refuses a split that yields nothing, so only splits with tracks are generated.
     return {split: self._generate_examples(split, pending)
             for split, pending in per_split.items() if pending}

@@ -27,6 +27,12 @@ def apply_sparse(table: jax.Array, idx: jax.Array, val: jax.Array) -> jax.Array:
   return jnp.einsum("...p,...pd->...d", val, table[idx])
 
 
+def densify(idx: jax.Array, val: jax.Array, num_features: int) -> jax.Array:
+  """idx/val [n, P] -> dense [n, num_features] (duplicate ids add up; padding adds 0 to id 0)."""
+  rows = jnp.broadcast_to(jnp.arange(idx.shape[0])[:, None], idx.shape)
+  return jnp.zeros((idx.shape[0], num_features), val.dtype).at[rows, idx].add(val)
+
+
 def max_norm(x: jax.Array, c: float) -> jax.Array:
   """Rescales the rows (last axis) of x whose l2 norm exceeds c to norm c; others unchanged."""
   norms = jnp.linalg.norm(x, axis=-1, keepdims=True)

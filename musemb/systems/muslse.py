@@ -29,13 +29,9 @@ edges are split 60/20/20 into train/valid/test edges per artist (the paper had n
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import os
-import time
 from typing import Any, Callable
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -48,7 +44,7 @@ from musemb.models import linear
 from musemb.objectives import ranking as ranking_losses
 from musemb.samplers import warp as warp_sampler
 
-TASKS = ("artist_prediction", "song_prediction", "similar_songs", "tag_prediction", "similar_artists")
+TASKS = bof_data.TASKS
 
 load_data = bof_data.load_data
 
@@ -109,40 +105,43 @@ def _random_member(rng: jax.Array, table: jax.Array, exclude: jax.Array | None =
 
 
 def _problem(task: str, p: dict, batch: dict, tables: dict, rng: jax.Array) -> _Problem:
+  """The batch holds training-song row ids (`song` [B]); their features are gathered on device."""
   songs_emb = lambda ids: embed_songs(p["V"], tables["song_idx"][ids], tables["song_val"][ids])
+  song = batch["song"]
   num_songs = tables["song_idx"].shape[0]
-  artist = batch["artist"]
+  song_artist = tables["song_artist"]
+  artist = song_artist[song]
   has_artist = artist >= 0
   artist_safe = jnp.maximum(artist, 0)
-  song_artist = tables["song_artist"]
+  query_song = lambda: songs_emb(song)
 
   if task == "tag_prediction":
-    pos, valid = _random_positive(rng, batch["tags"])
-    tags = batch["tags"]
+    tags = tables["song_tags"][song]
+    pos, valid = _random_positive(rng, tags)
     return _Problem(
-        query=embed_songs(p["V"], batch["bof_idx"], batch["bof_val"]), positive=pos, valid=valid,
+        query=query_song(), positive=pos, valid=valid,
         num_labels=p["T"].shape[0], embed_labels=lambda ids: p["T"][ids],
         is_positive=lambda ids: jnp.take_along_axis(tags, ids, axis=1),
         positive_mask_all=lambda: tags)
   if task == "artist_prediction":
     num_artists = p["A"].shape[0]
     return _Problem(
-        query=embed_songs(p["V"], batch["bof_idx"], batch["bof_val"]), positive=artist_safe,
+        query=query_song(), positive=artist_safe,
         valid=has_artist, num_labels=num_artists, embed_labels=lambda ids: p["A"][ids],
         is_positive=lambda ids: ids == artist_safe[:, None],
         positive_mask_all=lambda: jax.nn.one_hot(artist_safe, num_artists, dtype=bool))
   if task == "song_prediction":
     # Query: the artist; positive: this (training) song; negatives: songs by other artists.
     return _Problem(
-        query=p["A"][artist_safe], positive=batch["song"], valid=has_artist, num_labels=num_songs,
+        query=p["A"][artist_safe], positive=song, valid=has_artist, num_labels=num_songs,
         embed_labels=songs_emb, is_positive=lambda ids: song_artist[ids] == artist_safe[:, None],
         positive_mask_all=lambda: song_artist[None, :] == artist_safe[:, None],
         shared_candidates=True)
   if task == "similar_songs":
     # Query: this song; positive: another song by the same artist (the paper's ground truth).
-    other, valid = _random_member(rng, tables["artist_songs"][artist_safe], exclude=batch["song"])
+    other, valid = _random_member(rng, tables["artist_songs"][artist_safe], exclude=song)
     return _Problem(
-        query=embed_songs(p["V"], batch["bof_idx"], batch["bof_val"]), positive=other,
+        query=query_song(), positive=other,
         valid=valid & has_artist, num_labels=num_songs, embed_labels=songs_emb,
         is_positive=lambda ids: song_artist[ids] == artist_safe[:, None],
         positive_mask_all=lambda: song_artist[None, :] == artist_safe[:, None],
@@ -187,7 +186,9 @@ def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigD
     per_example = ranking_losses.exact_warp_loss(
         scores, prob.positive_mask_all(), prob.positive, kind=alpha_kind, k=alpha_k, margin=lc.margin)
   else:
-    budget = int(min(lc.budget, max(prob.num_labels - 1, 1)))
+    # Rejected positives use up draws too, so small label sets get up to 2Y draws (the sampler
+    # never counts more than Y-1 accepted ones); large ones are truncated at the budget.
+    budget = int(min(lc.budget, 2 * prob.num_labels))
     stopped_query = jax.lax.stop_gradient(prob.query)
 
     def score_candidates(ids):                                                      # [B, K]
@@ -215,20 +216,14 @@ def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigD
         cands = warp_sampler.draw_negative_candidates(rng, prob.num_labels, (batch, budget))
         cand_scores = jnp.einsum("bd,bkd->bk", prob.query, prob.embed_labels(cands))
       cand_valid = ~prob.is_positive(cands)
-      num_neg = prob.num_labels - prob.positive_mask_all().sum(-1)
-      per_example = ranking_losses.sampled_auc_loss(pos_scores, cand_scores, cand_valid, num_neg,
+      # Mean hinge over the sampled negatives: eq. (9) divided by the number of negatives, i.e.
+      # SGD on random (positive, negative) pairs, so `loss=auc` and `loss=warp` share a sensible
+      # learning rate (the sum would scale the step by Y).
+      per_example = ranking_losses.sampled_auc_loss(pos_scores, cand_scores, cand_valid, 1,
                                                     margin=lc.margin)
     else:
       raise ValueError(f"loss.kind={lc.kind!r}; expected warp, warp_exact or auc.")
   return jnp.sum(jnp.where(prob.valid, per_example, 0.0))
-
-
-def active_tasks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  names = tuple(t.strip() for t in config.tasks.names.split(",") if t.strip())
-  unknown = [t for t in names if t not in TASKS]
-  if unknown:
-    raise ValueError(f"config.tasks.names has unknown tasks {unknown}; expected some of {TASKS}.")
-  return names
 
 
 def loss(params: dict, batch: dict, tables: dict, rng: jax.Array, config: ml_collections.ConfigDict,
@@ -239,25 +234,30 @@ def loss(params: dict, batch: dict, tables: dict, rng: jax.Array, config: ml_col
   """
   tasks = task_names
   weights = jnp.asarray([config.tasks.weights[t] for t in tasks], jnp.float32)
-  task_fns = [functools.partial(_task_loss, t) for t in tasks]
-
-  def member_loss(p, r):
-    r_task, r_sample = jax.random.split(r)
-    if config.tasks.mode == "random":
-      t = jax.random.choice(r_task, len(tasks), p=weights / weights.sum())
-      value = jax.lax.switch(t, [lambda pp, rr, f=f: f(pp, batch, tables, rr, config)
-                                 for f in task_fns], p, r_sample)
-      per_task = jnp.where(jnp.arange(len(tasks)) == t, value, jnp.nan)
-      return value, per_task
-    if config.tasks.mode == "sum":
-      rs = jax.random.split(r_sample, len(tasks))
-      per_task = jnp.stack([f(p, batch, tables, rs[i], config) for i, f in enumerate(task_fns)])
-      return jnp.sum(weights * per_task), per_task
-    raise ValueError(f"tasks.mode={config.tasks.mode!r}; expected random or sum.")
-
   members = params["V"].shape[0]
-  totals, per_task = jax.vmap(member_loss)(params, jax.random.split(rng, members))
-  return totals.sum(), {"task_losses": per_task[0]}
+  r_task, r_members = jax.random.split(rng)
+  member_rngs = jax.random.split(r_members, members)
+
+  def all_members(task):
+    """Sum over ensemble members of one task's loss (members vmapped, each with its own rng)."""
+    def run(p, rngs):
+      return jax.vmap(lambda pm, rm: _task_loss(task, pm, batch, tables, rm, config))(p, rngs).sum()
+    return run
+
+  if config.tasks.mode == "random":
+    # The task is drawn outside the member vmap: under vmap a batched switch index would turn
+    # lax.switch into a select that computes every task; drawn here it stays one conditional, so a
+    # step costs one task (all members train the same task that step).
+    t = jax.random.choice(r_task, len(tasks), p=weights / weights.sum())
+    total = jax.lax.switch(t, [all_members(task) for task in tasks], params, member_rngs)
+    per_task = jnp.where(jnp.arange(len(tasks)) == t, total, jnp.nan)
+  elif config.tasks.mode == "sum":
+    rngs = jax.random.split(r_members, (len(tasks), members))
+    per_task = jnp.stack([all_members(task)(params, rngs[i]) for i, task in enumerate(tasks)])
+    total = jnp.sum(weights * per_task)
+  else:
+    raise ValueError(f"tasks.mode={config.tasks.mode!r}; expected random or sum.")
+  return total, {"task_losses": per_task}
 
 
 def _task_loss(task, p, batch, tables, rng, config):
@@ -269,12 +269,16 @@ def _task_loss(task, p, batch, tables, rng, config):
 
 @jax.jit
 def _embed_members(V: jax.Array, idx: jax.Array, val: jax.Array) -> jax.Array:
-  """V [M, |S|, d], bags [n, P] -> [n, M*d]: the ensemble's song embeddings, concatenated."""
-  e = jax.vmap(lambda v: embed_songs(v, idx, val))(V)                 # [M, n, d]
-  return jnp.moveaxis(e, 0, 1).reshape(idx.shape[0], -1)
+  """V [M, |S|, d], bags [n, P] -> [n, M*d]: the ensemble's song embeddings, concatenated.
+
+  Evaluation embeds many songs at once, so the bags are scattered into dense [n, |S|] rows and
+  multiplied (memory n*|S| instead of the gather's n*P*M*d)."""
+  dense = linear.densify(idx, val, V.shape[1])                        # [n, |S|]
+  e = jnp.einsum("nf,mfd->nmd", dense, V)
+  return e.reshape(idx.shape[0], -1)
 
 
-def song_embeddings(params: dict, idx: np.ndarray, val: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def song_embeddings(params: dict, idx: np.ndarray, val: np.ndarray, chunk: int = 1024) -> np.ndarray:
   out = []
   for lo in range(0, len(idx), chunk):
     hi = min(lo + chunk, len(idx))
@@ -328,7 +332,10 @@ def evaluate_tasks(params: dict, data, config: ml_collections.ConfigDict, split:
     elif task == "similar_artists":
       edges = data.similar_edges[split]
       queries = np.array([a for a, e in enumerate(edges) if len(e)], np.int64)
-      excluded = [np.append(data.similar_edges["train"][a], a) for a in queries]
+      # Known edges are not ranked: training edges, and validation edges when testing.
+      known = ("train",) if split == "valid" else ("train", "valid")
+      excluded = [np.concatenate([data.similar_edges[k][a] for k in known] + [[a]]).astype(np.int64)
+                  for a in queries]
       record(task, evaluate_lib.masked_retrieval_metrics(A[queries], A, [edges[a] for a in queries],
                                                          excluded, ks),
              np.asarray(data.info["artist_names"], dtype=object)[queries])
@@ -352,21 +359,11 @@ def cosine_similar_songs(data, config: ml_collections.ConfigDict, split: str
                                         query_chunk=config.eval.query_chunk)
 
 
-def prediction_seconds_per_song(params: dict, data, task: str, repeats: int = 200) -> float:
-  """Table 7: time to embed one test song and return its top label (tags or artists), one at a time."""
+def prediction_seconds_per_song(params: dict, data, task: str) -> float:
+  """Table 7: time to embed one test song and return its top label (tags or artists)."""
   labels = jnp.asarray(label_embeddings(params, "T" if task == "tag_prediction" else "A"))
-  s = data.splits[config_split(data)]
   top1 = jax.jit(lambda i, v: jnp.argmax(labels @ _embed_members(params["V"], i, v)[0]))
-  top1(s.idx[:1], s.val[:1]).block_until_ready()
-  n = min(repeats, len(s))
-  start = time.perf_counter()
-  for r in range(n):
-    top1(s.idx[r:r + 1], s.val[r:r + 1]).block_until_ready()
-  return (time.perf_counter() - start) / max(n, 1)
-
-
-def config_split(data) -> str:
-  return "test" if "test" in data.splits else "train"
+  return evaluate_lib.seconds_per_song(top1, data.splits[evaluate_lib.timing_split(data)])
 
 
 def model_stats(params: dict, data, tasks: tuple[str, ...]) -> dict[str, Any]:
@@ -386,9 +383,11 @@ def model_stats(params: dict, data, tasks: tuple[str, ...]) -> dict[str, Any]:
 def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir: str
                   ) -> dict[str, float]:
   """Evaluates on `config.eval.split` and writes metrics.json (muslse/* and the cosine baseline),
-  per-query p@3, embeddings and model stats; returns the metrics."""
+  per-query p@3, embeddings and model stats (process 0 only); returns the metrics."""
   split = config.eval.split
   metrics, per_query = evaluate_tasks(params, data, config, split)
+  if jax.process_index() != 0:
+    return metrics
   flat = {f"muslse/{k}": v for k, v in metrics.items()}
   arrays = {k: v for k, v in per_query.items() if k.endswith("/query_ids")}
   arrays.update({f"muslse/{k}": v for k, v in per_query.items() if k.endswith("/p@3")})
@@ -398,12 +397,12 @@ def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir
     arrays["cosine/similar_songs/p@3"] = cos_per_query["p@3"]
     arrays.setdefault("similar_songs/query_ids", data.splits[split].track_ids)
   utils.update_metrics_json(workdir, flat)
-  evaluate_lib.save_npz_atomic(os.path.join(workdir, "per_query.npz"), arrays)
-  evaluate_lib.save_npz_atomic(os.path.join(workdir, "embeddings.npz"), {
+  utils.save_npz_atomic(os.path.join(workdir, "per_query.npz"), arrays)
+  utils.save_npz_atomic(os.path.join(workdir, "embeddings.npz"), {
       "tag_names": np.asarray(data.info["tag_names"]),
       "artist_names": np.asarray(data.info["artist_names"]),
       "T": label_embeddings(params, "T"), "A": label_embeddings(params, "A")})
-  evaluate_lib.update_model_stats(workdir, "muslse", model_stats(params, data, data.task_names))
+  utils.update_model_stats(workdir, "muslse", model_stats(params, data, data.task_names))
   return metrics
 
 

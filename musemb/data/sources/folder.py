@@ -32,8 +32,8 @@ Choices, all visible in the records and in `skipped`:
   every well-formed, non-duplicate row whether or not its audio file is present; ties go to the
   name that sorts first. `tag_names` is in that order; each track's `tags` follow it. A track with
   no kept tag stays in the data set.
-* A row with an empty artist cell is kept with the artist `UNKNOWN_ARTIST` (as in
-  `musemb.data.sources.mtat`) and counted under "no_artist".
+* A row with an empty artist cell is kept without an artist (as in `musemb.data.sources.mtat`)
+  and counted under "no_artist".
 * Rows left out, counted by reason: "bad_row" (wrong number of CSV fields, invalid JSON or not an
   object, an empty id or path, a value of the wrong type, both `artist` and `artists` in one JSONL
   row), "duplicate_id" (the first row wins), "bad_split" (an unknown split value),
@@ -47,7 +47,6 @@ from __future__ import annotations
 import collections
 import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -59,8 +58,6 @@ from musemb.data.sources import records
 CSV_FILE = "metadata.csv"
 JSONL_FILE = "metadata.jsonl"
 SIMILARITY_FILE = "artist_similarity.json"
-# The artist of a row whose artist cell is empty (the same value as mtat.UNKNOWN_ARTIST).
-UNKNOWN_ARTIST = "<unknown>"
 _SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid",
                   "test": "test"}
 _MULTI_SEPARATOR = re.compile(r"[|;]")
@@ -182,10 +179,8 @@ class AudioFolder:
         self.skipped.add("missing_audio_file", audio_path)
         continue
       artists = row["artists"]
-      if not artists:
-        self.skipped.add("no_artist", f"{where}: id {row['id']!r} kept with artist "
-                                      f"{UNKNOWN_ARTIST!r}")
-        artists = [UNKNOWN_ARTIST]
+      if not artists:  # kept for tag tasks; artist-based tasks leave it out (as in mtat.py)
+        self.skipped.add("no_artist", f"{where}: id {row['id']!r} kept without an artist")
       self._tracks.append(records.Track(
           id=row["id"], artists=artists,
           tags=sorted((tag for tag in row["tags"] if tag in rank), key=rank.__getitem__),

@@ -28,8 +28,8 @@ Choices, all visible in the records and in `skipped`:
   ("female" / "woman", "clasical"), which musemb does not merge.
 * A clip with no tag among the kept ones stays in the data set: it still has audio and an artist.
 * Artist, title and album come from clip_info_final.csv, joined on clip_id. A clip without a usable
-  artist there is kept (tag tasks can still use it) with the artist `UNKNOWN_ARTIST`, and counted
-  in `skipped` under "no_artist" so that the gap is visible.
+  artist there is kept (tag tasks can still use it) without an artist (artist-based tasks leave it
+  out), and counted in `skipped` under "no_artist" so that the gap is visible.
 * Split: by default the convention of the MTAT literature, by the folder (the first hex digit of
   mp3_path): 0-b train, c valid, d-f test. The folders come from the release itself, so clips of
   one song stay together, but an artist may appear in several splits. `split_file` replaces it; see
@@ -61,7 +61,6 @@ CLIP_INFO_FILE = "clip_info_final.csv"
 CLIP_INFO_HEADER = ("clip_id", "track_number", "title", "artist", "album", "url", "segmentStart",
                     "segmentEnd", "original_url", "mp3_path")
 # The artist of a clip that clip_info_final.csv does not name.
-UNKNOWN_ARTIST = "<unknown>"
 # The conventional split by the release's 16 folders (0-f): 12 train, 1 valid, 3 test.
 FOLDER_SPLITS = {**{d: "train" for d in "0123456789ab"}, "c": "valid",
                  **{d: "test" for d in "def"}}
@@ -219,19 +218,21 @@ class MagnaTagATune:
         continue
       info = clip_info.get(clip_id)
       if info is None or not info["artist"]:
-        self.skipped.add("no_artist", f"clip {clip_id}: kept with artist {UNKNOWN_ARTIST!r}")
-        artist = UNKNOWN_ARTIST
+        # Kept for the tag tasks, with no artist: pooling such clips under one made-up artist
+        # would make them each other's "same artist" positives.
+        self.skipped.add("no_artist", f"clip {clip_id}: kept without an artist")
+        artists = []
       else:
-        artist = info["artist"]
+        artists = [info["artist"]]
       self._tracks.append(records.Track(
           id=clip_id,
-          artists=[artist],
+          artists=artists,
           tags=sorted((tag for tag in tags if tag in kept), key=rank.__getitem__),
           split=split,
           audio_path=audio_path,
           title=(info or {}).get("title") or None,
           album=(info or {}).get("album") or None))
-    self.artist_names = sorted({t.artists[0] for t in self._tracks})
+    self.artist_names = sorted({a for t in self._tracks for a in t.artists})
 
   def _read_annotations(self, path: str) -> tuple[list[str], list[tuple[str, list[str], str]]]:
     """Returns (tag columns in file order, [(clip_id, tags, mp3_path)] of the usable rows)."""
