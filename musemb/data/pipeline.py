@@ -19,8 +19,6 @@ TensorFlow stays on the CPU: the launchers hide accelerators from it.
 from __future__ import annotations
 
 import dataclasses
-import threading
-import queue
 from typing import Iterator
 
 import jax
@@ -95,29 +93,6 @@ class EpochBatcher:
     rows = self._permutation(epoch)[pos * self.batch_size:(pos + 1) * self.batch_size]
     share = self.batch_size // self.process_count
     return rows[self.process_index * share:(self.process_index + 1) * share]
-
-
-def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-  """Runs `iterator` in a background thread, `size` items ahead (host work overlaps the device)."""
-  q: queue.Queue = queue.Queue(maxsize=size)
-  sentinel = object()
-
-  def worker():
-    try:
-      for item in iterator:
-        q.put(item)
-    except BaseException as e:  # surfaced in the consumer
-      q.put(e)
-    q.put(sentinel)
-
-  threading.Thread(target=worker, daemon=True).start()
-  while True:
-    item = q.get()
-    if item is sentinel:
-      return
-    if isinstance(item, BaseException):
-      raise item
-    yield item
 
 
 def audio_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int,
