@@ -25,8 +25,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	XLA_FLAGS="$(XLA_FLAGS)" $(PY) -m pytest -q tests
 
-# Benchmarks against peers (LightFM is installed here on demand; it is never a test dependency).
+# Benchmarks against peers (LightFM and implicit are installed here on demand; never test deps).
 bench: $(STAMP)
+	bash launch/install_peers.sh
 	$(PY) -m launch.benchmark --suite=all
 
 clean:

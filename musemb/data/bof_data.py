@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
+import jax
 import ml_collections
 import numpy as np
 
@@ -67,6 +68,20 @@ class BofData:
     return {"song": self.batcher.indices(step).astype(np.int32)}
 
 
+def _process_zero_first(fn: Callable[[], Any]) -> Any:
+  """Runs `fn` on process 0, then on the others once it is done (they read what it cached).
+
+  Building a dataset or its derived features is a write; on multi-host jobs one process does it
+  and the others wait at a barrier, instead of racing to rename the same folders.
+  """
+  if jax.process_count() == 1:
+    return fn()
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  result = fn() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("musemb.bof_data")
+  return result if jax.process_index() == 0 else fn()
+
+
 def resolve_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
   """The prepared dataset directory: `config.data_dir`, or the built-in world under the workdir."""
   if config.data_dir:
@@ -76,8 +91,9 @@ def resolve_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
                                    sample_rate=config.data.sample_rate)
   logging.info("config.data_dir is empty: using the built-in synthetic world (%s).",
                config.data.synthetic_size)
-  return builders.prepare(world, os.path.join(workdir, "data"), sample_rate=config.data.sample_rate,
-                          max_seconds=config.data.max_seconds or None)
+  return _process_zero_first(lambda: builders.prepare(
+      world, os.path.join(workdir, "data"), sample_rate=config.data.sample_rate,
+      max_seconds=config.data.max_seconds or None))
 
 
 def bof_config(config: ml_collections.ConfigDict, sample_rate: int) -> derived.BofConfig:
@@ -179,7 +195,8 @@ def supported_tasks(config_tasks: tuple[str, ...], train: SplitBof, num_tags: in
 def load_data(config: ml_collections.ConfigDict, workdir: str) -> BofData:
   dataset_dir = resolve_dataset(config, workdir)
   prepared = builders.load_prepared(dataset_dir)
-  codebook, bofs = derived.compute_bag_of_frames(dataset_dir, bof_config(config, prepared.sample_rate))
+  codebook, bofs = _process_zero_first(lambda: derived.compute_bag_of_frames(
+      dataset_dir, bof_config(config, prepared.sample_rate)))
   width = max(int(np.diff(b.indptr).max(initial=1)) for b in bofs.values())
   splits = {}
   for name, bof in bofs.items():
