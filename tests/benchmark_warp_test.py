@@ -1,0 +1,185 @@
+"""Tests of musemb/benchmarks/warp.py: its timing logic and its MUSLSE half (LightFM not needed)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from musemb.benchmarks import warp
+
+
+def test_time_to_target_is_the_first_evaluation_that_reaches_it():
+  times = [0.5, 1.0, 1.5, 2.0, 2.5]
+  values = [0.10, 0.30, 0.25, 0.40, 0.40]
+  assert warp.time_to_target(times, values, 0.30) == 1.0
+  assert warp.time_to_target(times, values, 0.26) == 1.0    # passed, not only hit exactly
+  assert warp.time_to_target(times, values, 0.40) == 2.0    # the first of two equal maxima
+  assert warp.time_to_target(times, values, 0.05) == 0.5
+  assert warp.time_to_target(times, values, 0.41) == math.inf
+  assert warp.time_to_target([], [], 0.1) == math.inf
+  # A mean summed in another order differs in the last bits: it still counts as reached.
+  assert warp.time_to_target([1.0, 2.0], [0.3 - 1e-12, 0.5], 0.3) == 1.0
+
+
+def test_time_to_target_rejects_malformed_traces():
+  with pytest.raises(ValueError, match="non-decreasing"):
+    warp.time_to_target([1.0, 0.5], [0.1, 0.2], 0.1)
+  with pytest.raises(ValueError, match="2 times but 1 values"):
+    warp.time_to_target([1.0, 2.0], [0.1], 0.1)
+  with pytest.raises(ValueError, match="finite"):
+    warp.time_to_target([1.0], [0.1], float("nan"))
+
+
+def test_trace_best_and_rates():
+  trace = warp.Trace("MUSLSE", "sgd")
+  for t, v in [(0.2, 0.1), (0.4, 0.5), (0.6, 0.3), (0.8, 0.5)]:
+    trace.record(t, [v])
+  trace.examples = 400
+  assert trace.best == 0.5
+  assert trace.time_to(trace.best) == 0.4
+  assert trace.examples_per_second == pytest.approx(500.0)
+
+
+def test_record_averages_tagged_songs_and_gives_the_standard_error():
+  trace = warp.Trace("LightFM", "x")
+  trace.record(1.0, np.array([1.0, 0.0, np.nan, 1 / 3, 2 / 3]))    # NaN: a song without tags
+  assert trace.p_at_3 == [pytest.approx(0.5)]
+  assert trace.stderr == [pytest.approx(np.std([1.0, 0.0, 1 / 3, 2 / 3], ddof=1) / 2)]
+  with pytest.raises(ValueError, match="no test song has a tag"):
+    trace.record(2.0, np.array([np.nan, np.nan]))
+
+
+def test_stalled_counts_evaluations_without_a_new_best():
+  trace = warp.Trace("LightFM", "x")
+  for v in [0.1, 0.3, 0.2, 0.3]:
+    trace.record(len(trace.times), [v])
+  assert not warp._stalled(trace, None)
+  assert not warp._stalled(trace, 3)            # 0.3 at evaluation 2 is within the last 3
+  assert warp._stalled(trace, 2)                # 0.2, 0.3 do not beat the earlier 0.3
+  assert not warp._stalled(trace, 4)            # too few evaluations to tell
+
+
+def test_selection_of_the_reported_settings():
+  slow, fast, high = (warp.Trace("MUSLSE", n) for n in ("slow", "fast", "high"))
+  for t, v in [(1.0, 0.2), (2.0, 0.6)]:
+    slow.record(t, [v])
+  for t, v in [(0.5, 0.55), (3.0, 0.58)]:
+    fast.record(t, [v])
+  high.record(1.0, [0.7])
+  assert warp._best_muslse([slow, fast], 0.55) is fast
+  assert warp._best_muslse([slow, high], 0.65) is high           # the only one to arrive
+  assert warp._best_muslse([slow, fast], 0.9) is slow            # none arrives: highest best
+  assert warp._best_muslse([slow, fast], None) is slow
+  late = warp.Trace("LightFM", "late")
+  late.record(5.0, [0.6])
+  assert warp._best_lightfm([late, slow]) is slow                # equal best, reached earlier
+
+
+def test_repeat_summary_takes_the_median_ratio_over_seeds():
+  def pair(peer_points, our_points):
+    peer, ours = warp.Trace("LightFM", "lf"), warp.Trace("MUSLSE", "ms")
+    for t, v in peer_points:
+      peer.record(t, [v, v])          # two songs with equal p@3: standard error 0
+    for t, v in our_points:
+      ours.record(t, [v, v])
+    return peer, ours
+
+  repeats = [pair([(1.0, 0.5), (4.0, 0.6)], [(1.0, 0.61)]),      # 4.0 / 1.0 = 4
+             pair([(2.0, 0.6)], [(1.0, 0.5), (4.0, 0.6)]),       # 2.0 / 4.0 = 0.5
+             pair([(3.0, 0.6)], [(2.0, 0.65)])]                  # 3.0 / 2.0 = 1.5
+  text = warp._repeat_summary(repeats)
+  assert "reaches it in 3/3, median ratio 1.50" in text
+  assert "Verdict (median ratio LightFM/MUSLSE time to LightFM's best, unreached = 0): 1.50" in text
+  assert "no slower than LightFM" in text
+  repeats[2] = pair([(3.0, 0.7)], [(2.0, 0.65)])                 # never reached: ratio 0
+  text = warp._repeat_summary(repeats)
+  assert "reaches it in 2/3, median ratio 0.50" in text
+  assert "SLOWER than LightFM" in text and "not reached" in text
+
+
+def test_repeat_summary_lowers_the_target_by_one_standard_error():
+  peer, ours = warp.Trace("LightFM", "lf"), warp.Trace("MUSLSE", "ms")
+  peer.record(2.0, [0.5, 0.7])                                   # best 0.6, standard error 0.1
+  ours.record(0.5, [0.5, 0.5])                                   # 0.5 >= 0.6 - 0.1 at 0.5 s
+  ours.record(4.0, [0.6, 0.6])                                   # 0.6 at 4 s
+  text = warp._repeat_summary([(peer, ours)])
+  best_line, lowered_line = text.splitlines()[1:3]
+  assert "LightFM 2.000, MUSLSE 4.000" in best_line and "median ratio 0.50" in best_line
+  assert "seed 0: 0.5000" in lowered_line and "MUSLSE 0.500" in lowered_line
+  assert "median ratio 4.00" in lowered_line
+  assert "SLOWER than LightFM" in text                           # the verdict uses the best
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_dataset_dir):
+  from musemb.systems import muslse
+  config = warp.benchmark_config("tiny")
+  config.data_dir = tiny_dataset_dir
+  return config, muslse.load_data(config, tiny_dataset_dir)
+
+
+def test_lightfm_sees_the_songs_muslse_embeds(tiny_data):
+  """bag_matrix (LightFM's user features) @ V equals MUSLSE's song embeddings V^T s."""
+  from musemb.systems import muslse
+  _, data = tiny_data
+  split = data.splits["test"]
+  table = np.random.default_rng(0).standard_normal((data.info["num_features"], 5)).astype(np.float32)
+  bags = warp.bag_matrix(split, data.info["num_features"])
+  assert bags.shape == (len(split), data.info["num_features"])
+  np.testing.assert_allclose(np.linalg.norm(bags.toarray(), axis=1), 1.0, rtol=1e-5)  # l2 bags
+  np.testing.assert_allclose(bags @ table,
+                             muslse.song_embeddings({"V": table[None]}, split.idx, split.val),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_both_evaluations_give_the_same_p_at_3(tiny_data):
+  """LightFM's p@3 path (full scores + metrics.precision_at_k) agrees with muslse.evaluate_tasks."""
+  import jax
+  from musemb.systems import muslse
+  config, data = tiny_data
+  params = muslse.init(config, data.info, jax.random.key(3))
+  split = data.splits["test"]
+  scores = (muslse.song_embeddings(params, split.idx, split.val)
+            @ muslse.label_embeddings(params, "T").T)
+  means, _ = muslse.evaluate_tasks(params, data, config, "test", tasks=("tag_prediction",))
+  per_song = warp.per_song_p_at_3(scores, split.tags)
+  assert per_song.shape == (len(split),)
+  assert np.nanmean(per_song) == pytest.approx(means["tag_prediction/p@3"])
+
+
+def test_muslse_half_trains_and_reports_finite_timings(tiny_data):
+  config, data = tiny_data
+  config = config.copy_and_resolve_references()
+  config.optimizer.name, config.optimizer.learning_rate = "adagrad", 0.1
+  trace = warp.train_muslse(config, data, budget_s=0.5, eval_every=4)
+  assert trace.system == "MUSLSE" and "adagrad" in trace.setting
+  assert len(trace.times) >= 1
+  assert np.all(np.diff(trace.times) > 0) and trace.times[-1] >= 0.5
+  assert all(0.0 <= v <= 1.0 for v in trace.p_at_3)
+  assert trace.examples == 4 * len(trace.times) * config.train.batch_size
+  assert math.isfinite(trace.examples_per_second) and trace.examples_per_second > 0
+  assert math.isfinite(trace.compile_s) and trace.compile_s > 0
+  assert 0 < trace.cores < 2 * (os.cpu_count() or 1)
+  assert trace.time_to(trace.best) <= trace.times[-1]
+
+
+def test_run_without_lightfm_reports_the_muslse_half(tmp_path, monkeypatch):
+  monkeypatch.setattr(warp, "lightfm_available", lambda: False)
+  plan = warp.QUICK_PLANS[0]
+  monkeypatch.setattr(warp, "QUICK_PLANS", (warp.Plan(
+      plan.size, budget_s=0.3, patience=plan.patience, lightfm_grid=plan.lightfm_grid,
+      muslse_grid=plan.muslse_grid[:1]),))
+  table = warp.run(quick=True, cache_dir=str(tmp_path))
+  assert table.startswith(warp.INSTALL_HINT)
+  assert "bash launch/install_peers.sh" in table
+  rows = [line for line in table.splitlines() if line.startswith("| MUSLSE")]
+  assert rows and "LightFM not installed" in table
+  for row in rows:
+    cells = [c.strip() for c in row.split("|")]
+    # system, setting, examples/s, cores, best @ time, to target, compile, + compile, ratio, evals
+    assert cells[6] == cells[8] == "n/a" and cells[9] == "-"
+    assert 0.0 <= float(cells[5].split(" @ ")[0]) <= 1.0
+    assert float(cells[3].replace(",", "")) > 0 and float(cells[4]) > 0 and float(cells[7]) > 0
