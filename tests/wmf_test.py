@@ -1,0 +1,206 @@
+"""Implicit ALS (musemb/wmf.py): closed form, CG vs exact, loss, planted recovery, devices."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from musemb import metrics
+from musemb import sharding
+from musemb import wmf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _random_counts(users=40, items=70, density=0.15, seed=0):
+  rng = np.random.default_rng(seed)
+  dense = (rng.poisson(2.0, (users, items)) + 1) * (rng.random((users, items)) < density)
+  dense[0] = 0  # a user without plays: its solution is the zero vector
+  dense[1, :60] = rng.integers(1, 5, 60)  # a heavy user, alone in a wide bucket
+  return scipy.sparse.csr_matrix(dense.astype(np.float64)), dense
+
+
+def _dense_loss(dense, x, y, reg, conf):
+  x, y = x.astype(np.float64), y.astype(np.float64)
+  s = x @ y.T
+  return float((conf * ((dense > 0) - s) ** 2).sum() + reg * ((x ** 2).sum() + (y ** 2).sum()))
+
+
+def test_buckets_cover_every_row_once_in_power_of_two_widths():
+  csr, dense = _random_counts()
+  buckets = wmf.make_buckets(csr, alpha=2.0, num_shards=4, min_width=4, chunk_cells=64)
+  seen = []
+  for b in buckets:
+    assert b.width & (b.width - 1) == 0
+    assert b.rows.shape[1] % 4 == 0
+    assert b.cols.shape == b.conf.shape == b.rows.shape + (b.width,)
+    for r, cols, conf in zip(b.rows.reshape(-1), b.cols.reshape(-1, b.width),
+                             b.conf.reshape(-1, b.width)):
+      if r == csr.shape[0]:
+        assert not conf.any()  # padding row
+        continue
+      seen.append(r)
+      nz = np.flatnonzero(dense[r])
+      assert len(nz) <= b.width and (b.width == 4 or len(nz) > b.width // 2)
+      np.testing.assert_array_equal(cols[:len(nz)], nz)
+      np.testing.assert_allclose(conf[:len(nz)], 1 + 2.0 * dense[r, nz], rtol=1e-6)
+      assert not conf[len(nz):].any()
+  assert sorted(seen) == list(range(csr.shape[0]))
+
+
+def test_confidence_variants_and_errors():
+  np.testing.assert_allclose(wmf.confidence(np.array([1.0, 3.0]), alpha=2.0), [3.0, 7.0])
+  np.testing.assert_allclose(wmf.confidence(np.array([1.0, 3.0]), alpha=2.0, kind="log", eps=0.5),
+                             1 + 2.0 * np.log1p(np.array([2.0, 6.0])), rtol=1e-6)
+  with pytest.raises(ValueError, match="confidence"):
+    wmf.confidence(np.ones(2), alpha=1.0, kind="square")
+  with pytest.raises(ValueError, match="negative"):
+    wmf.fit(scipy.sparse.csr_matrix(np.array([[1.0, -2.0]])), factors=2, iterations=1)
+  with pytest.raises(ValueError, match="solver"):
+    wmf.fit(scipy.sparse.csr_matrix(np.eye(3)), factors=2, iterations=1, solver="lu")
+  with pytest.raises(TypeError, match="scipy.sparse"):
+    wmf.fit(np.eye(3), factors=2, iterations=1)
+
+
+@pytest.mark.parametrize("kind", ["linear", "log"])
+def test_exact_solve_matches_numpy_closed_form(kind):
+  csr, dense = _random_counts()
+  rng = np.random.default_rng(1)
+  y = rng.normal(size=(csr.shape[1], 5)).astype(np.float32)
+  reg, alpha, eps = 0.3, 2.0, 0.5
+  x = wmf.solve_rows(csr, y, regularization=reg, alpha=alpha, confidence_kind=kind, eps=eps,
+                     solver="exact")
+  y64 = y.astype(np.float64)
+  for u in (0, 1, 2, 7, 39):
+    counts = dense[u].astype(np.float64)
+    c = 1 + alpha * (counts if kind == "linear" else np.log1p(counts / eps))
+    a = y64.T @ (c[:, None] * y64) + reg * np.eye(5)
+    b = y64.T @ (c * (counts > 0))
+    np.testing.assert_allclose(x[u], np.linalg.solve(a, b), rtol=2e-4, atol=2e-5)
+  assert not x[0].any()
+
+
+def test_cg_converges_to_exact_and_warm_start_helps():
+  csr, _ = _random_counts()
+  rng = np.random.default_rng(2)
+  y = rng.normal(size=(csr.shape[1], 6)).astype(np.float32)
+  kw = dict(regularization=0.5, alpha=1.0)
+  exact = wmf.solve_rows(csr, y, solver="exact", **kw)
+  many = wmf.solve_rows(csr, y, solver="cg", cg_steps=12, **kw)
+  np.testing.assert_allclose(many, exact, rtol=1e-3, atol=1e-4)
+  # Three steps from a nearby start land much closer than three steps from zero.
+  near = exact + 0.001 * rng.normal(size=exact.shape).astype(np.float32)
+  from_near = wmf.solve_rows(csr, y, solver="cg", cg_steps=3, init=near, **kw)
+  from_zero = wmf.solve_rows(csr, y, solver="cg", cg_steps=3, **kw)
+  assert np.abs(from_near - exact).max() < 0.2 * np.abs(from_zero - exact).max()
+
+
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_loss_is_exact_and_decreases_every_iteration(solver):
+  csr, dense = _random_counts()
+  reg, alpha = 0.1, 3.0
+  losses = []
+  x, y = wmf.fit(csr, factors=6, regularization=reg, alpha=alpha, iterations=6, solver=solver,
+                 callback=lambda it, value, *_: losses.append((it, value)))
+  assert [it for it, _ in losses] == list(range(1, 7))
+  values = np.array([v for _, v in losses])
+  assert np.all(np.diff(values) < 0), values
+  direct = _dense_loss(dense, x, y, reg, 1 + alpha * dense)
+  assert values[-1] == pytest.approx(direct, rel=1e-5)
+  assert wmf.loss(csr, x, y, regularization=reg, alpha=alpha) == pytest.approx(direct, rel=1e-5)
+
+
+def test_cg_reaches_the_exact_solvers_loss():
+  csr, _ = _random_counts(seed=3)
+  kw = dict(factors=6, regularization=0.1, alpha=3.0, iterations=10)
+  final = {}
+  for solver in ("exact", "cg"):
+    values = []
+    wmf.fit(csr, solver=solver, callback=lambda it, value, *_: values.append(value), **kw)
+    final[solver] = values[-1]
+  assert final["cg"] == pytest.approx(final["exact"], rel=0.01)
+
+
+def test_resume_continues_the_same_trajectory():
+  csr, _ = _random_counts()
+  kw = dict(factors=4, regularization=0.1, alpha=2.0, solver="cg")
+  x4, y4 = wmf.fit(csr, iterations=4, **kw)
+  x2, y2 = wmf.fit(csr, iterations=2, **kw)
+  xr, yr = wmf.fit(csr, iterations=4, user_factors=x2, item_factors=y2, start_iteration=2, **kw)
+  np.testing.assert_allclose(xr, x4, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(yr, y4, rtol=1e-5, atol=1e-6)
+
+
+def test_no_recompilation_across_iterations():
+  csr, _ = _random_counts()
+  mesh = sharding.make_mesh(1)
+  kw = dict(factors=4, regularization=0.1, alpha=2.0, solver="cg", cg_steps=2, mesh=mesh)
+  wmf.fit(csr, iterations=1, **kw)
+  update, nnz_loss, _ = wmf._compiled(mesh, "cg", 2)
+  sizes = update._cache_size(), nnz_loss._cache_size()
+  wmf.fit(csr, iterations=3, **kw)
+  assert (update._cache_size(), nnz_loss._cache_size()) == sizes
+
+
+def test_planted_low_rank_recovers_held_out_items():
+  rng = np.random.default_rng(0)
+  users, items, rank = 300, 400, 4
+  # Non-negative low-rank rates: sparse gamma loadings make users prefer a few item clusters.
+  theta = rng.gamma(0.1, 1.0, (users, rank))
+  beta = rng.gamma(0.1, 1.0, (items, rank))
+  rates = theta @ beta.T
+  rates *= 0.05 * users * items / rates.sum()
+  counts = rng.poisson(rates)
+  held = (counts > 0) & (rng.random(counts.shape) < 0.2)
+  train = np.where(held, 0, counts)
+  csr = scipy.sparse.csr_matrix(train.astype(np.float64))
+  x, y = wmf.fit(csr, factors=8, regularization=1.0, alpha=5.0, iterations=8, solver="cg")
+  testers = np.flatnonzero(held.any(axis=1) & (train.sum(axis=1) > 0))
+  k = 20
+  _, top = wmf.recommend(x, y, csr, testers, k)
+  for q, u in enumerate(testers[:20]):
+    assert not np.isin(top[q], np.flatnonzero(train[u])).any()
+  recall = metrics.recall_at_k_from_topk(top, held[testers], k)
+  unseen = (train[testers] == 0).sum(axis=1)
+  random_recall = float(np.mean(k / unseen))
+  assert recall > 5 * random_recall, (recall, random_recall)
+  # Per-user AUC of held-out items among each user's unseen items.
+  scores = x[testers] @ y.T
+  aucs = [metrics.roc_auc(scores[q][train[u] == 0][None], held[u][train[u] == 0][None])
+          for q, u in enumerate(testers)]
+  assert np.mean(aucs) > 0.75, np.mean(aucs)
+
+
+_DEVICES = """
+import sys
+import numpy as np, scipy.sparse, jax
+from musemb import sharding, wmf
+assert jax.device_count() == 8, jax.devices()
+rng = np.random.default_rng(0)
+dense = (rng.poisson(2.0, (37, 53)) + 1) * (rng.random((37, 53)) < 0.2)
+csr = scipy.sparse.csr_matrix(dense.astype(np.float64))
+out = {}
+for n in (1, 8):
+  for solver in ("cg", "exact"):
+    x, y = wmf.fit(csr, factors=5, regularization=0.1, alpha=2.0, iterations=3, solver=solver,
+                   mesh=sharding.make_mesh(n))
+    out[f"{solver}{n}_x"], out[f"{solver}{n}_y"] = x, y
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_eight_devices_agree_with_one(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  path = str(tmp_path / "factors.npz")
+  proc = subprocess.run([sys.executable, "-c", _DEVICES, path], env=env, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = np.load(path)
+  for solver in ("cg", "exact"):
+    for side in ("x", "y"):
+      np.testing.assert_allclose(out[f"{solver}8_{side}"], out[f"{solver}1_{side}"],
+                                 rtol=1e-4, atol=1e-5)
