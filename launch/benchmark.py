@@ -1,6 +1,6 @@
 r"""Benchmarks of the hot paths, each against a peer library run in the same process on the same data.
 
-  python -m launch.benchmark --suite=all            # or: features, evaluation, warp
+  python -m launch.benchmark --suite=all            # or: features, evaluation, warp, samplecnn
   python -m launch.benchmark --suite=warp --quick   # smaller sizes, for a smoke run
 
 Suites (each prints a table with the musemb/peer ratio):
@@ -10,6 +10,8 @@ Suites (each prints a table with the musemb/peer ratio):
   warp        MUSLSE WARP training vs LightFM's WARP on the same bag-of-frames/tag data: time to
               reach LightFM's best test p@3, 2 threads each (musemb.benchmarks.warp); LightFM is
               installed on demand (see its docstring), never a test dependency.
+  samplecnn   SampleCNN (59,049 samples, factor head) training examples per second
+              (musemb.benchmarks.samplecnn)
 
 Numbers are wall-clock on a shared machine: compare the ratio, not the absolute values.
 """
@@ -21,7 +23,7 @@ from absl import flags
 
 from launch import common
 
-SUITES = ("features", "evaluation", "warp")
+SUITES = ("features", "evaluation", "warp", "samplecnn")
 _SUITE = flags.DEFINE_enum("suite", "all", SUITES + ("all",), "Which benchmark to run.")
 _QUICK = flags.DEFINE_boolean("quick", False, "Small sizes (smoke test of the benchmark itself).")
 
