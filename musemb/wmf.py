@@ -115,7 +115,7 @@ class Bucket:
 
 def make_buckets(counts: Any, *, alpha: float, confidence_kind: str = "linear", eps: float = 1.0,
                  num_shards: int = 1, min_width: int = 8,
-                 chunk_cells: int = 1 << 20) -> list[Bucket]:
+                 chunk_cells: int = 1 << 15) -> list[Bucket]:
   """Groups the rows of a CSR count matrix into power-of-two width buckets of fixed-shape chunks.
 
   A row with n non-zeros lands in the bucket of width max(min_width, next power of two >= n), so
@@ -246,7 +246,8 @@ def _compiled(mesh: Mesh, solver: str, cg_steps: int) -> tuple[Callable, Callabl
     zeros = jnp.sum(x * jnp.matmul(x, gram, precision=_HIGHEST))
     return zeros, regularization * (jnp.sum(x * x) + jnp.sum(y * y))
 
-  return (jax.jit(update, out_shardings=replicated),
+  # `own` is donated: each chunk rewrites its rows in place instead of copying every factor.
+  return (jax.jit(update, out_shardings=replicated, donate_argnums=(0,)),
           jax.jit(nnz_loss, out_shardings=rows_sharding),
           jax.jit(dense_terms, out_shardings=(replicated, replicated)))
 
@@ -277,6 +278,7 @@ def _solve_side(own: jax.Array, other: jax.Array, side: _Side, regularization: f
   update, _, _ = _compiled(mesh, solver, cg_steps)
   gram = jax.jit(_gram, out_shardings=sharding_lib.replicated(mesh))(other)
   reg = jnp.float32(regularization)
+  own = jnp.array(own, copy=True)   # the chunks donate it; never consume the caller's array
   for rows, cols, conf in side.chunks:
     own = update(own, other, gram, rows, cols, conf, reg)
   return own
@@ -375,7 +377,7 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
         solver: str = "cg", cg_steps: int = 3, seed: int = 0, mesh: Mesh | None = None,
         callback: Callable[[int, float, jax.Array, jax.Array], Any] | None = None,
         compute_loss: bool = True, user_factors: Any = None, item_factors: Any = None,
-        start_iteration: int = 0, chunk_cells: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+        start_iteration: int = 0, chunk_cells: int = 1 << 15) -> tuple[np.ndarray, np.ndarray]:
   """Fits implicit-feedback WMF by alternating least squares (Hu, Koren & Volinsky 2008).
 
   Each iteration solves all users given the items, then all items given the users. Factors start

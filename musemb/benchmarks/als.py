@@ -62,8 +62,8 @@ HOLDOUT = 0.2
 RECALL_K = 50
 MAP_N = 500
 # Cells of a [rows, width] chunk: its gathered [rows, width, f] float32 block (8 MiB at f=64) then
-# stays in the CPU's cache through the CG steps. wmf.fit's default (1 << 20, 256 MiB gathered) is
-# memory-bound on CPU: 0.34 s against 0.17 s per iteration at 12.5k x 25k, 1.25M non-zeros.
+# stays in the CPU's cache through the CG steps (now also wmf.fit's default); 1 << 20 (256 MiB
+# gathered) was memory-bound on CPU: 0.34 s against 0.17 s per iteration at 12.5k x 25k, 1.25M nnz.
 CHUNK_CELLS = 1 << 15
 
 
