@@ -60,6 +60,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.max_users = 0             # evaluate a seeded sample of this many users; 0 = all
   c.eval.user_chunk = 1024         # users ranked at once
 
+  # Chapter 5's proxy task (built-in world): logistic regression from item factors to tags.
+  c.proxy = ml_collections.ConfigDict()
+  c.proxy.enabled = True
+  c.proxy.split_seed = 0
+  c.proxy.test_fraction = 0.2
+  c.proxy.l2 = 1e-4
+  c.proxy.steps = 500
+  c.proxy.learning_rate = 0.05
+
   if arg:
     _apply_variants(c, arg)
   return c

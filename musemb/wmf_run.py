@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse
 
 from musemb import metrics as metrics_lib
+from musemb import proxy
 from musemb import sharding as sharding_lib
 from musemb import utils
 from musemb import wmf
@@ -221,6 +222,17 @@ def fit_and_save(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
             f"{METRICS_PREFIX}map@{config.eval.map_n}": ours[f"map@{map_n}"],
             f"{METRICS_PREFIX}random_recall@{config.eval.recall_k}": chance[f"recall@{recall_k}"],
             f"{METRICS_PREFIX}random_map@{config.eval.map_n}": chance[f"map@{map_n}"]}
+  if config.data.source == "synthetic" and config.proxy.enabled:
+    # Chapter 5's proxy task: how much of the tags the item factors carry (built-in world only;
+    # MSD/LFM-1b need the catalogue-matched tag matrix, see musemb.proxy.tag_matrix).
+    item_tags, _ = proxy.synthetic_item_tags(plays.items, config.data.synthetic_size,
+                                             config.data.synthetic_seed)
+    p = proxy.tag_prediction_from_factors(
+        np.asarray(y), item_tags, split_seed=config.proxy.split_seed,
+        test_fraction=config.proxy.test_fraction, l2=config.proxy.l2, steps=config.proxy.steps,
+        learning_rate=config.proxy.learning_rate)
+    result.update({f"wmf/proxy_tags/{k}": float(p[k]) for k in
+                   ("roc_auc", "random_roc_auc", "num_tags", "num_train", "num_test")})
   utils.update_metrics_json(workdir, result)
   logging.info("wmf: held-out metrics over %d users: %s", len(users), result)
   return result
