@@ -23,13 +23,18 @@ from musemb import ranking
 
 def _per_query(topk: np.ndarray, relevant: list[np.ndarray], ks: Sequence[int]
                ) -> dict[str, np.ndarray]:
-  """Per-query p@k and r@k (NaN for queries without relevant items) from top-k lists [Q, K]."""
+  """Per-query p@k and r@k (NaN for queries without relevant items) from top-k lists [Q, K].
+
+  The hits are looked up once (`metrics.hits_from_topk`) and every k reads their running sum; p@k
+  divides by k even when fewer than k items could be ranked (the usual definition)."""
+  hits = np.cumsum(metrics_lib.hits_from_topk(topk, relevant), axis=1)
+  num_relevant = np.array([len(np.unique(r)) for r in relevant])
+  has = num_relevant > 0
   out = {}
   for k in ks:
-    kk = min(k, topk.shape[1])
-    # p@k divides by k even when fewer than k items could be ranked (the usual definition).
-    out[f"p@{k}"] = metrics_lib.precision_at_k_from_topk(topk, relevant, kk, reduce="none") * kk / k
-    out[f"r@{k}"] = metrics_lib.recall_at_k_from_topk(topk, relevant, kk, reduce="none")
+    found = hits[:, min(k, hits.shape[1]) - 1] if hits.shape[1] else np.zeros(len(topk))
+    out[f"p@{k}"] = np.where(has, found / k, np.nan)
+    out[f"r@{k}"] = np.where(has, found / np.maximum(num_relevant, 1), np.nan)
   return out
 
 

@@ -103,16 +103,6 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
         yield number, raw.decode("latin-1")
 
 
-def _add_many(skipped: records.SkipCounter, reason: str, n: int, examples: Iterable[str]) -> None:
-  """Counts `n` skips under `reason`, keeping the first few `examples` as `SkipCounter.add` does."""
-  if n <= 0:
-    return
-  examples = list(examples)[:n]
-  for example in examples:
-    skipped.add(reason, example)
-  skipped.counts[reason] += n - len(examples)
-
-
 def _int_or_none(text: str) -> int | None:
   try:
     return int(text)
@@ -330,7 +320,7 @@ def _count_events(path: str, skipped: records.SkipCounter, known_tracks: np.ndar
     users.clear()
     tracks.clear()
     known = np.isin(t, known_tracks, assume_unique=False)
-    _add_many(skipped, "unknown_track", int((~known).sum()),
+    skipped.add_many("unknown_track", int((~known).sum()),
               (f"{name}: event of user {a} on track {b}, absent from {LFM1B_TRACKS_FILE}"
                for a, b in zip(u[~known][:5].tolist(), t[~known][:5].tolist())))
     u, t = u[known], t[known]

@@ -100,6 +100,15 @@ class SkipCounter:
     if len(self.examples[reason]) < self._max_examples:
       self.examples[reason].append(item)
 
+  def add_many(self, reason: str, n: int, examples) -> None:
+    """Counts `n` skips under `reason`, keeping the first few of `examples` as `add` does."""
+    if n <= 0:
+      return
+    examples = list(examples)[:n]
+    for example in examples:
+      self.add(reason, example)
+    self.counts[reason] += n - len(examples)
+
   @property
   def total(self) -> int:
     return sum(self.counts.values())
