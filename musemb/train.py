@@ -26,6 +26,16 @@ A system module provides `load_data(config, workdir)`, `init(config, info, rng)`
 The `tables` argument (device-resident lookup tables such as the training songs' features, used to
 score sampled negatives) is a departure from DESIGN.md's `loss(params, batch, rng, config)`: it keeps
 large constants out of the per-step batch without closing over them in the jitted function.
+
+Systems with non-trained variables (SampleCNN's batch-norm statistics) set `STATEFUL = True`: `init`
+returns `(params, model_state)`, `loss(..., model_state=)` returns the updated state in
+`aux["model_state"]`, the state rides in `TrainState.model_state` (checkpointed with the rest), and
+evaluation, `best/` and `load_state` see the flax variables `{"params": ..., "batch_stats": ...}`.
+
+The learning rate lives in the optimizer state (`optax.inject_hyperparams`): with
+`optimizer.plateau_drops = N`, running out of validation patience multiplies it by
+`optimizer.plateau_factor` (and resets the patience) up to N times before stopping early, the
+schedule of Lee et al. (2017) that Platt's §6.1 follows (0.2 four times).
 """
 
 from __future__ import annotations
@@ -57,34 +67,88 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array  # raw key data (uint32), so checkpoints hold plain arrays
+  # Non-trained model variables updated by the forward pass (flax collections such as
+  # `batch_stats`); an empty dict for systems without any.
+  model_state: Any = flax.struct.field(default_factory=dict)
+
+
+OPTIMIZERS = ("sgd", "adagrad", "adam")
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  name, lr = config.optimizer.name, config.optimizer.learning_rate
-  if name == "sgd":
-    return optax.sgd(lr)
-  if name == "adagrad":
-    return optax.adagrad(lr)
-  if name == "adam":
-    return optax.adam(lr)
-  raise ValueError(f"optimizer.name={name!r}; expected sgd, adagrad or adam.")
+  """The optimizer named by `config.optimizer`, its learning rate held in the optimizer state.
+
+  `optax.inject_hyperparams` keeps the rate in `opt_state.hyperparams["learning_rate"]`, so the
+  loop can lower it on a plateau (`optimizer.plateau_drops`) and the checkpoint carries it.
+  Optional keys: `momentum` (sgd; 0 = plain SGD), `nesterov`, and `weight_decay`, an L2 term
+  added to the gradient before the update (PyTorch's `weight_decay`, which Won et al. use with Adam).
+  """
+  o = config.optimizer
+  name = o.name
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer.name={name!r}; expected one of {OPTIMIZERS}.")
+  momentum = float(o.get("momentum", 0.0) or 0.0)
+  weight_decay = float(o.get("weight_decay", 0.0) or 0.0)
+
+  def build(learning_rate):
+    if name == "sgd":
+      base = optax.sgd(learning_rate, momentum=momentum or None,
+                       nesterov=bool(o.get("nesterov", False)))
+    elif name == "adagrad":
+      base = optax.adagrad(learning_rate)
+    else:
+      base = optax.adam(learning_rate)
+    return optax.chain(optax.add_decayed_weights(weight_decay), base) if weight_decay else base
+
+  return optax.inject_hyperparams(build)(learning_rate=float(o.learning_rate))
+
+
+def current_learning_rate(opt_state: Any) -> jax.Array:
+  return opt_state.hyperparams["learning_rate"]
+
+
+def scale_learning_rate(state: TrainState, factor: float) -> TrainState:
+  """The state with its optimizer's learning rate multiplied by `factor` (a plateau drop)."""
+  hyper = dict(state.opt_state.hyperparams)
+  hyper["learning_rate"] = hyper["learning_rate"] * jnp.asarray(factor, hyper["learning_rate"].dtype)
+  return state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+
+
+def is_stateful(system) -> bool:
+  """Systems with non-trained variables (batch norm statistics) set `STATEFUL = True`: their `init`
+  returns `(params, model_state)` and their `loss` takes `model_state=` and returns the updated one
+  as `aux["model_state"]`."""
+  return bool(getattr(system, "STATEFUL", False))
+
+
+def variables(params: Any, model_state: Any) -> Any:
+  """What evaluation, prediction and `best/` see: the params alone for stateless systems, else the
+  flax variables `{"params": ..., **model_state}` (e.g. with `batch_stats`)."""
+  return {"params": params, **model_state} if model_state else params
 
 
 def train_step(state: TrainState, batch: dict, tables: Any, *, system, config, tx, task_names
                ) -> tuple[TrainState, dict]:
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  stateful = is_stateful(system)
 
   def loss_fn(params):
+    if stateful:
+      return system.loss(params, batch, tables, rng, config, task_names,
+                         model_state=state.model_state)
     return system.loss(params, batch, tables, rng, config, task_names)
 
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  aux = dict(aux)
+  model_state = aux.pop("model_state") if stateful else state.model_state
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   params = system.project(params, config)
   metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
              "param_norm": optax.global_norm(params),
-             "learning_rate": jnp.asarray(config.optimizer.learning_rate, jnp.float32), **aux}
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+             "learning_rate": current_learning_rate(state.opt_state), **aux}
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       model_state=model_state), metrics
 
 
 class _Preemption:
@@ -160,13 +224,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   best_manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"),
                                        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
   progress = {"best_metric": None, "best_step": -1, "evals_without_improvement": 0,
-              "stopped_early": False}
+              "stopped_early": False, "lr_drops": 0}
+  max_drops = int(config.optimizer.get("plateau_drops", 0) or 0)
+  drop_factor = float(config.optimizer.get("plateau_factor", 0.2))
+  progress["base_learning_rate"] = float(config.optimizer.learning_rate)
   if manager.latest_step() is not None:
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_like(state)),
         progress=ocp.args.JsonRestore()))
     state, progress = restored.state, dict(restored.progress)
     logging.info("Resumed from %s at step %d.", ckpt_dir, int(state.step))
+    state = _apply_config_learning_rate(state, progress, config, drop_factor)
   # `best/` is written apart from `checkpoints/`: a crash between the two leaves a best step the
   # restored progress does not know; drop it so the replayed steps can save it again.
   for stale in [s for s in best_manager.all_steps() if s != progress["best_step"]]:
@@ -232,20 +300,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      100 * step / num_steps, summary["loss"], rate, utils.format_seconds(eta))
 
       if eval_due:
-        val = system.evaluate(state.params, data, config, "valid")
+        val = system.evaluate(variables(state.params, state.model_state), data, config, "valid")
         writer.write_scalars(step, {f"valid/{k}": v for k, v in val.items()})
         metric = utils.select_metric(val, config.train.eval_metric)
         logging.info("step %d validation %s = %.4f (best %s at step %d)", step,
                      config.train.eval_metric, metric, progress["best_metric"], progress["best_step"])
         if progress["best_metric"] is None or metric > progress["best_metric"]:
           progress.update(best_metric=float(metric), best_step=step, evals_without_improvement=0)
-          best_manager.save(step, args=ocp.args.StandardSave(state.params), force=True)
+          best_manager.save(step, args=ocp.args.StandardSave(
+              variables(state.params, state.model_state)), force=True)
         else:
           progress["evals_without_improvement"] += 1
           if progress["evals_without_improvement"] >= config.train.patience:
-            logging.info("Early stop at step %d: %s has not improved for %d evaluations.", step,
-                         config.train.eval_metric, config.train.patience)
-            progress["stopped_early"] = True
+            if progress.get("lr_drops", 0) < max_drops:
+              # Lee et al. / Platt §6.1: lower the rate when validation stops improving, a fixed
+              # number of times, before stopping.
+              state = scale_learning_rate(state, drop_factor)
+              progress["lr_drops"] = progress.get("lr_drops", 0) + 1
+              progress["evals_without_improvement"] = 0
+              logging.info("step %d: %s has not improved for %d evaluations; learning rate "
+                           "x%g -> %.3g (drop %d of %d).", step, config.train.eval_metric,
+                           config.train.patience, drop_factor,
+                           float(current_learning_rate(state.opt_state)), progress["lr_drops"],
+                           max_drops)
+            else:
+              logging.info("Early stop at step %d: %s has not improved for %d evaluations.", step,
+                           config.train.eval_metric, config.train.patience)
+              progress["stopped_early"] = True
 
       if checkpoint_due or progress["stopped_early"]:
         save(step, state)
@@ -263,15 +344,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   manager.wait_until_finished()
   best_manager.wait_until_finished()
 
-  params = state.params
+  params = variables(state.params, state.model_state)
   if best_manager.latest_step() is not None:
     params = best_manager.restore(best_manager.latest_step(),
-                                  args=ocp.args.StandardRestore(abstract_like(state.params)))
+                                  args=ocp.args.StandardRestore(abstract_like(params)))
     logging.info("Evaluating the best parameters (step %d).", best_manager.latest_step())
   metrics = system.write_outputs(params, data, config, workdir)
   writer.write_scalars(step, {f"{config.eval.split}/{k}": v for k, v in metrics.items()})
   writer.close()
   return metrics
+
+
+def _apply_config_learning_rate(state: TrainState, progress: dict, config, drop_factor: float
+                                ) -> TrainState:
+  """On resume the checkpoint's learning rate (with its plateau drops) is kept unless the config's
+  base rate changed since the run started: then the new base rate, times the drops taken, applies
+  (so `--config.optimizer.learning_rate=...` on a rerun does what it says)."""
+  base = float(config.optimizer.learning_rate)
+  saved_base = progress.get("base_learning_rate")
+  if saved_base is None or saved_base == base:
+    progress["base_learning_rate"] = base
+    return state
+  rate = base * drop_factor ** progress.get("lr_drops", 0)
+  logging.warning("optimizer.learning_rate changed from %g to %g since the run started; resuming "
+                  "at %g.", saved_base, base, rate)
+  progress["base_learning_rate"] = base
+  hyper = dict(state.opt_state.hyperparams)
+  hyper["learning_rate"] = jnp.full_like(hyper["learning_rate"], rate)
+  return state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
 
 
 def abstract_like(tree: Any) -> Any:
@@ -282,16 +382,19 @@ def abstract_like(tree: Any) -> Any:
 def _state_initializer(system, config, data, tx) -> Callable[[jax.Array], TrainState]:
   def init_state(rng):
     init_rng, state_rng = jax.random.split(rng)
-    params = system.init(config, data.info, init_rng)
+    params, model_state = system.init(config, data.info, init_rng), {}
+    if is_stateful(system):
+      params, model_state = params
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.key_data(state_rng))
+                      rng=jax.random.key_data(state_rng), model_state=model_state)
   return init_state
 
 
 def load_state(workdir: str, config: ml_collections.ConfigDict, data, *, best: bool = True,
                mesh=None) -> tuple[int, Any]:
   """(step, params) from a run: the best parameters by validation if kept (and `best`), else the
-  latest checkpoint's. Restores onto the current devices whatever topology the run trained on."""
+  latest checkpoint's. Restores onto the current devices whatever topology the run trained on.
+  For stateful systems "params" are the variables `{"params": ..., "batch_stats": ...}`."""
   system = systems_lib.get_system(config.system)
   mesh = mesh or sharding.make_mesh()
   init_state = _state_initializer(system, config, data, make_optimizer(config))
@@ -303,14 +406,14 @@ def load_state(workdir: str, config: ml_collections.ConfigDict, data, *, best: b
   if best and os.path.isdir(os.path.join(root, "best")):
     with ocp.CheckpointManager(os.path.join(root, "best"), options=options) as m:
       if m.latest_step() is not None:
-        return m.latest_step(), m.restore(m.latest_step(),
-                                          args=ocp.args.StandardRestore(abstract.params))
+        return m.latest_step(), m.restore(m.latest_step(), args=ocp.args.StandardRestore(
+            variables(abstract.params, abstract.model_state)))
   if os.path.isdir(os.path.join(root, "checkpoints")):
     with ocp.CheckpointManager(os.path.join(root, "checkpoints"), options=options) as m:
       if m.latest_step() is not None:
         restored = m.restore(m.latest_step(), args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
-        return m.latest_step(), restored.state.params
+        return m.latest_step(), variables(restored.state.params, restored.state.model_state)
   raise FileNotFoundError(f"no checkpoint in {workdir}/best or {workdir}/checkpoints; train first "
                           "with `python -m launch.train --workdir=...`.")
 

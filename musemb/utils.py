@@ -53,7 +53,13 @@ def format_seconds(seconds: float) -> str:
 
 
 def select_metric(metrics: dict[str, float], name: str) -> float:
-  """Looks up the validation metric; `mean_p@k` averages p@k over the tasks that report it."""
+  """Looks up the validation metric (larger is better).
+
+  `mean_p@k` averages p@k over the tasks that report it; a leading "-" negates a metric where smaller
+  is better (`-factors/mse`).
+  """
+  if name.startswith("-"):
+    return -select_metric(metrics, name[1:])
   if name.startswith("mean_"):
     suffix = "/" + name[len("mean_"):]
     values = [v for k, v in metrics.items() if k.endswith(suffix) and math.isfinite(v)]
