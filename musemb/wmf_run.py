@@ -14,6 +14,7 @@ factors.npz    user_ids [U] str, item_ids [I] str, user_factors [U, f] float32,
                item_factors [I, f] float32, iteration (ALS iterations done), losses [iteration]
                float64 (the training objective after each). Rewritten atomically after every
                iteration, so a rerun with the same config resumes where the last one stopped.
+config.json    the config of the fit (systems trained on the factors reload the plays through it).
 metrics.json   wmf/recommendation/{recall@50, map@500, random_recall@50, random_map@500} merged
                into the file (`musemb.utils.update_metrics_json`).
 ```
@@ -21,6 +22,7 @@ metrics.json   wmf/recommendation/{recall@50, map@500, random_recall@50, random_
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -168,6 +170,9 @@ def fit_and_save(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
     The metrics written to metrics.json (keys "wmf/recommendation/...").
   """
   os.makedirs(workdir, exist_ok=True)
+  # The config travels with the factors: systems trained on them reload the same plays from it.
+  utils.write_json_atomic(os.path.join(workdir, "config.json"),
+                          json.loads(config.to_json_best_effort()))
   plays = load_plays(config)
   if not plays.nnz:
     raise ValueError(f"config.data ({config.data.source}) yielded no plays.")

@@ -95,19 +95,70 @@ class EpochBatcher:
     return rows[self.process_index * share:(self.process_index + 1) * share]
 
 
+@dataclasses.dataclass(frozen=True)
+class TrackTargets:
+  """Per-track regression targets kept outside the TFRecords, joined by track id at read time.
+
+  `ids` [n] str, `values` [n, ...] float32. Keeping them apart from the audio means refitting the
+  listening-data factors never re-prepares the audio (a departure from DESIGN.md's "factors in the
+  records": the join is a hash-table lookup inside tf.data, so it scales the same way).
+  """
+
+  ids: np.ndarray
+  values: np.ndarray
+
+  def __post_init__(self):
+    if len(self.ids) != len(self.values):
+      raise ValueError(f"TrackTargets: {len(self.ids)} ids but {len(self.values)} rows of values.")
+    if len(set(self.ids.tolist())) != len(self.ids):
+      raise ValueError("TrackTargets: track ids are not unique.")
+
+  def table(self) -> tf.lookup.StaticHashTable:
+    """track id -> row (-1 when the track has no target)."""
+    keys = tf.constant(np.asarray(self.ids, dtype=object).astype(str))
+    rows = tf.range(len(self.ids), dtype=tf.int64)
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, rows), -1)
+
+
+def _with_targets(ds: tf.data.Dataset, targets: dict[str, TrackTargets] | None,
+                  require: bool) -> tuple[tf.data.Dataset, dict]:
+  """Filters to tracks with every target (when `require`) and returns the lookup tables."""
+  tables = {name: (t.table(), tf.constant(np.asarray(t.values, np.float32)))
+            for name, t in (targets or {}).items()}
+  if require and tables:
+    def has_all(ex):
+      found = [table.lookup(ex["track_id"]) >= 0 for table, _ in tables.values()]
+      return tf.reduce_all(tf.stack(found))
+    ds = ds.filter(has_all)
+  return ds, tables
+
+
+def _lookup(tables: dict, track_id: tf.Tensor) -> dict[str, tf.Tensor]:
+  out = {}
+  for name, (table, values) in tables.items():
+    row = table.lookup(track_id)
+    out[name] = tf.gather(values, tf.maximum(row, 0))
+    out[f"has_{name}"] = row >= 0
+  return out
+
+
 def audio_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int,
                   crop_samples: int | None, seed: int, shuffle: bool = True, repeat: bool = True,
                   skip_batches: int = 0, shuffle_buffer: int = 2048, deterministic: bool = True,
-                  per_process: bool = True) -> Iterator[dict[str, np.ndarray]]:
+                  per_process: bool = True, targets: dict[str, TrackTargets] | None = None,
+                  require_targets: bool = True) -> Iterator[dict[str, np.ndarray]]:
   """Batches of float32 audio crops plus labels from the prepared TFRecords.
 
   Shuffle happens before repeat and crops are seeded per (seed, epoch, example), so a given seed gives
   the same stream on every run; `skip_batches` resumes a stream. `batch_size` is per process.
   Audio shorter than the crop is zero-padded (the builder already dropped clips below its minimum).
+  `targets` join per-track values by id (batch keys `<name>` and `has_<name>`); with
+  `require_targets` tracks lacking one are left out before shuffling.
   """
   split_arg = tfds.split_for_jax_process(split) if per_process else split
   read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1 if deterministic else 16)
   ds = builder.as_dataset(split=split_arg, shuffle_files=shuffle, read_config=read_config)
+  ds, tables = _with_targets(ds, targets, require_targets)
   if shuffle:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
@@ -126,7 +177,7 @@ def audio_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
         start = 0
       audio = audio[start:start + crop_samples]
     return {"audio": audio, "tags": ex["tags"], "artist": ex["artists"][0] if "artists" in ex else -1,
-            "track_id": ex["track_id"]}
+            "track_id": ex["track_id"], **_lookup(tables, ex["track_id"])}
 
   ds = ds.enumerate().map(convert, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=deterministic)
@@ -137,3 +188,46 @@ def audio_batches(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
   options.deterministic = deterministic
   ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
   return ds.as_numpy_iterator()
+
+
+def num_windows(num_samples: int, window: int, max_windows: int) -> int:
+  """Whole adjacent windows from the start of a clip, at least one and at most `max_windows`."""
+  return int(min(max(num_samples // window, 1), max_windows))
+
+
+def audio_windows(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int, window: int,
+                  max_windows: int, targets: dict[str, TrackTargets] | None = None,
+                  require_targets: bool = False, per_process: bool = False
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """Evaluation reader: every track of `split` once, in order, as its first adjacent windows.
+
+  Platt §6.1: "at evaluation time we took predictions for the first 5 adjacent 59049 sample windows
+  and averaged them". Batches hold `windows` [B, max_windows, window] float32, `num_windows` [B] (the
+  whole windows that fit in the clip, at least one: a clip shorter than a window is zero-padded),
+  `valid` [B] bool (False on the padding rows of the last batch, which keeps every batch's shape),
+  tags, track ids and the joined `targets`.
+  """
+  split_arg = tfds.split_for_jax_process(split) if per_process else split
+  ds = builder.as_dataset(split=split_arg, shuffle_files=False,
+                          read_config=tfds.ReadConfig(interleave_cycle_length=1))
+  ds, tables = _with_targets(ds, targets, require_targets)
+  span = window * max_windows
+
+  def convert(ex):
+    audio = tf.cast(ex["audio"], tf.float32) / 32768.0
+    length = tf.shape(audio)[0]
+    count = tf.clip_by_value(length // window, 1, max_windows)
+    audio = tf.pad(audio, [[0, tf.maximum(span - length, 0)]])[:span]
+    mask = tf.repeat(tf.range(max_windows) < count, window)
+    audio = tf.where(mask, audio, 0.0)   # windows past the clip's whole ones are unused: zero them
+    return {"windows": tf.reshape(audio, [max_windows, window]), "num_windows": count,
+            "tags": ex["tags"], "track_id": ex["track_id"], "valid": True,
+            **_lookup(tables, ex["track_id"])}
+
+  ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  for batch in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
+    n = len(batch["valid"])
+    if n < batch_size:
+      batch = {k: np.concatenate([v, np.zeros((batch_size - n,) + v.shape[1:], v.dtype)])
+               for k, v in batch.items()}
+    yield batch

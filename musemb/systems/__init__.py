@@ -10,6 +10,7 @@ import importlib
 _SYSTEMS = {
     "muslse": "musemb.systems.muslse",
     "one_vs_rest": "musemb.systems.one_vs_rest",
+    "samplecnn": "musemb.systems.samplecnn",
 }
 
 
