@@ -16,6 +16,15 @@ clips cropped to 30 s, every tag kept:
   python -m launch.prepare --source=folder --source_dir=$HOME/my_music \
       --data_dir=$HOME/musemb_data --max_seconds=30 --top_n_tags=0
 
+The Million Song Dataset's previews with Last.fm tags (unique_tracks.txt, lastfm_tags.db and the
+previews at <tid[2]>/<tid[3]>/<tid[4]>/<track id>.mp3 in one directory, or --path_pattern; see
+musemb.data.sources.msd), stored as the thesis did: first 20 s of each preview at 16 kHz, top-50
+tags with score > 50, split by Choi et al.'s published lists (a clone of
+github.com/keunwoochoi/MSD_split_for_tagging; without --split_file the split is by artist):
+
+  python -m launch.prepare --source=msd --source_dir=$HOME/data/msd \
+      --data_dir=$HOME/musemb_data --split_file=$HOME/MSD_split_for_tagging
+
 The dataset lands in <data_dir>/musemb_<source>/<config>/1.0.0 (e.g. musemb_synthetic/demo-16k/
 1.0.0); running the same command again reuses it. The command prints that directory, the split
 sizes and what was skipped and why. Audio that cannot be used (unreadable, empty, shorter than
@@ -31,16 +40,26 @@ from absl import flags
 from absl import logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("source", None, ["synthetic", "mtat", "folder"], "Which source to prepare.")
-flags.DEFINE_string("source_dir", None, "Raw data directory (mtat, folder).")
+flags.DEFINE_enum("source", None, ["synthetic", "mtat", "folder", "msd"],
+                  "Which source to prepare.")
+flags.DEFINE_string("source_dir", None, "Raw data directory (mtat, folder, msd).")
 flags.DEFINE_string("data_dir", None, "Root under which the prepared dataset is written.")
 flags.DEFINE_string("size", "demo", "Synthetic world size: tiny, demo, small or large.")
 flags.DEFINE_integer("seed", 0, "Synthetic world seed.")
 flags.DEFINE_integer("sample_rate", 16000, "Sample rate of the stored audio (Hz).")
-flags.DEFINE_float("max_seconds", None, "Crop clips to their first max_seconds.")
+flags.DEFINE_float("max_seconds", None,
+                   "Crop clips to their first max_seconds (msd: 20 unless given, as the thesis "
+                   "stored; others: whole clips unless given).")
 flags.DEFINE_float("min_seconds", 1.0, "Skip clips shorter than this (reason too_short).")
-flags.DEFINE_integer("top_n_tags", 50, "Keep the most frequent tags (mtat, folder); 0 keeps all.")
-flags.DEFINE_string("split_file", None, "MagnaTagATune split file (see sources.mtat).")
+flags.DEFINE_integer("top_n_tags", 50,
+                     "Keep the most frequent tags (mtat, folder, msd); 0 keeps all.")
+flags.DEFINE_string("split_file", None,
+                    "Split file: mtat (see sources.mtat) or msd (a track_id<TAB>split file or a "
+                    "directory of train/valid/test id lists; see sources.msd.read_split_file).")
+flags.DEFINE_string("path_pattern", "{root}/{tid[2]}/{tid[3]}/{tid[4]}/{tid}.mp3",
+                    "MSD: where a track's preview is, with the fields {root}, {tid}, {song_id}.")
+flags.DEFINE_float("min_tag_score", 50.0, "MSD: a track carries a Last.fm tag scored above this.")
+flags.DEFINE_bool("tagged_only", False, "MSD: leave out tracks without a vocabulary tag.")
 flags.DEFINE_string("metadata", None,
                     "Folder source: metadata file (default: found in the folder).")
 flags.DEFINE_float("max_bad_fraction", 0.05,
@@ -65,6 +84,11 @@ def make_source():
   if FLAGS.source == "mtat":
     from musemb.data.sources import mtat  # pylint: disable=g-import-not-at-top
     return mtat.MagnaTagATune(FLAGS.source_dir, top_n_tags=top_n, split_file=FLAGS.split_file)
+  if FLAGS.source == "msd":
+    from musemb.data.sources import msd  # pylint: disable=g-import-not-at-top
+    return msd.MillionSongDataset(FLAGS.source_dir, path_pattern=FLAGS.path_pattern,
+                                  top_n_tags=top_n, min_tag_score=FLAGS.min_tag_score,
+                                  tagged_only=FLAGS.tagged_only, split_file=FLAGS.split_file)
   from musemb.data.sources import folder  # pylint: disable=g-import-not-at-top
   return folder.AudioFolder(FLAGS.source_dir, metadata=FLAGS.metadata, top_n_tags=top_n)
 
@@ -80,8 +104,12 @@ def main(argv):
   from musemb.data import derived  # pylint: disable=g-import-not-at-top
 
   source = make_source()
+  max_seconds = FLAGS.max_seconds
+  if max_seconds is None and FLAGS.source == "msd":
+    from musemb.data.sources import msd  # pylint: disable=g-import-not-at-top
+    max_seconds = msd.DEFAULT_CLIP_SECONDS
   dataset_dir = builders.prepare(
-      source, FLAGS.data_dir, sample_rate=FLAGS.sample_rate, max_seconds=FLAGS.max_seconds,
+      source, FLAGS.data_dir, sample_rate=FLAGS.sample_rate, max_seconds=max_seconds,
       min_seconds=FLAGS.min_seconds, max_bad_fraction=FLAGS.max_bad_fraction,
       config_name=FLAGS.config_name, num_workers=FLAGS.num_workers)
   prepared = builders.load_prepared(dataset_dir)

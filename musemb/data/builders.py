@@ -195,6 +195,45 @@ class FolderConfig(MusembConfig):
     return f"{tags}{split}-{self.audio_suffix()}"
 
 
+@dataclasses.dataclass(eq=False)
+class MsdConfig(MusembConfig):
+  """Million Song Dataset previews with Last.fm tags (`MillionSongDataset`'s options).
+
+  Defaults follow the thesis (`004_*` paper, section 6.1): 16 kHz, the first 20 s of each preview,
+  the top 50 Last.fm tags with score > 50. `split_file=None` splits by artist with `split_ratios`
+  and `seed`. `path_pattern` says where the previews are, not what the dataset holds, so (like
+  FolderConfig's metadata) it is not among the options.
+  """
+
+  max_seconds: float | None = 20.0
+  top_n_tags: int | None = 50
+  min_tag_score: float = 50.0
+  tagged_only: bool = False
+  split_file: str | None = None
+  split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+  seed: int = 0
+  path_pattern: str = "{root}/{tid[2]}/{tid[3]}/{tid[4]}/{tid}.mp3"
+
+  def source_options(self) -> dict[str, Any]:
+    return {"top_n_tags": self.top_n_tags, "min_tag_score": float(self.min_tag_score),
+            "tagged_only": bool(self.tagged_only), "split_file": self.split_file,
+            "split_ratios": [float(r) for r in self.split_ratios], "seed": int(self.seed)}
+
+  def default_name(self) -> str:
+    from musemb.data.sources import msd  # pylint: disable=g-import-not-at-top
+    tags = "all" if self.top_n_tags is None else f"top{self.top_n_tags}"
+    score = "" if self.min_tag_score == 50.0 else f"-score{_seconds_tag(self.min_tag_score)}"
+    tagged = "-tagged" if self.tagged_only else ""
+    if self.split_file:
+      split = f"-split{msd.split_file_digest(self.split_file)}"
+    elif tuple(self.split_ratios) == (0.8, 0.1, 0.1) and not self.seed:
+      split = ""
+    else:
+      split = "-artistsplit" + hashlib.sha256(
+          json.dumps([list(self.split_ratios), self.seed]).encode()).hexdigest()[:8]
+    return f"{tags}{score}{tagged}{split}-{self.audio_suffix()}"
+
+
 def _file_digest(path: str) -> str:
   """8 hex digits of a file's content, so a changed split file names a new config."""
   try:
@@ -667,6 +706,42 @@ class MusembFolder(_MusembBuilder):
                               split_ratios=tuple(config.split_ratios), seed=config.seed)
 
 
+class MusembMsd(_MusembBuilder):
+  """MSD previews with Last.fm tags (`musemb.data.sources.msd.MillionSongDataset`).
+
+  Adds `coverage` to metadata.json: how many catalogue tracks had a preview and tags
+  (`MsdCoverage.as_dict()`).
+  """
+
+  SOURCE_NAME = "msd"
+  CONFIG_CLASS = MsdConfig
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Put the MSD catalogue unique_tracks.txt, the Last.fm tags lastfm_tags.db and the preview "
+      "folders (by default <tid[2]>/<tid[3]>/<tid[4]>/<track id>.mp3; see "
+      "musemb.data.sources.msd) in one directory and pass it as --source_dir (or as the manual "
+      "dir).")
+  BUILDER_CONFIGS = [
+      MsdConfig(name="top50-16k-max20s", top_n_tags=50, max_seconds=20.0,
+                description="MSD previews, first 20 s at 16 kHz mono, top-50 Last.fm tags "
+                            "(score > 50), split by artist."),
+  ]
+  DEFAULT_CONFIG_NAME = "top50-16k-max20s"
+
+  def _make_source(self, source_dir: str | None) -> records.Source:
+    from musemb.data.sources import msd  # pylint: disable=g-import-not-at-top
+    config = self.builder_config
+    return msd.MillionSongDataset(
+        _existing_dir(source_dir, "Million Song Dataset"), path_pattern=config.path_pattern,
+        top_n_tags=config.top_n_tags, min_tag_score=config.min_tag_score,
+        tagged_only=config.tagged_only, split_file=config.split_file,
+        split_ratios=tuple(config.split_ratios), seed=config.seed)
+
+  def _split_generators(self, dl_manager):
+    generators = super()._split_generators(dl_manager)
+    self.info.metadata["coverage"] = self._get_source().coverage.as_dict()
+    return generators
+
+
 def _existing_dir(source_dir: str | None, what: str) -> str:
   if source_dir is None or not epath.Path(source_dir).is_dir():
     raise FileNotFoundError(f"The {what} source directory {source_dir!r} does not exist; pass "
@@ -675,7 +750,7 @@ def _existing_dir(source_dir: str | None, what: str) -> str:
 
 
 BUILDERS: dict[str, type[_MusembBuilder]] = {
-    cls.SOURCE_NAME: cls for cls in (MusembSynthetic, MusembMtat, MusembFolder)}
+    cls.SOURCE_NAME: cls for cls in (MusembSynthetic, MusembMtat, MusembFolder, MusembMsd)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -698,6 +773,15 @@ def _source_options(source: records.Source) -> dict[str, Any]:
             "split_file": None if split_file is None else os.path.abspath(split_file)}
   if source.name == "folder":
     return {"top_n_tags": getattr(source, "top_n_tags", None),
+            "split_ratios": tuple(float(r) for r in getattr(source, "split_ratios",
+                                                            (0.8, 0.1, 0.1))),
+            "seed": int(getattr(source, "seed", 0))}
+  if source.name == "msd":
+    split_file = getattr(source, "split_file", None)
+    return {"top_n_tags": getattr(source, "top_n_tags", 50),
+            "min_tag_score": float(getattr(source, "min_tag_score", 50.0)),
+            "tagged_only": bool(getattr(source, "tagged_only", False)),
+            "split_file": None if split_file is None else os.path.abspath(split_file),
             "split_ratios": tuple(float(r) for r in getattr(source, "split_ratios",
                                                             (0.8, 0.1, 0.1))),
             "seed": int(getattr(source, "seed", 0))}
@@ -743,7 +827,7 @@ def prepare(source: records.Source, data_dir: epath.PathLike, *, sample_rate: in
   remove the old dataset directory (or pick a new config_name).
 
   Args:
-    source: a `records.Source` named "synthetic", "mtat" or "folder".
+    source: a `records.Source` named "synthetic", "mtat", "folder" or "msd".
     data_dir: root directory of prepared datasets.
     sample_rate: Hz of the stored audio (resampled with soxr).
     max_seconds: keep only each clip's first `max_seconds` (None: whole clips).
