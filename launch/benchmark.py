@@ -1,6 +1,6 @@
 r"""Benchmarks of the hot paths, each against a peer library run in the same process on the same data.
 
-  python -m launch.benchmark --suite=all            # or: features, evaluation, warp, samplecnn, als
+  python -m launch.benchmark --suite=all  # or: features, evaluation, warp, samplecnn, als, shortchunk
   python -m launch.benchmark --suite=warp --quick   # smaller sizes, for a smoke run
 
 Suites (each prints a table with the musemb/peer ratio):
@@ -15,6 +15,9 @@ Suites (each prints a table with the musemb/peer ratio):
   als         implicit-feedback ALS (musemb.wmf) vs implicit 0.7.3's CPU ALS (use_cg=True, 2
               threads, fed 1 + alpha*count) on 50k users x 100k items, 5M non-zeros:
               seconds/iteration and held-out recall@50 / mAP@500 (musemb.benchmarks.als)
+  shortchunk  Won et al.'s acoustic branch (short-chunk CNN over an on-device log-mel) + tag branch
+              + triplet loss, training examples per second on the current backend
+              (musemb.benchmarks.shortchunk)
 
 Numbers are wall-clock on a shared machine: compare the ratio, not the absolute values.
 """
@@ -26,7 +29,7 @@ from absl import flags
 
 from launch import common
 
-SUITES = ("features", "evaluation", "warp", "samplecnn", "als")
+SUITES = ("features", "evaluation", "warp", "samplecnn", "als", "shortchunk")
 _SUITE = flags.DEFINE_enum("suite", "all", SUITES + ("all",), "Which benchmark to run.")
 _QUICK = flags.DEFINE_boolean("quick", False, "Small sizes (smoke test of the benchmark itself).")
 
