@@ -681,6 +681,9 @@ def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
   """
   config = _read_json_if_exists(os.path.join(workdir, "config.json"))
   own_system = str(config_get(config, "system", "muslse"))
+  if own_system == "samplecnn":
+    from musemb import report_listening  # pylint: disable=g-import-not-at-top
+    return report_listening.write_report(workdir, baseline_workdirs=baseline_workdirs)
   metrics = _read_metrics(workdir)
   model_stats = _read_json_if_exists(os.path.join(workdir, "model_stats.json")) or {}
   per_query = _PerQuery()
@@ -744,6 +747,11 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
   """
   if not workdirs:
     raise ValueError("compare_runs needs at least one workdir.")
+  systems = {config_get(_read_json_if_exists(os.path.join(w, "config.json")), "system")
+             for w in workdirs}
+  if systems == {"wmf"}:
+    from musemb import report_listening  # pylint: disable=g-import-not-at-top
+    return report_listening.compare_wmf_runs(workdirs, out_path)
   runs = [_run_row_info(w) for w in workdirs]
   names = [r["name"] for r in runs]
   for r in runs:
