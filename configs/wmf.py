@@ -9,11 +9,16 @@ Every key is declared here with a default that runs on the built-in synthetic wo
       --config.data.path=data/msd/train_triplets.txt                              # Taste Profile
   python -m launch.wmf --config=configs/wmf.py:lfm1b --workdir=W \
       --config.data.path=data/LFM-1b                                              # LFM-1b folder
+  python -m launch.wmf --config=configs/wmf.py:lfm1b_msd --workdir=W --config.data.path=data/LFM-1b \
+      --config.data.msd_catalogue=data/msd/unique_tracks.txt \
+      --config.proxy.lastfm_tags=data/msd/lastfm_tags.db                          # the thesis' factors
 
 Variants: `tiny` (test size), `demo` (the world `make demo` uses), `taste_profile` (the Echo Nest
 Taste Profile triplets), `lfm1b` (LFM-1b listening events counted per (user, track), the thesis'
-80 factors). `key=value` items override the common knobs: `factors=`, `iterations=`, `alpha=`,
-`reg=`, `solver=cg|exact`, `confidence=linear|log`.
+80 factors), `lfm1b_msd` (LFM-1b matched to MSD track ids, duplicates merged: the factors the
+SampleCNN regresses from MSD audio, with the chapter-5 proxy task on Last.fm tags). `key=value`
+items override the common knobs: `factors=`, `iterations=`, `alpha=`, `reg=`, `solver=cg|exact`,
+`confidence=linear|log`.
 
 A rerun with the same workdir resumes from the last saved iteration (`<workdir>/factors.npz`).
 """
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import ml_collections
 
-SOURCES = ("synthetic", "taste_profile", "lfm1b")
+SOURCES = ("synthetic", "taste_profile", "lfm1b", "lfm1b_msd")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -31,10 +36,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0                       # factor initialisation
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"      # synthetic | taste_profile | lfm1b
+  c.data.source = "synthetic"      # synthetic | taste_profile | lfm1b | lfm1b_msd
   # taste_profile: the train_triplets.txt file; lfm1b: the folder holding LFM-1b_LEs.txt and
   # LFM-1b_tracks.txt. Unused for synthetic.
   c.data.path = ""
+  # The MSD's unique_tracks.txt: needed by lfm1b_msd (matching), optional for taste_profile (song
+  # ids -> track ids, so the factors join MSD audio prepared by `launch.prepare --source=msd`).
+  c.data.msd_catalogue = ""
   c.data.synthetic_size = "demo"   # tiny | demo | small | large
   c.data.synthetic_seed = 0
 
@@ -60,9 +68,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.max_users = 0             # evaluate a seeded sample of this many users; 0 = all
   c.eval.user_chunk = 1024         # users ranked at once
 
-  # Chapter 5's proxy task (built-in world): logistic regression from item factors to tags.
+  # Chapter 5's proxy task: logistic regression from item factors to tags. The built-in world knows
+  # its tags; MSD-keyed items read them from the Last.fm tag database (top-N with score > 50).
   c.proxy = ml_collections.ConfigDict()
   c.proxy.enabled = True
+  c.proxy.lastfm_tags = ""         # lastfm_tags.db (tables tids, tags, tid_tag)
+  c.proxy.top_n_tags = 50
+  c.proxy.min_tag_score = 50.0
   c.proxy.split_seed = 0
   c.proxy.test_fraction = 0.2
   c.proxy.l2 = 1e-4
@@ -110,6 +122,12 @@ def _apply_variants(c: ml_collections.ConfigDict, arg: str) -> None:
       c.data.source = "taste_profile"
       c.wmf.factors = 50
       c.eval.max_users = 20_000
+    elif item == "lfm1b_msd":
+      # The thesis' final factors: LFM-1b plays on tracks matched to the MSD, 80 factors.
+      c.data.source = "lfm1b_msd"
+      c.wmf.factors = 80
+      c.wmf.iterations = 40
+      c.eval.max_users = 20_000
     elif item == "lfm1b":
       # The thesis fits 80 factors to LFM-1b; evaluation ranks 2.3M items, so a user sample.
       c.data.source = "lfm1b"
@@ -117,4 +135,4 @@ def _apply_variants(c: ml_collections.ConfigDict, arg: str) -> None:
       c.eval.max_users = 20_000
     else:
       raise ValueError(f"unknown variant {item!r} of configs/wmf.py; expected tiny, demo, "
-                       "taste_profile, lfm1b or key=value.")
+                       "taste_profile, lfm1b, lfm1b_msd or key=value.")
