@@ -8,7 +8,7 @@ DATA_DIR ?= data
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install bench tables clean
+.PHONY: demo demo-listening test install bench tables clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ install: $(STAMP)
 # Generate the built-in world, prepare it, train MUSLSE (all tasks) and the baselines, evaluate, report.
 demo: $(STAMP)
 	$(PY) -m launch.demo --workdir=$(DEMO_DIR) --data_dir=$(DATA_DIR)
+
+# Platt's pipeline on the same world: WMF factors, SampleCNN factor regression and direct tagging,
+# recommendation (Table 6.1) and transfer (Table 6.2).
+demo-listening: $(STAMP)
+	$(PY) -m launch.demo_listening --workdir=workdirs/listening --data_dir=$(DATA_DIR)
 
 test: $(STAMP)
 	XLA_FLAGS="$(XLA_FLAGS)" $(PY) -m pytest -q tests
