@@ -29,14 +29,35 @@ def _dense_loss(dense, x, y, reg, conf):
   return float((conf * ((dense > 0) - s) ** 2).sum() + reg * ((x ** 2).sum() + (y ** 2).sum()))
 
 
-def test_buckets_cover_every_row_once_in_power_of_two_widths():
+def test_bucket_widths_ladder():
+  # Hand-computed: w + 8 until 1.25 w outgrows it, then ceil(1.25 w / 8) * 8.
+  np.testing.assert_array_equal(wmf.bucket_widths(100),
+                                [8, 16, 24, 32, 40, 56, 72, 96, 120])
+  np.testing.assert_array_equal(wmf.bucket_widths(0), [8])
+  np.testing.assert_array_equal(wmf.bucket_widths(9, min_width=4, growth=2.0), [4, 8, 16])
+  widths = wmf.bucket_widths(10_000)
+  assert np.all(widths % 8 == 0) and np.all(widths[1:] >= 1.25 * widths[:-1])
+  assert widths[-2] < 10_000 <= widths[-1]
+  with pytest.raises(ValueError, match="growth"):
+    wmf.bucket_widths(10, growth=1.0)
+  with pytest.raises(ValueError, match="min_width"):
+    wmf.bucket_widths(10, min_width=0)
+
+
+def test_buckets_cover_every_row_once_in_the_smallest_fitting_width():
   csr, dense = _random_counts()
+  ladder = list(wmf.bucket_widths(np.diff(csr.indptr).max(), min_width=4))
   buckets = wmf.make_buckets(csr, alpha=2.0, num_shards=4, min_width=4, chunk_cells=64)
+  assert [b.width for b in buckets] == sorted({b.width for b in buckets})
   seen = []
   for b in buckets:
-    assert b.width & (b.width - 1) == 0
+    assert b.width in ladder
+    smaller = ladder[ladder.index(b.width) - 1] if b.width != ladder[0] else 0
     assert b.rows.shape[1] % 4 == 0
     assert b.cols.shape == b.conf.shape == b.rows.shape + (b.width,)
+    real = int((b.rows < csr.shape[0]).sum())
+    # Chunks are filled evenly: fewer than num_shards padding rows per chunk.
+    assert b.rows.size - real < 4 * b.rows.shape[0]
     for r, cols, conf in zip(b.rows.reshape(-1), b.cols.reshape(-1, b.width),
                              b.conf.reshape(-1, b.width)):
       if r == csr.shape[0]:
@@ -44,11 +65,21 @@ def test_buckets_cover_every_row_once_in_power_of_two_widths():
         continue
       seen.append(r)
       nz = np.flatnonzero(dense[r])
-      assert len(nz) <= b.width and (b.width == 4 or len(nz) > b.width // 2)
+      assert smaller < max(len(nz), 1) <= b.width
       np.testing.assert_array_equal(cols[:len(nz)], nz)
       np.testing.assert_allclose(conf[:len(nz)], 1 + 2.0 * dense[r, nz], rtol=1e-6)
       assert not conf[len(nz):].any()
   assert sorted(seen) == list(range(csr.shape[0]))
+
+
+def test_popularity_order_relabels_consistently():
+  csr, dense = _random_counts()
+  user_order, item_order, relabelled = wmf.popularity_order(csr)
+  np.testing.assert_array_equal(relabelled.toarray(), dense[user_order][:, item_order])
+  assert relabelled.has_sorted_indices
+  assert np.all(np.diff(np.diff(relabelled.indptr)) <= 0)
+  assert np.all(np.diff(relabelled.getnnz(axis=0)) <= 0)
+  assert user_order[0] == 1  # the heavy user
 
 
 def test_confidence_variants_and_errors():
@@ -132,6 +163,26 @@ def test_resume_continues_the_same_trajectory():
   xr, yr = wmf.fit(csr, iterations=4, user_factors=x2, item_factors=y2, start_iteration=2, **kw)
   np.testing.assert_allclose(xr, x4, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(yr, y4, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_is_equivariant_to_relabelling_and_callback_sees_caller_order():
+  # fit solves internally in popularity order; permuting the input must permute the output.
+  csr, dense = _random_counts(seed=4)
+  rng = np.random.default_rng(5)
+  pu, pi = rng.permutation(csr.shape[0]), rng.permutation(csr.shape[1])
+  kw = dict(factors=4, regularization=0.1, alpha=2.0, solver="cg", iterations=3)
+  seen = {}
+  x, y = wmf.fit(csr, callback=lambda it, v, xa, ya: seen.update(x=np.asarray(xa),
+                                                                   y=np.asarray(ya)), **kw)
+  np.testing.assert_array_equal(seen["x"], x)
+  np.testing.assert_array_equal(seen["y"], y)
+  x0 = 0.01 * rng.normal(size=x.shape).astype(np.float32)
+  y0 = 0.01 * rng.normal(size=y.shape).astype(np.float32)
+  xa, ya = wmf.fit(csr, user_factors=x0, item_factors=y0, **kw)
+  xb, yb = wmf.fit(scipy.sparse.csr_matrix(dense[pu][:, pi].astype(np.float64)),
+                   user_factors=x0[pu], item_factors=y0[pi], **kw)
+  np.testing.assert_allclose(xb, xa[pu], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(yb, ya[pi], rtol=1e-4, atol=1e-5)
 
 
 def test_no_recompilation_across_iterations():

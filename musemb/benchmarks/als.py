@@ -5,8 +5,13 @@ threads, at equal or better held-out ranking quality? Both solve Hu, Koren & Vol
 with the same factors, regularisation, iterations and 3 warm-started conjugate-gradient steps per
 row (Takacs et al. 2011):
 
-* **ours**: `musemb.wmf.fit(counts, alpha=ALPHA, solver="cg")`, confidence c = 1 + alpha * count;
-  JAX's CPU client uses every core (2 here).
+* **ours**: `musemb.wmf.fit(counts, alpha=ALPHA, solver="cg")`, confidence c = 1 + alpha * count,
+  twice: on JAX's default single CPU device (in this process), and in a subprocess started with
+  `--xla_force_host_platform_device_count=2` so that the mesh's `data` axis has 2 CPU devices and
+  each bucket's chunk rows are split between them (`run_ours_sharded`). XLA:CPU runs one device's
+  program on one thread (a profile of the 1-device run shows one busy thread; with 2 devices the
+  two devices' loops overlap 1.77x), so the 2-device row is ours on 2 threads, like implicit's.
+  With both cores also used by other jobs, the 2-device run is not faster than the 1-device one.
 * **implicit** 0.7.3 (Frederickson, github.com/benfred/implicit):
   `implicit.cpu.als.AlternatingLeastSquares(factors, regularization, iterations=..., use_cg=True,
   num_threads=2)` fitted on the matrix of 1 + alpha * count, because implicit takes its input values
@@ -25,12 +30,51 @@ each evaluated user's unseen training items and are scored with recall@50 and th
 mAP@500 (`musemb.metrics`) on the same users. Time: seconds per ALS iteration of fitting only (no
 loss evaluation); ours excludes the first iteration, which includes XLA compilation (reported
 apart); implicit's is its total fit time / iterations (it has no compilation). Ours runs with
-`chunk_cells=CHUNK_CELLS` (2^15): the CG matvecs read each chunk's gathered [rows, width, f] factor
-block several times, so a block that fits in cache halves the time per iteration on CPU compared
-with `wmf.fit`'s default of 2^20 cells.
+`chunk_cells=CHUNK_CELLS` (2^13, `wmf.fit`'s default): the CG passes read each chunk's gathered
+[rows, width, f] factor block 7 times, so the block (2 MiB) is sized for a core's L2 cache.
 
-    bash launch/install_peers.sh        # implicit 0.7.3 into .venv (once)
-    python -m launch.benchmark --suite=als [--quick]
+What made ours faster (wall-clock or CPU seconds on the shared 2-core machine, so each comparison
+is between variants interleaved in one process, or on a stated size):
+
+* before: power-of-two bucket widths (1.44-1.48x the real non-zeros processed), one dispatch per
+  [rows, width] chunk, `take`'s default fill mode (an extra select pass over the gathered block),
+  b and the starting residual as separate passes: 0.71-0.80 s (implicit 0.50-0.78 s).
+* same-process A/B on 12.5k x 25k, 1M training non-zeros: `lax.map` over each bucket's chunks, the
+  clip gather and the folded residual (2^15 cells, power-of-two widths): 0.106 s min / 0.128 s
+  median against 0.134 / 0.185 s; widths growing by 1.25x (1.13-1.18x padding): about the same
+  there, but 20% fewer cells at full size.
+* relabelling users and items by popularity (`wmf.popularity_order`): users half-step 0.352 ->
+  0.272 s at full size (the gathers from the 25.6 MB item factors find the hot rows together).
+* chunk size: 2^12 and 2^13 cells within noise of each other, 2^14 and 2^15 slower (0.31 / 0.48 s
+  against 0.27 / 0.31 s for the users / items half-steps); bucket growth 1.5 instead of 1.25:
+  0.35 / 0.41 s (more padding); min width 4 instead of 8: within noise (2% fewer cells, 6 more
+  bucket shapes).
+* tried and dropped: a segment-sum matvec over the flat non-zeros (`jax.ops.segment_sum` is a
+  serial scatter on XLA:CPU: 12.7 ms against 1.24 ms for the padded einsum on a 256 x 128 chunk);
+  elementwise-multiply-and-reduce instead of the batched einsums (1.3-2x slower); gathering
+  16-float cache-line slices (faster alone, slower inside the solve); default precision instead
+  of HIGHEST (no difference on CPU, float32 either way).
+* the last CG step needs only p^T A p (one pass over the block instead of two): within noise, kept
+  as less work.
+
+The first iteration includes compiling one solve per bucket shape (48 at full size): 31-32 s here.
+
+Results (full size, two runs of `python -m launch.benchmark --suite=als` at load average 3.5-5 on
+the 2 cores, i.e. with other jobs running):
+
+| system | s/iteration (run 1, run 2) | recall@50 | map@500 |
+|---|---|---|---|
+| musemb, 1 CPU device | 0.803, 0.772 | 0.2673 | 0.1088 |
+| musemb, 2 CPU devices | 0.986, 1.027 | 0.2673 | 0.1088 |
+| implicit 0.7.3, 2 threads | 1.417, 1.391 | 0.2657 | 0.1075 |
+
+ratio musemb/implicit time per iteration: 0.57x and 0.55x (1 device), 0.70x and 0.74x (2
+devices); map@500 1.013x, recall@50 1.006x. Two earlier runs during this change, without the
+2-device row: 0.57x (0.582 s against 1.029 s) and 0.55x (0.734 s against 1.324 s). In process CPU
+time per iteration (full size, same conditions) ours took 0.81-0.90 s and implicit 1.21-1.52 s: per
+core ours does 1.5-1.7x implicit's work, which is what the ratio rests on while other jobs hold
+the second core. On an idle machine implicit gets both cores (0.50 s per iteration was measured
+before this change) and the 2-device row is the one to compare; no idle run was possible here.
 """
 
 from __future__ import annotations
@@ -61,10 +105,9 @@ CG_STEPS = 3
 HOLDOUT = 0.2
 RECALL_K = 50
 MAP_N = 500
-# Cells of a [rows, width] chunk: its gathered [rows, width, f] float32 block (8 MiB at f=64) then
-# stays in the CPU's cache through the CG steps (now also wmf.fit's default); 1 << 20 (256 MiB
-# gathered) was memory-bound on CPU: 0.34 s against 0.17 s per iteration at 12.5k x 25k, 1.25M nnz.
-CHUNK_CELLS = 1 << 15
+# Cells of a [rows, width] chunk (wmf.fit's default): its gathered [rows, width, f] float32 block
+# (2 MiB at f=64) stays in a core's L2 cache through the 8 CG passes; see the module docstring.
+CHUNK_CELLS = 1 << 13
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +238,43 @@ def run_ours(train: scipy.sparse.csr_matrix, *, factors: int, regularization: fl
   return x, y, list(np.diff(stamps))
 
 
+_SHARDED_SCRIPT = r"""
+import json, sys
+import numpy as np, scipy.sparse
+from musemb.benchmarks import als
+data_path, out_path, factors, reg, iterations, alpha = sys.argv[1:7]
+z = np.load(data_path)
+train = scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+x, y, per_it = als.run_ours(train, factors=int(factors), regularization=float(reg),
+                            iterations=int(iterations), alpha=float(alpha))
+np.savez(out_path, user_factors=x, item_factors=y, seconds=np.asarray(per_it))
+"""
+
+
+def run_ours_sharded(train: scipy.sparse.csr_matrix, *, devices: int, factors: int,
+                     regularization: float, iterations: int,
+                     alpha: float) -> tuple[np.ndarray, np.ndarray, list[float]]:
+  """`run_ours` in a subprocess whose JAX sees `devices` CPU devices (rows sharded over `data`).
+
+  XLA:CPU gives each device its own thread, so this is how our ALS uses `devices` cores; the
+  device count must be set before JAX starts, hence the subprocess.
+  """
+  with tempfile.TemporaryDirectory() as tmp:
+    data_path, out_path = os.path.join(tmp, "train.npz"), os.path.join(tmp, "factors.npz")
+    np.savez(data_path, data=train.data, indices=train.indices, indptr=train.indptr,
+             shape=np.asarray(train.shape))
+    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, data_path, out_path,
+                           str(factors), str(regularization), str(iterations), str(alpha)],
+                          capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode:
+      raise RuntimeError(f"the {devices}-device run failed (exit {proc.returncode}):\n"
+                         f"{proc.stderr[-2000:]}")
+    with np.load(out_path) as z:
+      return z["user_factors"], z["item_factors"], list(z["seconds"])
+
+
 def run(quick: bool = False) -> str:
   """Runs the benchmark, prints and returns its table."""
   size = QUICK if quick else FULL
@@ -210,11 +290,18 @@ def run(quick: bool = False) -> str:
            "", f"| system | s/iteration | first iteration (s) | recall@{RECALL_K} | map@{MAP_N} |",
            "|---|---|---|---|---|"]
   kwargs = dict(factors=FACTORS, regularization=REGULARIZATION, iterations=iterations, alpha=ALPHA)
-  x, y, per_it = run_ours(train, **kwargs)
-  ours_s = float(np.median(per_it[1:])) if len(per_it) > 1 else per_it[0]
-  q = quality(x, y, train, heldout, users)
-  lines.append(f"| musemb (JAX, {os.cpu_count()} cores) | {ours_s:.3f} | {per_it[0]:.2f} | "
-               f"{q[f'recall@{RECALL_K}']:.4f} | {q[f'map@{MAP_N}']:.4f} |")
+  ours = {}
+  for devices in (1, NUM_THREADS):
+    if devices == 1:
+      x, y, per_it = run_ours(train, **kwargs)
+    else:
+      x, y, per_it = run_ours_sharded(train, devices=devices, **kwargs)
+    seconds = float(np.median(per_it[1:])) if len(per_it) > 1 else per_it[0]
+    q = quality(x, y, train, heldout, users)
+    name = "1 device" if devices == 1 else f"{devices} devices, rows sharded"
+    ours[name] = (seconds, q)
+    lines.append(f"| musemb (JAX CPU, {name}) | {seconds:.3f} | {per_it[0]:.2f} | "
+                 f"{q[f'recall@{RECALL_K}']:.4f} | {q[f'map@{MAP_N}']:.4f} |")
   if not implicit_available():
     lines += ["", INSTALL_HINT]
   else:
@@ -223,10 +310,12 @@ def run(quick: bool = False) -> str:
     theirs_s = seconds / iterations
     lines.append(f"| implicit 0.7.3 CPU ({NUM_THREADS} threads) | {theirs_s:.3f} | - | "
                  f"{qi[f'recall@{RECALL_K}']:.4f} | {qi[f'map@{MAP_N}']:.4f} |")
-    lines += ["", f"ratio musemb/implicit: time per iteration {ours_s / theirs_s:.2f}x "
-              f"(< 1 is faster), map@{MAP_N} {q[f'map@{MAP_N}'] / max(qi[f'map@{MAP_N}'], 1e-12):.3f}x"
-              f", recall@{RECALL_K} "
-              f"{q[f'recall@{RECALL_K}'] / max(qi[f'recall@{RECALL_K}'], 1e-12):.3f}x"]
+    lines.append("")
+    recall, map_n = f"recall@{RECALL_K}", f"map@{MAP_N}"
+    for name, (ours_s, q) in ours.items():
+      lines.append(f"ratio musemb ({name})/implicit: time per iteration {ours_s / theirs_s:.2f}x "
+                   f"(< 1 is faster), {map_n} {q[map_n] / max(qi[map_n], 1e-12):.3f}x, "
+                   f"{recall} {q[recall] / max(qi[recall], 1e-12):.3f}x")
   table = "\n".join(lines)
   print(table)
   return table
