@@ -11,6 +11,7 @@ _SYSTEMS = {
     "muslse": "musemb.systems.muslse",
     "one_vs_rest": "musemb.systems.one_vs_rest",
     "samplecnn": "musemb.systems.samplecnn",
+    "won": "musemb.systems.won",
 }
 
 
