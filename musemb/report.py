@@ -684,6 +684,9 @@ def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
   if own_system == "samplecnn":
     from musemb import report_listening  # pylint: disable=g-import-not-at-top
     return report_listening.write_report(workdir, baseline_workdirs=baseline_workdirs)
+  if own_system == "won":
+    from musemb import report_won  # pylint: disable=g-import-not-at-top
+    return report_won.write_report(workdir, baseline_workdirs=baseline_workdirs)
   metrics = _read_metrics(workdir)
   model_stats = _read_json_if_exists(os.path.join(workdir, "model_stats.json")) or {}
   per_query = _PerQuery()
@@ -752,6 +755,9 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
   if systems == {"wmf"}:
     from musemb import report_listening  # pylint: disable=g-import-not-at-top
     return report_listening.compare_wmf_runs(workdirs, out_path)
+  if systems == {"won"}:
+    from musemb import report_won  # pylint: disable=g-import-not-at-top
+    return report_won.compare_runs(workdirs, out_path)
   runs = [_run_row_info(w) for w in workdirs]
   names = [r["name"] for r in runs]
   for r in runs:
