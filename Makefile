@@ -8,7 +8,7 @@ DATA_DIR ?= data
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo demo-listening test install bench tables clean
+.PHONY: demo demo-listening demo-won test install bench tables clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 # recommendation (Table 6.1) and transfer (Table 6.2).
 demo-listening: $(STAMP)
 	$(PY) -m launch.demo_listening --workdir=workdirs/listening --data_dir=$(DATA_DIR)
+
+# Won et al.'s tag-based retrieval: sampling methods (Table 1) and branches (Table 2), zero-shot.
+demo-won: $(STAMP)
+	$(PY) -m launch.demo_won --workdir=workdirs/won --data_dir=$(DATA_DIR)
 
 test: $(STAMP)
 	XLA_FLAGS="$(XLA_FLAGS)" $(PY) -m pytest -q tests

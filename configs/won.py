@@ -22,8 +22,9 @@ minute for the cultural one, plus about a minute to prepare the world at 22,050 
 full model, batch 128, 200 epochs of 10,000 triplets, on MSD tags prepared at 22,050 Hz with the
 source's artist-level split). The MSD data, top-50 (MSD50) or top-100 (MSD100) tags:
 
-  python -m launch.prepare --source=msd --source_dir=<previews> --metadata=<lastfm/...> \
-      --data_dir=data/msd_won --sample_rate=22050 --max_seconds=30 --top_n_tags=50 --tagged_only
+  python -m launch.prepare --source=msd --source_dir=<folder with unique_tracks.txt, lastfm_tags.db
+      and the previews> --data_dir=data/msd_won --sample_rate=22050 --max_seconds=30 \
+      --top_n_tags=50 --tagged_only             # --top_n_tags=100 for MSD100
 
 The training audio is kept on the device (`config.data.max_audio_gb`, 60 here): 80k training
 clips of 30 s are about 106 GB of int16, so prepare shorter clips (--max_seconds=10: 35 GB) or
