@@ -8,7 +8,7 @@ r"""`make demo-won`: Won et al.'s tag-based retrieval on the built-in world, Tab
    balanced-weighted (Wu et al.'s distance weighting) and the authors' code's (cos + 1) / 2;
 4. Table 2: balanced-weighted sampling with the acoustic, concatenation hybrid and late-fusion
    branches (the cultural row is step 3's);
-5. writes each run's report.md and `<workdir>/tables.md` (Tables 1 and 2 with the paper's rows,
+5. writes each run's report.md and `<workdir>/report.md` (Tables 1 and 2 with the paper's rows,
    zero-shot and multi-tag results per run) and prints the table.
 
 Each run resumes if interrupted. The acoustic rows dominate the time: `--acoustic_epochs` (2 of
@@ -68,7 +68,7 @@ def main(argv):
     workdirs.append(workdir)
     logging.info("[demo-won] %s trained (%.0f s)", name, time.time() - start)
 
-  path = report.compare_runs(workdirs, os.path.join(_WORKDIR.value, "tables.md"))
+  path = report.compare_runs(workdirs, os.path.join(_WORKDIR.value, "report.md"))
   print("\nTag-to-song retrieval on the demo world's test songs (MAP / P@10 over tags):\n")
   for workdir in workdirs:
     m = common.read_metrics(workdir)
@@ -76,7 +76,7 @@ def main(argv):
           f"P@10 {m['won/retrieval/p@10']:.3f}  zero-shot MAP {m['won/zero_shot/map']:.3f} "
           f"(chance {m['won/zero_shot/random_map']:.3f})  multi-tag MAP "
           f"{m['won/multi_tag/map']:.3f}")
-  print(f"\ntables: {os.path.abspath(path)}   ({time.time() - start:.0f} s in all)")
+  print(f"\nreport: {os.path.abspath(path)}   ({time.time() - start:.0f} s in all)")
 
 
 if __name__ == "__main__":
