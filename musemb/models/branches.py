@@ -103,7 +103,27 @@ def _mlp(x: jax.Array, *, hidden_dim: int, out_dim: int, dropout_rate: float, bn
   return nn.Dense(out_dim, kernel_init=shortchunk.TORCH_INIT, name="out")(h)
 
 
-class TagBranch(nn.Module):
+class _VectorBranch(nn.Module):
+  """The MLP both vector branches share: [batch, input_dim] -> 512 -> [batch, out_dim]."""
+  input_dim: int | None = None
+  hidden_dim: int = HIDDEN_DIM
+  out_dim: int = EMBED_DIM
+  dropout_rate: float = 0.5
+  normalize: bool = True
+  bn_momentum: float = shortchunk.TORCH_BN_MOMENTUM
+  _input_name = "inputs"   # for error messages
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """x [batch, input_dim] -> [batch, out_dim] (unit rows when `normalize`)."""
+    x = jnp.asarray(x, jnp.float32)
+    _check_vectors(type(self).__name__, self._input_name, x, self.input_dim)
+    out = _mlp(x, hidden_dim=self.hidden_dim, out_dim=self.out_dim,
+               dropout_rate=self.dropout_rate, bn_momentum=self.bn_momentum, train=train)
+    return l2_normalize(out) if self.normalize else out
+
+
+class TagBranch(_VectorBranch):
   """T(y): word vectors [batch, input_dim] -> [batch, out_dim] (section 2.2.2).
 
   Attributes:
@@ -115,23 +135,10 @@ class TagBranch(nn.Module):
     bn_momentum: running-average decay of the batch norm (PyTorch's momentum 0.1).
   """
   input_dim: int | None = WORD_DIM
-  hidden_dim: int = HIDDEN_DIM
-  out_dim: int = EMBED_DIM
-  dropout_rate: float = 0.5
-  normalize: bool = True
-  bn_momentum: float = shortchunk.TORCH_BN_MOMENTUM
-
-  @nn.compact
-  def __call__(self, words: jax.Array, train: bool = False) -> jax.Array:
-    """words [batch, input_dim] -> [batch, out_dim] (unit rows when `normalize`)."""
-    words = jnp.asarray(words, jnp.float32)
-    _check_vectors("TagBranch", "words", words, self.input_dim)
-    out = _mlp(words, hidden_dim=self.hidden_dim, out_dim=self.out_dim,
-               dropout_rate=self.dropout_rate, bn_momentum=self.bn_momentum, train=train)
-    return l2_normalize(out) if self.normalize else out
+  _input_name = "words"
 
 
-class CulturalBranch(nn.Module):
+class CulturalBranch(_VectorBranch):
   """S_cultural(x): WMF song factors [batch, input_dim] -> [batch, out_dim] (section 2.2.3).
 
   Attributes:
@@ -139,20 +146,7 @@ class CulturalBranch(nn.Module):
     hidden_dim, out_dim, dropout_rate, normalize, bn_momentum: as in `TagBranch`.
   """
   input_dim: int | None = None
-  hidden_dim: int = HIDDEN_DIM
-  out_dim: int = EMBED_DIM
-  dropout_rate: float = 0.5
-  normalize: bool = True
-  bn_momentum: float = shortchunk.TORCH_BN_MOMENTUM
-
-  @nn.compact
-  def __call__(self, factors: jax.Array, train: bool = False) -> jax.Array:
-    """factors [batch, input_dim] -> [batch, out_dim] (unit rows when `normalize`)."""
-    factors = jnp.asarray(factors, jnp.float32)
-    _check_vectors("CulturalBranch", "factors", factors, self.input_dim)
-    out = _mlp(factors, hidden_dim=self.hidden_dim, out_dim=self.out_dim,
-               dropout_rate=self.dropout_rate, bn_momentum=self.bn_momentum, train=train)
-    return l2_normalize(out) if self.normalize else out
+  _input_name = "factors"
 
 
 class AcousticBranch(nn.Module):
