@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -655,18 +654,7 @@ def write_map(embeddings: Mapping[str, np.ndarray], path: str) -> str:
   ax.grid(True, alpha=0.3)
   fig.tight_layout()
 
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-  os.close(fd)
-  try:
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+  return utils.save_figure_atomic(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -304,18 +303,7 @@ def write_category_chart(series: Sequence[tuple[str, Mapping[str, Any]]],
   ax.legend(loc="best", fontsize=8)
   ax.grid(True, axis="y", alpha=0.3)
   fig.tight_layout()
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-  os.close(fd)
-  try:
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+  return utils.save_figure_atomic(fig, path)
 
 
 def _category_section(workdir: str, name: str, metrics: Mapping[str, Any],

@@ -96,6 +96,22 @@ class MetricWriter:
       self._writer.close()
 
 
+def save_figure_atomic(fig: Any, path: str) -> str:
+  """A matplotlib figure saved as PNG through a temp file + rename; returns `path`."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+  os.close(fd)
+  try:
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
 def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
   """np.savez through a temp file + rename; string arrays are stored as unicode (no pickles)."""
   clean = {k: (np.asarray(v).astype(str) if np.asarray(v).dtype == object else np.asarray(v))
