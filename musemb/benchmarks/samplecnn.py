@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 
 import jax
-import jax.numpy as jnp
 import optax
 
+from musemb.benchmarks import timing
 from musemb.models import samplecnn
 
 _NUM_FACTORS = 80
@@ -52,20 +51,9 @@ def measure(batch_size: int, steps: int, seed: int = 0) -> dict[str, float]:
   state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
   step = _make_step(model, tx)
 
-  t0 = time.perf_counter()
-  state, loss = step(state, audio, targets, jax.random.key(0))
-  loss.block_until_ready()
-  compile_and_first_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  for i in range(steps):
-    state, loss = step(state, audio, targets, jax.random.key(i + 1))
-  loss.block_until_ready()
-  elapsed = time.perf_counter() - t0
-  if not jnp.isfinite(loss):
-    raise RuntimeError(f"SampleCNN benchmark: the loss became {float(loss)} after {steps} steps.")
-  return {"batch_size": batch_size, "steps": steps, "seconds": elapsed,
-          "step_s": elapsed / steps, "examples_per_s": batch_size * steps / elapsed,
-          "compile_and_first_step_s": compile_and_first_s, "loss": float(loss)}
+  _, result = timing.time_training_steps(step, state, (audio, targets), batch_size=batch_size,
+                                         steps=steps, what="SampleCNN")
+  return result
 
 
 def run(quick: bool = False) -> str:

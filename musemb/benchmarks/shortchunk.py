@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from musemb.benchmarks import timing
 from musemb.models import branches
 from musemb.models import shortchunk
 
@@ -83,21 +83,10 @@ def measure(batch_size: int,
   state = (params, stats, tx.init(params))
   step = _make_step(tag_model, song_model, tx)
 
-  t0 = time.perf_counter()
-  state, loss = step(state, words, audio, jax.random.key(0))
-  loss.block_until_ready()
-  compile_and_first_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  for i in range(steps):
-    state, loss = step(state, words, audio, jax.random.key(i + 1))
-  loss.block_until_ready()
-  elapsed = time.perf_counter() - t0
-  if not jnp.isfinite(loss):
-    raise RuntimeError(f"shortchunk benchmark: the loss became {float(loss)} after {steps} steps.")
+  state, result = timing.time_training_steps(step, state, (words, audio), batch_size=batch_size,
+                                             steps=steps, what="shortchunk")
   song_params = sum(x.size for x in jax.tree.leaves(state[0]["song"]))
-  return {"batch_size": batch_size, "steps": steps, "seconds": elapsed,
-          "step_s": elapsed / steps, "examples_per_s": batch_size * steps / elapsed,
-          "compile_and_first_step_s": compile_and_first_s, "loss": float(loss),
+  return {**result,
           "widths": tuple(int(w) for w in widths), "num_samples": num_samples,
           "song_params": int(song_params)}
 
