@@ -19,6 +19,7 @@ import numpy as np
 
 from musemb import metrics as metrics_lib
 from musemb import ranking
+from musemb import utils
 
 
 def _per_query(topk: np.ndarray, relevant: list[np.ndarray], ks: Sequence[int]
@@ -148,11 +149,6 @@ def pk_table(metrics: dict[str, float], ks: Sequence[int] = (1, 3, 6, 9, 12, 15)
   return "\n".join(lines)
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.finfo(np.float32).tiny)
-
-
 def recommendation_metrics(counts, train_cols: np.ndarray, test_cols: np.ndarray,
                            train_vectors: np.ndarray | None, test_vectors: np.ndarray | None, *,
                            n: int = 500, user_chunk: int = 2048, seed: int = 0
@@ -191,7 +187,7 @@ def recommendation_metrics(counts, train_cols: np.ndarray, test_cols: np.ndarray
   train_plays = counts[:, np.asarray(train_cols)].tocsr()
   test_played = (counts[:, np.asarray(test_cols)] > 0).tocsr()
   users = np.flatnonzero((np.diff(train_plays.indptr) > 0) & (np.diff(test_played.indptr) > 0))
-  test_unit = None if test_vectors is None else _unit_rows(test_vectors)
+  test_unit = None if test_vectors is None else utils.normalize_rows(test_vectors)
   rng = np.random.default_rng(seed)
   aucs, aps = [], []
   for start in range(0, len(users), user_chunk):
@@ -200,7 +196,7 @@ def recommendation_metrics(counts, train_cols: np.ndarray, test_cols: np.ndarray
     if test_unit is None:
       scores = rng.random(relevance.shape)
     else:
-      user_vectors = _unit_rows(np.asarray(train_plays[rows] @ train_vectors, np.float32))
+      user_vectors = utils.normalize_rows(np.asarray(train_plays[rows] @ train_vectors, np.float32))
       scores = user_vectors @ test_unit.T
     aucs.append(metrics_lib.roc_auc(scores, relevance, reduce="none"))
     aps.append(metrics_lib.map_at_n(scores, relevance, n=n, reduce="none"))

@@ -96,6 +96,13 @@ class MetricWriter:
       self._writer.close()
 
 
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+  """[n, f] rows scaled to unit l2 norm; all-zero rows stay zero (they have no direction)."""
+  x = np.asarray(x, np.float32)
+  norms = np.linalg.norm(x, axis=1, keepdims=True)
+  return x / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
 def save_figure_atomic(fig: Any, path: str) -> str:
   """A matplotlib figure saved as PNG through a temp file + rename; returns `path`."""
   folder = os.path.dirname(os.path.abspath(path))

@@ -154,14 +154,10 @@ def predict_split(variables: Any, data: audio_data.AudioData, config: ml_collect
   return result
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-  return proxy.normalize_rows(x)
-
-
 def _split_metrics(pred: dict[str, np.ndarray], head: str) -> dict[str, float]:
   if head == "factors":
     has = pred["has_factors"]
-    p, t = _unit(pred["outputs"][has]), _unit(pred["factors"][has])
+    p, t = utils.normalize_rows(pred["outputs"][has]), utils.normalize_rows(pred["factors"][has])
     return {"factors/mse": float(np.mean(np.square(p - t))),
             "factors/cosine": float(np.mean(np.sum(p * t, axis=1))),
             "factors/num_tracks": float(has.sum())}
