@@ -48,13 +48,13 @@ def _get(metrics: Mapping[str, Any], key: str) -> float | None:
 
 
 def _merge(workdir: str, metrics: dict[str, Any], baseline_workdirs: Sequence[str]) -> list[str]:
-  """Adds the baselines' keys the run lacks (another system's, e.g. `samplecnn_tags/...`)."""
-  added = []
-  for bdir in baseline_workdirs:
-    for key, value in report_lib._read_metrics(bdir).items():  # pylint: disable=protected-access
-      if key not in metrics and not key.startswith("samplecnn/"):
-        metrics[key] = value
-        added.append(key)
+  """Adds the baselines' keys of other systems the run lacks (e.g. `samplecnn_tags/...`), by the
+  MUSLSE report's rule (`report._merge_baselines`), and writes the merged metrics.json."""
+  # pylint: disable-next=protected-access
+  per_query = report_lib._PerQuery()
+  # pylint: disable-next=protected-access
+  added = report_lib._merge_baselines("samplecnn", metrics, {}, per_query,
+                                      list(baseline_workdirs), [])
   if added:
     utils.write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
   return added
@@ -115,7 +115,8 @@ def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
   added = _merge(workdir, metrics, baseline_workdirs)
   head = report_lib.config_get(config, "model.head", "factors")
   lines = [f"# SampleCNN from raw audio ({head} head)", "",
-           f"Workdir `{workdir}`; dataset `{report_lib.config_get(config, 'data_dir', '') or 'built-in world'}`; "
+           f"Workdir `{workdir}`; dataset "
+           f"`{report_lib.config_get(config, 'data_dir', '') or 'built-in world'}`; "
            f"factors `{report_lib.config_get(config, 'data.factors', '') or '-'}`. Following "
            f"{THESIS}, chapter 6."]
   if added:
@@ -149,7 +150,8 @@ def compare_wmf_runs(workdirs: Sequence[str], out_path: str) -> str:
                  fmt(_get(m, "wmf/proxy_tags/roc_auc")),
                  fmt(_get(m, "wmf/proxy_tags/random_roc_auc")),
                  fmt(_get(m, "wmf/recommendation/map@500")),
-                 report_lib._format_seconds(_get(m, "wmf/fit/seconds"))])  # pylint: disable=protected-access
+                 # pylint: disable-next=protected-access
+                 report_lib._format_seconds(_get(m, "wmf/fit/seconds"))])
   header = ["Run", "Dataset", "Tracks", "Users", "Factors", "Iterations", "Proxy AUC",
             "Random-factor AUC", "Held-out mAP@500", "Fit time"]
   text = ["# WMF runs compared (the shape of the thesis' Tables 5.1-5.5)", "",
