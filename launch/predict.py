@@ -13,7 +13,7 @@ Tag-based retrieval run (`configs/won.py`, Won et al. 2021): the songs of the ru
   python -m launch.predict --workdir=workdirs/won --query="dark ambient piano" --top_k=5
   python -m launch.predict --workdir=workdirs/won song1.mp3
 
-A multi-word query is embedded as one tag is (`musemb.wordvec.query_vector`): its phrase token
+A multi-word query is embedded as one tag is (`musemb.text.tags.query_vector`): its phrase token
 when the vocabulary has one ("deep house" -> deep_house), else the mean of the vectors of its
 longest in-vocabulary pieces ("dark ambient piano" -> dark_ambient and piano), then passed through
 the run's tag branch. Words with no vector are listed on stderr and left out; a query with no
@@ -95,16 +95,17 @@ def _predict_muslse(config, paths: list[str]) -> dict:
 
 
 def _predict_won(config, paths: list[str]) -> dict:
-  from musemb import report_won, wordvec  # pylint: disable=g-import-not-at-top
+  from musemb import report_won  # pylint: disable=g-import-not-at-top
+  from musemb.text import readers as text_readers  # pylint: disable=g-import-not-at-top
   workdir = _WORKDIR.value
   index = report_won.load_song_index(workdir)
   queries = []
   if _QUERY.value:
-    words = wordvec.load_word_vectors(os.path.join(workdir, "words.npz"))
+    words = text_readers.load_word_vectors(os.path.join(workdir, "words.npz"))
     for text in _QUERY.value:
       try:
         q = report_won.split_query(words, text)
-      except ValueError as e:  # includes wordvec.OutOfVocabularyError
+      except ValueError as e:  # includes text_tags.OutOfVocabularyError
         raise SystemExit(f"error: {e}") from e
       if q.oov:
         print(f"query {text!r}: {list(q.oov)} not in the run's word vectors; ranking with "

@@ -101,6 +101,7 @@ def main(argv):
   tf.config.set_visible_devices([], "GPU")
   from musemb import features  # pylint: disable=g-import-not-at-top
   from musemb.data import builders  # pylint: disable=g-import-not-at-top
+  from musemb.data import prepared as prepared_lib  # pylint: disable=g-import-not-at-top
   from musemb.data import derived  # pylint: disable=g-import-not-at-top
 
   source = make_source()
@@ -112,7 +113,7 @@ def main(argv):
       source, FLAGS.data_dir, sample_rate=FLAGS.sample_rate, max_seconds=max_seconds,
       min_seconds=FLAGS.min_seconds, max_bad_fraction=FLAGS.max_bad_fraction,
       config_name=FLAGS.config_name, num_workers=FLAGS.num_workers)
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   print(prepared.summary())
   if FLAGS.bof:
     config = derived.BofConfig(mfcc=features.MfccConfig(sample_rate=prepared.sample_rate),

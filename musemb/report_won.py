@@ -43,7 +43,9 @@ import numpy as np
 
 from musemb import report as report_lib
 from musemb import utils
-from musemb import wordvec
+from musemb.text import readers as text_readers
+from musemb.text import tags as text_tags
+from musemb.text import vectors as text_vectors
 
 PAPER = ("Won, Oramas, Nieto, Gouyon & Serra, \"Multimodal metric learning for tag-based music "
          "retrieval\", ICASSP 2021")
@@ -369,7 +371,7 @@ def _multi_tag_section(metrics: Mapping[str, Any]) -> str:
           ["MAP", fmt(_get(metrics, "multi_tag/map"))],
           ["P@10", fmt(_get(metrics, "multi_tag/p@10"))]]
   out += ["Queries made of several tags (the paper's future work), each embedded as one text "
-          "(`musemb.wordvec.query_vector`: phrase token, else the mean of its pieces' vectors).",
+          "(`musemb.text.tags.query_vector`: phrase token, else the mean of its pieces' vectors).",
           "",
           report_lib.markdown_table(["", "value"], rows, [False, True])]
   return "\n".join(out)
@@ -426,7 +428,7 @@ def _tags_section(per_tag: Mapping[str, np.ndarray] | None) -> str:
 
 
 def table3_words(config: Mapping[str, Any], per_tag: Mapping[str, np.ndarray] | None,
-                 wv: wordvec.WordVectors | None) -> list[str]:
+                 wv: text_vectors.WordVectors | None) -> list[str]:
   """Words of Table 3: `config.words.query_words` (list or comma-separated) when given, else the
   zero-shot tags, then the best tags by AP (those with a vector in `wv`), and the paper's *jungle*
   when the vocabulary has it."""
@@ -440,7 +442,7 @@ def table3_words(config: Mapping[str, Any], per_tag: Mapping[str, np.ndarray] | 
     names = per_tag["tag_names"]
 
     def known(tag: str) -> bool:
-      return wv is None or wordvec.resolve_tag(wv, tag).how != "oov"
+      return wv is None or text_tags.resolve_tag(wv, tag).how != "oov"
 
     if "seen" in per_tag:
       words += [t for t in map(str, names[~per_tag["seen"]]) if known(t)][:TABLE3_WORDS // 2 + 1]
@@ -451,10 +453,10 @@ def table3_words(config: Mapping[str, Any], per_tag: Mapping[str, np.ndarray] | 
   return words
 
 
-def _load_general(path: str) -> wordvec.WordVectors:
+def _load_general(path: str) -> text_vectors.WordVectors:
   if path.lower().endswith(".npz"):
-    return wordvec.load_word_vectors(path)
-  return wordvec.load_word_vectors(path, limit=GENERAL_WORDS_LIMIT)
+    return text_readers.load_word_vectors(path)
+  return text_readers.load_word_vectors(path, limit=GENERAL_WORDS_LIMIT)
 
 
 def _table3_section(workdir: str, config: Mapping[str, Any],
@@ -464,7 +466,7 @@ def _table3_section(workdir: str, config: Mapping[str, Any],
   if not os.path.exists(path):
     out.append("No words.npz in the workdir: the run's word vectors are unknown.")
     return "\n".join(out)
-  wv = wordvec.load_word_vectors(path)
+  wv = text_readers.load_word_vectors(path)
   embeddings = {f"this run: {_words_label(config)}": wv}
   general = report_lib.config_get(config, "words.general_path")
   note = ""
@@ -482,10 +484,10 @@ def _table3_section(workdir: str, config: Mapping[str, Any],
     out.append("No words to show: set `config.words.query_words` or write per_tag.npz.")
     return "\n".join(out)
   out += [f"The {TABLE3_NEIGHBOURS} nearest vocabulary entries (cosine) of each word; multi-word "
-          "tags are embedded as `musemb.wordvec.tag_vector` does (phrase token first, else the "
+          "tags are embedded as `musemb.text.tags.tag_vector` does (phrase token first, else the "
           "mean of their pieces). The paper contrasts Google News word2vec with word2vec trained "
           "on a music corpus (*jungle*: jungles, rainforest ... vs breakbeat, dub, drum_n_bass).",
-          "", wordvec.neighbours_table(embeddings, words, k=TABLE3_NEIGHBOURS)]
+          "", text_tags.neighbours_table(embeddings, words, k=TABLE3_NEIGHBOURS)]
   if note:
     out += ["", note]
   return "\n".join(out)
@@ -772,7 +774,7 @@ class QueryWords:
     query: the text as given.
     text: what is embedded: the query itself, or its in-vocabulary pieces when some words are
       out of vocabulary.
-    tokens: the vocabulary entries whose vectors make the query's (`wordvec.resolve_tag`).
+    tokens: the vocabulary entries whose vectors make the query's (`musemb.text.tags.resolve_tag`).
     oov: the query's words with no vector (dropped).
   """
 
@@ -782,24 +784,24 @@ class QueryWords:
   oov: tuple[str, ...]
 
 
-def split_query(wv: wordvec.WordVectors, query: str) -> QueryWords:
-  """Resolves `query` as `wordvec.query_vector` does and drops its out-of-vocabulary words.
+def split_query(wv: text_vectors.WordVectors, query: str) -> QueryWords:
+  """Resolves `query` as `musemb.text.tags.query_vector` does and drops its out-of-vocabulary words.
 
   Raises:
-    wordvec.OutOfVocabularyError: no word of the query has a vector (the message lists them).
+    text_tags.OutOfVocabularyError: no word of the query has a vector (the message lists them).
     ValueError: the query holds no words.
   """
   if not isinstance(query, str) or not query.strip():
     raise ValueError(f"empty query {query!r}: give some words, e.g. "
                      "--query=\"dark ambient piano\".")
-  r = wordvec.resolve_tag(wv, query)
+  r = text_tags.resolve_tag(wv, query)
   if r.how == "oov":
-    raise wordvec.OutOfVocabularyError(
+    raise text_tags.OutOfVocabularyError(
         f"no word of the query {query!r} is in the run's word vectors ({len(wv):,} words): "
         f"{list(r.missing)}. Try other words, e.g. tags of the data set.", r.missing)
   if r.missing:
     # The remaining pieces, as words: query_vector resolves them to the same entries.
-    text = " ".join(t.replace(wordvec.PHRASE_DELIMITER, " ") for t in r.tokens)
+    text = " ".join(t.replace(text_vectors.PHRASE_DELIMITER, " ") for t in r.tokens)
     return QueryWords(query, text, r.tokens, r.missing)
   return QueryWords(query, query, r.tokens, ())
 

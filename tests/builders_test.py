@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from musemb import audio
 from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 from musemb.data.sources import folder
 from musemb.data.sources import synthetic
 
@@ -83,7 +84,7 @@ def test_synthetic_round_trip(world, world_dir):
 
 def test_synthetic_metadata_and_tables(world, world_dir):
   root, dataset_dir = world_dir
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   assert (prepared.name, prepared.config_name, prepared.version) == (
       "musemb_synthetic", "tiny-16k", "1.0.0")
   assert prepared.source == "synthetic" and prepared.sample_rate == 16000
@@ -104,10 +105,10 @@ def test_synthetic_metadata_and_tables(world, world_dir):
   by_name = tfds.builder("musemb_synthetic/tiny-16k", data_dir=root)
   assert by_name.info.splits["train"].num_examples == prepared.split_sizes["train"]
   assert by_name.info.metadata["tag_names"] == prepared.tag_names
-  assert builders.find_dataset_dir(root) == dataset_dir
-  assert builders.find_dataset_dir(root, "synthetic") == dataset_dir
+  assert prepared_lib.find_dataset_dir(root) == dataset_dir
+  assert prepared_lib.find_dataset_dir(root, "synthetic") == dataset_dir
   with pytest.raises(FileNotFoundError, match="launch.prepare"):
-    builders.find_dataset_dir(root, "mtat")
+    prepared_lib.find_dataset_dir(root, "mtat")
 
 
 def test_prepare_reuses_and_refuses_other_options(world, world_dir):
@@ -156,7 +157,7 @@ def _make_folder(root, n_good: int = 8, bad: bool = True) -> str:
 def test_folder_skips_are_counted_by_reason(tmp_path):
   source = folder.AudioFolder(_make_folder(tmp_path / "raw"))
   dataset_dir = builders.prepare(source, tmp_path / "data", max_bad_fraction=0.5)
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   assert prepared.split_sizes == {"train": 6, "test": 2}
   train = prepared.skipped["audio"]["train"]
   assert train["total"] == 3
@@ -184,7 +185,7 @@ def test_too_many_bad_files_fail_and_leave_nothing(tmp_path):
   assert "corrupt.wav" in message
   assert _leftovers(data) == []
   with pytest.raises(FileNotFoundError):
-    builders.find_dataset_dir(data)
+    prepared_lib.find_dataset_dir(data)
   with pytest.raises(Exception):
     tfds.builder_from_directory(str(data / "musemb_folder" / "top50-16k" / "1.0.0"))
 
@@ -209,12 +210,12 @@ def test_crash_mid_build_leaves_nothing_then_rebuild_succeeds(tmp_path, monkeypa
   assert any(name.startswith("musemb_folder-train.tfrecord") for name in written_before_crash)
   assert _leftovers(data) == []
   with pytest.raises(FileNotFoundError):
-    builders.find_dataset_dir(data)
+    prepared_lib.find_dataset_dir(data)
 
   monkeypatch.setattr(builders, "decode_track", real_decode)
   dataset_dir = builders.prepare(source, data)
-  assert builders.find_dataset_dir(data) == dataset_dir
-  assert builders.load_prepared(dataset_dir).split_sizes == {"train": 6, "test": 2}
+  assert prepared_lib.find_dataset_dir(data) == dataset_dir
+  assert prepared_lib.load_prepared(dataset_dir).split_sizes == {"train": 6, "test": 2}
 
 
 def test_find_dataset_dir_resolution(tmp_path):
@@ -222,14 +223,14 @@ def test_find_dataset_dir_resolution(tmp_path):
     os.makedirs(tmp_path / rel)
     (tmp_path / rel / "dataset_info.json").write_text("{}")
   with pytest.raises(ValueError) as e:
-    builders.find_dataset_dir(tmp_path)
+    prepared_lib.find_dataset_dir(tmp_path)
   assert "musemb_a/x/1.0.0" in str(e.value) and "musemb_b/y/1.0.0" in str(e.value)
-  assert builders.find_dataset_dir(tmp_path, "a") == str(tmp_path / "musemb_a" / "x" / "1.0.0")
+  assert prepared_lib.find_dataset_dir(tmp_path, "a") == str(tmp_path / "musemb_a" / "x" / "1.0.0")
   # A dataset directory itself resolves to itself.
-  assert builders.find_dataset_dir(tmp_path / "musemb_b/y/1.0.0") == str(
+  assert prepared_lib.find_dataset_dir(tmp_path / "musemb_b/y/1.0.0") == str(
       tmp_path / "musemb_b" / "y" / "1.0.0")
   with pytest.raises(FileNotFoundError, match="No prepared musemb dataset"):
-    builders.find_dataset_dir(tmp_path / "nothing_here")
+    prepared_lib.find_dataset_dir(tmp_path / "nothing_here")
 
 
 def test_launcher_prepares_a_folder_with_bof(tmp_path):
@@ -246,7 +247,7 @@ def test_launcher_prepares_a_folder_with_bof(tmp_path):
   assert out[-1] == dataset_dir
   assert "tracks: train 6, test 2" in result.stdout
   assert "Bag of frames (K=8" in result.stdout
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   assert prepared.options["max_seconds"] == 1.0 and prepared.tag_names == ["calm", "loud"]
   for ex in _examples(prepared.builder, "test"):
     assert len(ex["audio"]) == 16000  # cropped to 1 s
@@ -264,4 +265,4 @@ def test_missing_audio_files_count_against_max_bad_fraction(tmp_path):
     builders.prepare(source, tmp_path / "data")
   assert _leftovers(tmp_path / "data") == []
   dataset_dir = builders.prepare(folder.AudioFolder(root), tmp_path / "data2", max_bad_fraction=0.6)
-  assert builders.load_prepared(dataset_dir).skipped["source"]["by_reason"]["missing_audio_file"] == 4
+  assert prepared_lib.load_prepared(dataset_dir).skipped["source"]["by_reason"]["missing_audio_file"] == 4

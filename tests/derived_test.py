@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 from musemb import audio
 from musemb import features
-from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 from musemb.data import derived
 
 CONFIG = derived.BofConfig(n_codewords=16, kmeans_frames=6000, kmeans_steps=40, kmeans_batch=512)
@@ -46,14 +46,14 @@ def computed(dataset_dir):
 
 
 def _split_audio(dataset_dir, split):
-  builder = builders.load_prepared(dataset_dir).builder
+  builder = prepared_lib.load_prepared(dataset_dir).builder
   return [(ex["track_id"].decode(), audio.from_int16(ex["audio"]))
           for ex in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))]
 
 
 def test_counts_sum_to_frames_in_split_order(dataset_dir, computed):
   codebook, bags = computed
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   assert set(bags) == set(prepared.split_sizes)
   assert codebook.centroids.shape == (16, 39)
   for split, bag in bags.items():

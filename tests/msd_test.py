@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 from musemb.data import pipeline
 from musemb.data.sources import folder
 from musemb.data.sources import msd
@@ -366,7 +367,7 @@ def test_prepare_end_to_end(msd_dir, tmp_path):
   assert dataset_dir == str(tmp_path / "data" / "musemb_msd" / "top50-16k-max20s" / "1.0.0")
   assert builders.MusembMsd.DEFAULT_CONFIG_NAME == "top50-16k-max20s"
   assert builders.MsdConfig(name="x").path_pattern == msd.DEFAULT_PATH_PATTERN
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   assert prepared.source == "msd" and prepared.sample_rate == msd.DEFAULT_SAMPLE_RATE
   assert prepared.tag_names == VOCABULARY
   assert prepared.options == {
@@ -393,7 +394,7 @@ def test_prepare_end_to_end(msd_dir, tmp_path):
   builder = builders.MusembMsd(source_dir=msd_dir, data_dir=str(tmp_path / "by_hand"),
                                num_workers=2)
   builder.download_and_prepare()
-  by_hand = builders.load_prepared(builder.data_dir)
+  by_hand = prepared_lib.load_prepared(builder.data_dir)
   assert by_hand.config_name == "top50-16k-max20s"
   assert by_hand.split_sizes == prepared.split_sizes
   assert by_hand.builder.info.metadata["coverage"] == source.coverage.as_dict()

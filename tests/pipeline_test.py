@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 from musemb.data import pipeline
 
 
@@ -37,7 +37,7 @@ def test_epoch_batcher_errors():
 
 def test_read_split_matches_the_source(tiny_dataset_dir):
   from musemb.data.sources import synthetic
-  prepared = builders.load_prepared(tiny_dataset_dir)
+  prepared = prepared_lib.load_prepared(tiny_dataset_dir)
   labels = pipeline.read_split(prepared.builder, "test")
   world = synthetic.SyntheticWorld("tiny", seed=0)
   truth = {t.id: t for t in world.tracks() if t.split == "test"}
@@ -49,7 +49,7 @@ def test_read_split_matches_the_source(tiny_dataset_dir):
 
 
 def test_audio_batches_crop_batch_and_resume(tiny_dataset_dir):
-  prepared = builders.load_prepared(tiny_dataset_dir)
+  prepared = prepared_lib.load_prepared(tiny_dataset_dir)
   kwargs = dict(batch_size=4, crop_samples=8000, seed=7, per_process=False)
   first = [b for _, b in zip(range(3), pipeline.audio_batches(prepared.builder, "train", **kwargs))]
   again = [b for _, b in zip(range(3), pipeline.audio_batches(prepared.builder, "train", **kwargs))]

@@ -15,7 +15,8 @@ from matplotlib import image as mpimg
 
 from musemb import report
 from musemb import report_won
-from musemb import wordvec
+from musemb.text import tags as text_tags
+from musemb.text import vectors as text_vectors
 from musemb.models import branches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +33,7 @@ def _word_vectors(seed=0, words=WORDS, dim=6):
   if "jungle" in w and "breakbeat" in w:
     vectors[w["breakbeat"]] = vectors[w["jungle"]] + 0.05
     vectors[w["dub"]] = vectors[w["jungle"]] + 0.3 * rng.normal(size=dim)
-  return wordvec.WordVectors(words, vectors)
+  return text_vectors.WordVectors(words, vectors)
 
 
 def _config(branch="acoustic", anchors="balanced", negatives="distance_weighted", **words):
@@ -387,11 +388,11 @@ def test_split_query_drops_oov_words():
   wv = _word_vectors()
   q = report_won.split_query(wv, "Dark Ambient zzyzx piano")
   assert q.tokens == ("dark_ambient", "piano") and q.oov == ("zzyzx",)
-  np.testing.assert_allclose(wordvec.query_vector(wv, q.text)[0],
+  np.testing.assert_allclose(text_tags.query_vector(wv, q.text)[0],
                              (wv["dark_ambient"] + wv["piano"]) / 2, rtol=1e-6)
   whole = report_won.split_query(wv, "jazz piano")
   assert whole.text == "jazz piano" and whole.oov == ()
-  with pytest.raises(wordvec.OutOfVocabularyError, match=r"\['foo', 'bar'\]"):
+  with pytest.raises(text_tags.OutOfVocabularyError, match=r"\['foo', 'bar'\]"):
     report_won.split_query(wv, "foo bar")
   with pytest.raises(ValueError, match="empty query"):
     report_won.split_query(wv, "  ")
@@ -412,7 +413,7 @@ def test_answer_queries_with_a_stand_in_tag_branch(tmp_path, late_fusion):
 
   def embed(text):
     seen.append(text)
-    return wordvec.query_vector(wv, text)[0] @ proj
+    return text_tags.query_vector(wv, text)[0] @ proj
 
   queries = [report_won.split_query(wv, "dark ambient qqq piano"),
              report_won.split_query(wv, "rock")]

@@ -11,7 +11,7 @@ from sklearn import metrics as sk_metrics
 from musemb import evaluate
 from musemb import train
 from musemb.data import audio_data
-from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 from musemb.data import pipeline
 
 
@@ -87,7 +87,7 @@ def test_recommendation_metrics_match_a_hand_computation():
 
 
 def test_windows_are_the_first_adjacent_crops(tiny_dataset_dir):
-  prepared = builders.load_prepared(tiny_dataset_dir)
+  prepared = prepared_lib.load_prepared(tiny_dataset_dir)
   window, max_windows = 3 ** 7, 5
   raw = {ex["track_id"].decode(): ex["audio"].astype(np.float32) / 32768.0 for ex in
          prepared.builder.as_dataset(split="test").as_numpy_iterator()}

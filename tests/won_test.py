@@ -12,6 +12,7 @@ from sklearn import metrics as sk_metrics
 
 from musemb import train
 from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 from musemb.data import tag_data
 from musemb.data.sources import synthetic
 from musemb.systems import won
@@ -326,13 +327,13 @@ def test_zero_shot_queries_find_synonym_related_songs_above_chance(tmp_path):
   from configs import wmf as wmf_config
   from configs import won as won_config
   from musemb import wmf_run
-  from musemb import wordvec
+  from musemb.text import vectors as text_vectors
   from musemb.data import pipeline
   dataset = builders.prepare(synthetic.SyntheticWorld("demo", seed=0, sample_rate=22050),
                              str(tmp_path / "data"), sample_rate=22050)
   factors = str(tmp_path / "wmf")
   wmf_run.fit_and_save(wmf_config.get_config("demo"), factors)
-  prepared = builders.load_prepared(dataset)
+  prepared = prepared_lib.load_prepared(dataset)
   tags = prepared.tag_names
   pairs = [(a, b) for a, b in synthetic.SYNONYMS if a in tags and b in tags]
   assert len(pairs) >= 3
@@ -341,7 +342,7 @@ def test_zero_shot_queries_find_synonym_related_songs_above_chance(tmp_path):
   for a, b in pairs:
     vectors[b] = vectors[a] + 0.05 * rng.normal(size=32)
   # Multi-word tags are looked up as phrase tokens ("hip hop" -> "hip_hop").
-  words = wordvec.WordVectors(tuple(t.replace(" ", "_") for t in vectors),
+  words = text_vectors.WordVectors(tuple(t.replace(" ", "_") for t in vectors),
                               np.stack(list(vectors.values())).astype(np.float32))
   path = words.save(str(tmp_path / "synonym_words.npz"))
   config = won_config.get_config(f"demo,branch=cultural,words={path}")

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from musemb.data import bof_data
-from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 from musemb.data import pipeline
 
 FACTORS_FILE = "factors.npz"
@@ -67,7 +67,7 @@ class AudioData:
   task_names: tuple[str, ...]
   splits: dict[str, SplitInfo]
   tables: dict[str, np.ndarray]
-  prepared: builders.Prepared
+  prepared: prepared_lib.Prepared
   targets: dict[str, pipeline.TrackTargets]
   batch_size: int                  # global
   crop_samples: int
@@ -116,7 +116,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> AudioData:
   then uses the tracks that have factors. With the "tags" head every track trains.
   """
   dataset_dir = bof_data.resolve_dataset(config, workdir)
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   if prepared.sample_rate != config.data.sample_rate:
     raise ValueError(f"{dataset_dir} holds {prepared.sample_rate} Hz audio but "
                      f"config.data.sample_rate={config.data.sample_rate}; prepare it again at "

@@ -28,6 +28,7 @@ import numpy as np
 
 from musemb import features as features_lib
 from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 from musemb.data import derived
 from musemb.data import pipeline
 
@@ -85,7 +86,7 @@ def _process_zero_first(fn: Callable[[], Any]) -> Any:
 def resolve_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
   """The prepared dataset directory: `config.data_dir`, or the built-in world under the workdir."""
   if config.data_dir:
-    return builders.find_dataset_dir(config.data_dir)
+    return prepared_lib.find_dataset_dir(config.data_dir)
   from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
   world = synthetic.SyntheticWorld(config.data.synthetic_size, seed=config.data.synthetic_seed,
                                    sample_rate=config.data.sample_rate)
@@ -194,7 +195,7 @@ def supported_tasks(config_tasks: tuple[str, ...], train: SplitBof, num_tags: in
 
 def load_data(config: ml_collections.ConfigDict, workdir: str) -> BofData:
   dataset_dir = resolve_dataset(config, workdir)
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   codebook, bofs = _process_zero_first(lambda: derived.compute_bag_of_frames(
       dataset_dir, bof_config(config, prepared.sample_rate)))
   width = max(int(np.diff(b.indptr).max(initial=1)) for b in bofs.values())

@@ -45,7 +45,7 @@ import numpy as np
 
 from musemb import audio as audio_lib
 from musemb import features
-from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 
 CACHE_FORMAT = 1
 DERIVED_DIR = "derived"
@@ -293,7 +293,7 @@ def _frames(mfcc: features.MfccConfig, x: np.ndarray, lengths: np.ndarray
 # Computing.
 
 
-def _read_split(prepared: builders.Prepared, split: str) -> Iterator[tuple[str, np.ndarray]]:
+def _read_split(prepared: prepared_lib.Prepared, split: str) -> Iterator[tuple[str, np.ndarray]]:
   """`(track_id, float32 audio)` in TFDS split order; tf.data does the reading on the CPU."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -346,7 +346,7 @@ class _Reservoir:
     return self.buffer[:min(self.seen, len(self.buffer))]
 
 
-def _fit_codebook(prepared: builders.Prepared, config: BofConfig, batch_size: int) -> Codebook:
+def _fit_codebook(prepared: prepared_lib.Prepared, config: BofConfig, batch_size: int) -> Codebook:
   """Pass over the training split: frame statistics and a frame sample, then k-means."""
   dim = config.mfcc.dim
   total = np.zeros(dim, np.float64)
@@ -386,7 +386,7 @@ def _fit_codebook(prepared: builders.Prepared, config: BofConfig, batch_size: in
                   batch_size=batch_size)
 
 
-def _encode_split(prepared: builders.Prepared, codebook: Codebook, split: str) -> BagOfFrames:
+def _encode_split(prepared: prepared_lib.Prepared, codebook: Codebook, split: str) -> BagOfFrames:
   n = prepared.split_sizes[split]
   ids: list[Any] = [None] * n
   rows: list[Any] = [None] * n
@@ -403,7 +403,7 @@ def _encode_split(prepared: builders.Prepared, codebook: Codebook, split: str) -
   return BagOfFrames.from_rows(ids, rows, codebook.config.n_codewords)
 
 
-def _read_split_with_ids(prepared: builders.Prepared, split: str, ids: list[Any]
+def _read_split_with_ids(prepared: prepared_lib.Prepared, split: str, ids: list[Any]
                          ) -> Iterator[np.ndarray]:
   for pos, (track_id, audio) in enumerate(_read_split(prepared, split)):
     if pos >= len(ids):
@@ -413,7 +413,7 @@ def _read_split_with_ids(prepared: builders.Prepared, split: str, ids: list[Any]
     yield audio
 
 
-def _compute(prepared: builders.Prepared, config: BofConfig, batch_size: int
+def _compute(prepared: prepared_lib.Prepared, config: BofConfig, batch_size: int
              ) -> tuple[Codebook, dict[str, BagOfFrames]]:
   codebook = _fit_codebook(prepared, config, batch_size)
   bags = {split: _encode_split(prepared, codebook, split) for split in prepared.split_sizes}
@@ -424,7 +424,7 @@ def _compute(prepared: builders.Prepared, config: BofConfig, batch_size: int
 # The cache.
 
 
-def _fingerprint(prepared: builders.Prepared) -> dict[str, Any]:
+def _fingerprint(prepared: prepared_lib.Prepared) -> dict[str, Any]:
   info = os.path.join(prepared.dataset_dir, "dataset_info.json")
   with open(info, "rb") as f:
     digest = hashlib.sha256(f.read()).hexdigest()
@@ -432,7 +432,7 @@ def _fingerprint(prepared: builders.Prepared) -> dict[str, Any]:
           "dataset_info_sha256": digest}
 
 
-def _expected_meta(prepared: builders.Prepared, config: BofConfig) -> dict[str, Any]:
+def _expected_meta(prepared: prepared_lib.Prepared, config: BofConfig) -> dict[str, Any]:
   return {"kind": "bag_of_frames", "format": CACHE_FORMAT, "name": prepared.full_name,
           "version": prepared.version, "config": config.to_dict(), "config_hash": config.hash(),
           "fingerprint": _fingerprint(prepared)}
@@ -440,11 +440,11 @@ def _expected_meta(prepared: builders.Prepared, config: BofConfig) -> dict[str, 
 
 def cache_dir(dataset_dir: str, config: BofConfig) -> str:
   """`<dataset_dir>/derived/bof-<hash12>`, keyed by the dataset's name, version and the config."""
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   return _cache_dir(prepared, config)
 
 
-def _cache_dir(prepared: builders.Prepared, config: BofConfig) -> str:
+def _cache_dir(prepared: prepared_lib.Prepared, config: BofConfig) -> str:
   key = _canonical_json({"name": prepared.full_name, "version": prepared.version,
                          "config": config.to_dict()})
   return os.path.join(prepared.dataset_dir, DERIVED_DIR,
@@ -518,8 +518,8 @@ def _load(path: str, config: BofConfig) -> tuple[Codebook, dict[str, BagOfFrames
 # Public entry points.
 
 
-def _open(dataset_dir: str, config: BofConfig) -> builders.Prepared:
-  prepared = builders.load_prepared(dataset_dir)
+def _open(dataset_dir: str, config: BofConfig) -> prepared_lib.Prepared:
+  prepared = prepared_lib.load_prepared(dataset_dir)
   if config.mfcc.sample_rate != prepared.sample_rate:
     raise ValueError(f"BofConfig.mfcc.sample_rate={config.mfcc.sample_rate} but "
                      f"{prepared.dataset_dir} holds audio at {prepared.sample_rate} Hz; use "

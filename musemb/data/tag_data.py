@@ -6,7 +6,7 @@
 * **Songs and tags**: the prepared dataset (`config.data_dir`, or the built-in synthetic world
   prepared at `config.data.sample_rate` = 22,050 Hz under `<workdir>/data`), its splits
   (`pipeline.read_split`) and multi-hot tags.
-* **Word vectors** for the tag vocabulary (`musemb.wordvec.tag_matrix`): from a file
+* **Word vectors** for the tag vocabulary (`musemb.text.tags.tag_matrix`): from a file
   (`config.words.source = "file"`, `config.words.path`: word2vec binary/text, GloVe or our .npz),
   or word2vec trained with gensim (phrases included) on the dataset's own review corpus
   (`Prepared.tables().reviews`) when `config.words.source = "domain"` -- the paper's section 4.3,
@@ -55,10 +55,14 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from musemb import wordvec
+from musemb.text import readers as text_readers
+from musemb.text import tags as text_tags
+from musemb.text import tokenize as text_tokenize
+from musemb.text import vectors as text_vectors
+from musemb.text import word2vec as text_word2vec
 from musemb.data import audio_data
 from musemb.data import bof_data
-from musemb.data import builders
+from musemb.data import prepared as prepared_lib
 from musemb.data import pipeline
 from musemb.samplers import triplet as triplet_sampler
 
@@ -152,7 +156,7 @@ def zero_shot_tags(config: ml_collections.ConfigDict, tag_names: list[str], sour
 # ----------------------------------------------------------------------------- word vectors
 
 
-def _domain_cache_path(config: ml_collections.ConfigDict, prepared: builders.Prepared,
+def _domain_cache_path(config: ml_collections.ConfigDict, prepared: prepared_lib.Prepared,
                        workdir: str) -> str:
   w = config.words
   key = json.dumps({"dataset": prepared.full_name, "dir": prepared.dataset_dir,
@@ -163,27 +167,27 @@ def _domain_cache_path(config: ml_collections.ConfigDict, prepared: builders.Pre
   return os.path.join(workdir, f"words_domain-{digest}.npz")
 
 
-def load_words(config: ml_collections.ConfigDict, prepared: builders.Prepared,
-               workdir: str) -> wordvec.WordVectors:
+def load_words(config: ml_collections.ConfigDict, prepared: prepared_lib.Prepared,
+               workdir: str) -> text_vectors.WordVectors:
   """The word vectors `config.words` names (see the module docstring)."""
   w = config.words
   if w.source == "file":
     if not w.path:
       raise ValueError("config.words.source='file' needs config.words.path (a word2vec .bin/.txt, "
                        "GloVe .txt or .npz file); or use words=domain to train on the reviews.")
-    return wordvec.load_word_vectors(w.path)
+    return text_readers.load_word_vectors(w.path)
   if w.source != "domain":
     raise ValueError(f"config.words.source={w.source!r}; expected 'domain' or 'file'.")
   path = _domain_cache_path(config, prepared, workdir)
   if os.path.exists(path):
     logging.info("Loading cached domain word vectors %s.", path)
-    return wordvec.load_npz(path)
+    return text_vectors.load_npz(path)
   reviews = prepared.tables().reviews
   if not reviews:
     raise ValueError(f"{prepared.dataset_dir} has no reviews to train domain word vectors on; "
                      "pass a word-vector file with words=<path> (config.words.source='file').")
-  corpus = wordvec.corpus_from_reviews(reviews)
-  wv = wordvec.train_word2vec(
+  corpus = text_tokenize.corpus_from_reviews(reviews)
+  wv = text_word2vec.train_word2vec(
       corpus, dim=int(w.dim), window=int(w.window), min_count=int(w.min_count),
       epochs=int(w.epochs), phrase_min_count=int(w.phrase_min_count), seed=int(config.seed),
       workers=1)
@@ -195,7 +199,7 @@ def load_words(config: ml_collections.ConfigDict, prepared: builders.Prepared,
 # ----------------------------------------------------------------------------- audio
 
 
-def split_audio(prepared: builders.Prepared, split: str
+def split_audio(prepared: prepared_lib.Prepared, split: str
                 ) -> Iterator[tuple[str, str, np.ndarray]]:
   """(track id, title, int16 samples) of every track of `split`, in the split's order."""
   ds = prepared.builder.as_dataset(split=split, shuffle_files=False,
@@ -207,13 +211,13 @@ def split_audio(prepared: builders.Prepared, split: str
            np.asarray(ex["audio"], np.int16))
 
 
-def estimate_audio_gb(prepared: builders.Prepared, split: str) -> float:
+def estimate_audio_gb(prepared: prepared_lib.Prepared, split: str) -> float:
   """The split's audio size in GB, from its TFRecord bytes (raw int16: 2 bytes a sample)."""
   info = prepared.builder.info.splits[split]
   return float(info.num_bytes) / 1e9
 
 
-def _load_train_audio(prepared: builders.Prepared, track_ids: np.ndarray, crop: int,
+def _load_train_audio(prepared: prepared_lib.Prepared, track_ids: np.ndarray, crop: int,
                       max_gb: float) -> tuple[np.ndarray, np.ndarray]:
   estimate = estimate_audio_gb(prepared, "train")
   if estimate > max_gb:
@@ -273,10 +277,10 @@ class TagData:
   task_names: tuple[str, ...]
   splits: dict[str, SplitTags]
   tables: dict[str, Any]
-  prepared: builders.Prepared
-  words: wordvec.WordVectors
+  prepared: prepared_lib.Prepared
+  words: text_vectors.WordVectors
   tag_vectors: np.ndarray        # [T, word dim]
-  tag_report: wordvec.TagReport
+  tag_report: text_tags.TagReport
   seen: np.ndarray               # [T] bool; False for zero-shot tags
   factors: pipeline.TrackTargets | None
   taxonomy: dict[str, str]
@@ -315,7 +319,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> TagData:
     raise ValueError(f"config.model.branch={branch!r}; expected one of "
                      f"{('cultural',) + AUDIO_BRANCHES}.")
   dataset_dir = bof_data.resolve_dataset(config, workdir)
-  prepared = builders.load_prepared(dataset_dir)
+  prepared = prepared_lib.load_prepared(dataset_dir)
   if branch in AUDIO_BRANCHES and prepared.sample_rate != config.data.sample_rate:
     raise ValueError(f"{dataset_dir} holds {prepared.sample_rate} Hz audio but the acoustic branch "
                      f"expects config.data.sample_rate={config.data.sample_rate}; prepare it at "
@@ -351,7 +355,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> TagData:
   logging.info("Zero-shot tags (removed from training): %s", zero_shot or "none")
 
   words = load_words(config, prepared, workdir)
-  tag_vectors, report = wordvec.tag_matrix(words, tag_names, oov=config.words.oov,
+  tag_vectors, report = text_tags.tag_matrix(words, tag_names, oov=config.words.oov,
                                            seed=int(config.seed))
 
   train = splits["train"]

@@ -32,7 +32,7 @@ Retrieval* (ICASSP 2021) and its code (minzwon/tag-based-music-retrieval):
   zero-shot MAP/P@10 over the held-out tags, queried by their word vectors only, next to the
   expected MAP of a random ranking (`random_ranking_ap`, exact); multi-tag queries: for pairs of
   seen tags co-occurring on test songs, the phrase "tag1 tag2" embedded by
-  `wordvec.query_vector` and the tag branch; relevant songs carry both tags.
+  `musemb.text.tags.query_vector` and the tag branch; relevant songs carry both tags.
 
 Departures: cultural and hybrid branches train and evaluate only the songs that have WMF factors
 (counted per split in the log); late fusion scores songs without factors by audio alone. The
@@ -61,7 +61,9 @@ import tensorflow_datasets as tfds
 
 from musemb import metrics as metrics_lib
 from musemb import utils
-from musemb import wordvec
+from musemb.text import readers as text_readers
+from musemb.text import tags as text_tags
+from musemb.text import vectors as text_vectors
 from musemb.data import tag_data
 from musemb.models import branches
 from musemb.models import shortchunk
@@ -300,15 +302,15 @@ def embed_audio(variables: Any, config: ml_collections.ConfigDict,
   return np.asarray(out[0], np.float32)
 
 
-def _resolve_words(data_or_info: Any) -> wordvec.WordVectors:
-  if isinstance(data_or_info, wordvec.WordVectors):
+def _resolve_words(data_or_info: Any) -> text_vectors.WordVectors:
+  if isinstance(data_or_info, text_vectors.WordVectors):
     return data_or_info
   words = getattr(data_or_info, "words", None)
   if words is None and isinstance(data_or_info, dict):
     words = data_or_info.get("words")
   if isinstance(words, str):
-    words = wordvec.load_word_vectors(words)
-  if not isinstance(words, wordvec.WordVectors):
+    words = text_readers.load_word_vectors(words)
+  if not isinstance(words, text_vectors.WordVectors):
     raise TypeError("embed_query: pass the TagData, a WordVectors, or a dict with 'words' (a "
                     "WordVectors or the run's words.npz path).")
   return words
@@ -316,13 +318,13 @@ def _resolve_words(data_or_info: Any) -> wordvec.WordVectors:
 
 def embed_query(variables: Any, data_or_info: Any, config: ml_collections.ConfigDict,
                 text: str) -> np.ndarray:
-  """Free text -> [d]: `wordvec.query_vector` (phrase, word or mean of pieces) then the tag branch.
+  """Free text -> [d]: `musemb.text.tags.query_vector` (phrase, word or mean of pieces) then the tag branch.
 
   Raises:
     ValueError: no word of `text` has a vector.
   """
   words = _resolve_words(data_or_info)
-  vector, how = wordvec.query_vector(words, text)
+  vector, how = text_tags.query_vector(words, text)
   if how == "oov":
     raise ValueError(f"embed_query: no word of {text!r} is in the word vectors ({words!r}); try "
                      "other words, or train domain vectors on a corpus that has them.")
@@ -502,7 +504,7 @@ def retrieval_metrics(emb: dict[str, np.ndarray], tag_emb: np.ndarray, data: tag
                                          config.eval.multi_tag_min_songs)
     vectors, kept = [], []
     for q, (i, j) in enumerate(pairs):
-      v, how = wordvec.query_vector(data.words, f"{names[i]} {names[j]}")
+      v, how = text_tags.query_vector(data.words, f"{names[i]} {names[j]}")
       if how != "oov":
         vectors.append(v)
         kept.append(q)
@@ -569,12 +571,12 @@ def write_outputs(variables: Any, data: tag_data.TagData, config: ml_collections
 class _RunInfo:
   """What `musemb.train.load_params` needs from a data object: `info` for `init`."""
 
-  def __init__(self, info: dict, words: wordvec.WordVectors):
+  def __init__(self, info: dict, words: text_vectors.WordVectors):
     self.info = info
     self.words = words
 
 
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, Any, wordvec.WordVectors]:
+def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, Any, text_vectors.WordVectors]:
   """(config, variables, word vectors) of a finished run, without opening its dataset."""
   from musemb import train  # pylint: disable=g-import-not-at-top
   for name in ("config.json", "info.json", "words.npz"):
@@ -585,6 +587,6 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, Any, wordvec.Word
     config = ml_collections.ConfigDict(json.load(f))
   with open(os.path.join(workdir, "info.json")) as f:
     info = json.load(f)
-  words = wordvec.load_npz(os.path.join(workdir, "words.npz"))
+  words = text_vectors.load_npz(os.path.join(workdir, "words.npz"))
   variables = train.load_params(workdir, config, _RunInfo(info, words))
   return config, variables, words
