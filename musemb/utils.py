@@ -96,27 +96,15 @@ class MetricWriter:
       self._writer.close()
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-  """[n, f] rows scaled to unit l2 norm; all-zero rows stay zero (they have no direction)."""
-  x = np.asarray(x, np.float32)
-  norms = np.linalg.norm(x, axis=1, keepdims=True)
-  return x / np.maximum(norms, np.finfo(np.float32).tiny)
-
-
-def save_figure_atomic(fig: Any, path: str) -> str:
-  """A matplotlib figure saved as PNG through a temp file + rename; returns `path`."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-  os.close(fd)
-  try:
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+def normalize_rows(x: np.ndarray, axis: int = -1) -> np.ndarray:
+  """Vectors along `axis` (rows of [n, f]) scaled to unit l2 norm; all-zero ones stay zero (they
+  have no direction). Floating inputs keep their dtype, others become float32. The numpy twin of
+  `musemb.ops.l2_normalize`."""
+  x = np.asarray(x)
+  if not np.issubdtype(x.dtype, np.floating):
+    x = x.astype(np.float32)
+  norms = np.linalg.norm(x, axis=axis, keepdims=True)
+  return x / np.maximum(norms, np.finfo(x.dtype).tiny)
 
 
 def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:

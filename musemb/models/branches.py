@@ -13,7 +13,8 @@ distance):
     HybridConcat    audio + factors            -> [acoustic 512 hidden ; cultural 512 hidden] -> 256
     LateFusion      audio + factors            -> [batch, 2, 256]: one embedding per modality
 
-The MLPs are the authors' `word_to_embedding` and `cf_to_embedding` (Linear, BatchNorm1d, ReLU,
+The MLPs are the authors' `word_to_embedding` and `cf_to_embedding` (Linear (no bias before the
+batch norm: `musemb.models.shortchunk` says why), BatchNorm1d, ReLU,
 Dropout(0.5), Linear); the paper's text only states the 512 and 256 widths. The acoustic branch is
 `ShortChunkCNN(num_outputs=256, dense_width=512)`: the CNN's own dense head (SMC 2020) is the
 branch's 512 -> 256 MLP, so no second MLP is stacked on it (see `musemb.models.shortchunk` for how
@@ -60,8 +61,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from musemb import ops
 from musemb.models import shortchunk
-from musemb.models.samplecnn import l2_normalize
 
 EMBED_DIM = 256
 HIDDEN_DIM = 512
@@ -120,7 +121,7 @@ class _VectorBranch(nn.Module):
     _check_vectors(type(self).__name__, self._input_name, x, self.input_dim)
     out = _mlp(x, hidden_dim=self.hidden_dim, out_dim=self.out_dim,
                dropout_rate=self.dropout_rate, bn_momentum=self.bn_momentum, train=train)
-    return l2_normalize(out) if self.normalize else out
+    return ops.l2_normalize(out) if self.normalize else out
 
 
 class TagBranch(_VectorBranch):
@@ -179,7 +180,7 @@ class AcousticBranch(nn.Module):
         num_outputs=self.out_dim, widths=self.widths, dense_width=self.hidden_dim,
         dropout_rate=self.dropout_rate, input_bn=self.input_bn, mel=self.mel,
         num_samples=self.num_samples, bn_momentum=self.bn_momentum, name="cnn")(audio, train)
-    return l2_normalize(out) if self.normalize else out
+    return ops.l2_normalize(out) if self.normalize else out
 
 
 class HybridConcat(nn.Module):
@@ -229,7 +230,7 @@ class HybridConcat(nn.Module):
           x, self.fusion_hidden, train=train, dropout_rate=self.dropout_rate,
           bn_momentum=self.bn_momentum, name="fusion_hidden")
     out = nn.Dense(self.out_dim, kernel_init=shortchunk.TORCH_INIT, name="out")(x)
-    return l2_normalize(out) if self.normalize else out
+    return ops.l2_normalize(out) if self.normalize else out
 
 
 class LateFusion(nn.Module):
@@ -293,7 +294,7 @@ def late_fusion_scores(tag_emb: jax.Array, song_emb: jax.Array,
         f"late_fusion_scores: tag dim {tag_emb.shape[1]} != song dim {song_emb.shape[2]}.")
   if isinstance(acoustic_weight, (int, float)) and not 0.0 <= acoustic_weight <= 1.0:
     raise ValueError(f"late_fusion_scores: acoustic_weight={acoustic_weight} must be in [0, 1].")
-  cos = jnp.einsum("td,smd->mts", l2_normalize(tag_emb), l2_normalize(song_emb),
+  cos = jnp.einsum("td,smd->mts", ops.l2_normalize(tag_emb), ops.l2_normalize(song_emb),
                    precision=jax.lax.Precision.HIGHEST)  # [2, tags, songs]
   return acoustic_weight * cos[0] + (1.0 - acoustic_weight) * cos[1]
 

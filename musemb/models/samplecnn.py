@@ -45,18 +45,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from musemb import ops
+
 LEE_WIDTHS = (128, 128, 256, 256, 256, 256, 256, 256, 512)
 HEADS = ("tags", "factors")
 
 
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """x [..., d] -> x / max(||x||, eps) along the last axis (zero rows stay zero).
-
-  Written with the squared norm so that a zero row has a zero gradient: `jnp.linalg.norm` has a NaN
-  gradient at 0, which a head whose inputs batch norm zeroed (batch of one) would hit.
-  """
-  sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
 def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -70,7 +64,7 @@ def factor_mse_loss(pred: jax.Array, targets: jax.Array) -> jax.Array:
   The mean runs over batch and factors (Keras' MSE, as in the thesis' code). `pred` is used as
   given: the `factors` head already l2-normalises it.
   """
-  return jnp.mean(jnp.square(pred - l2_normalize(targets.astype(pred.dtype))))
+  return jnp.mean(jnp.square(pred - ops.l2_normalize(targets.astype(pred.dtype))))
 
 
 class SampleCNN(nn.Module):
@@ -139,4 +133,4 @@ class SampleCNN(nn.Module):
     x = x[:, 0, :]  # the single remaining frame: [batch, channels]
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     out = nn.Dense(self.num_outputs, name="head")(x)
-    return l2_normalize(out) if self.head == "factors" else out
+    return ops.l2_normalize(out) if self.head == "factors" else out

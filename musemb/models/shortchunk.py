@@ -29,11 +29,17 @@ the same duration and gives 161 frames.) Any clip with at least 2^len(widths) fr
 n_mels >= 2^len(widths) works: the pools floor as PyTorch's `MaxPool2d(2)` does, and the global max
 pool takes whatever map is left (for 128 mels and 173 or 161 frames, one cell).
 
-Layers and initialisation follow the SMC 2020 PyTorch code: 3x3 convolutions with padding 1 and a
-bias, `BatchNorm2d`/`BatchNorm1d` with PyTorch's momentum 0.1 and eps 1e-5 (Flax momentum 0.9: the
+Layers and initialisation follow the SMC 2020 PyTorch code: 3x3 convolutions with padding 1,
+`BatchNorm2d`/`BatchNorm1d` with PyTorch's momentum 0.1 and eps 1e-5 (Flax momentum 0.9: the
 weight kept by the running average), PyTorch's default weight initialisation (uniform with variance
 1 / (3 fan_in), `TORCH_INIT`); biases start at zero (PyTorch draws them uniformly, a difference
-batch norm makes immaterial). The widths are `won_widths(n_channels=128)`, i.e. the base width 128
+batch norm makes immaterial). Departure: a convolution or dense layer that feeds a batch norm has
+no bias. Batch norm subtracts the batch mean, so such a bias changes no output and its gradient is
+zero in exact arithmetic; Adam divides that zero's rounding noise by its own tiny running norm and
+moves the bias by about a learning rate per step, in a direction that depends on the order of the
+float reductions, i.e. on the number of devices (and the drift leaks into the running means the
+evaluation uses). Without it the model computes the same functions and a run follows the same
+trajectory on any device count. The widths are `won_widths(n_channels=128)`, i.e. the base width 128
 doubled at layers 3 and 7. The dense head is SMC 2020's tagging head (dense, BN, ReLU, dropout 0.5,
 dense); the retrieval code instead ends the CNN with a 1x1 convolution to 256 channels and a ReLU
 (`Conv_emb`) before the max pool, which makes every song embedding non-negative. Here the head is
@@ -142,9 +148,10 @@ def dense_bn_relu_dropout(x: jax.Array, width: int, *, train: bool, dropout_rate
                           bn_momentum: float, name: str) -> jax.Array:
   """Won et al.'s hidden layer, `Linear -> BatchNorm1d -> ReLU -> Dropout`, inside a compact method.
 
-  Creates `{name}` (Dense) and `{name}_bn` (BatchNorm) in the calling module.
+  Creates `{name}` (Dense, no bias: see the module docstring) and `{name}_bn` (BatchNorm) in the
+  calling module.
   """
-  x = nn.Dense(width, kernel_init=TORCH_INIT, name=name)(x)
+  x = nn.Dense(width, use_bias=False, kernel_init=TORCH_INIT, name=name)(x)
   x = nn.BatchNorm(use_running_average=not train, momentum=bn_momentum, epsilon=1e-5,
                    name=f"{name}_bn")(x)
   x = nn.relu(x)
@@ -234,7 +241,7 @@ class ShortChunkCNN(nn.Module):
     if self.input_bn:
       x = batch_norm("spec_bn")(x)
     for i, width in enumerate(self.widths, start=1):
-      x = nn.Conv(int(width), (3, 3), padding="SAME", kernel_init=TORCH_INIT,
+      x = nn.Conv(int(width), (3, 3), padding="SAME", use_bias=False, kernel_init=TORCH_INIT,
                   name=f"layer{i}_conv")(x)
       x = nn.relu(batch_norm(f"layer{i}_bn")(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from musemb.samplers import warp
 
 
 def warp_loss(
@@ -76,7 +76,7 @@ def exact_warp_loss(
       excluded from the negatives).
     pos_index: [batch] int, the positive label whose rank is penalised; it must be a positive of
       its row (not checked inside jit).
-    kind: the L(r) family, see `musemb.samplers.warp.rank_loss_weights`; "auc" gives `auc_loss`.
+    kind: the L(r) family, see `rank_loss_weights`; "auc" gives `auc_loss`.
     k: the cut-off for kind="top_k".
     margin: the ranking margin (1 in the paper).
 
@@ -87,7 +87,7 @@ def exact_warp_loss(
   negative = ~positive_mask.astype(bool)
   hinges = jnp.where(negative, jax.nn.relu(margin - pos[:, None] + scores), 0.0)
   rank = jnp.sum(negative & (scores > (pos - margin)[:, None]), axis=1).astype(jnp.int32)
-  big_l = warp.rank_loss_weights(rank, kind=kind, k=k, max_rank=scores.shape[1])
+  big_l = rank_loss_weights(rank, kind=kind, k=k, max_rank=scores.shape[1])
   scale = jnp.where(rank > 0, big_l / jnp.maximum(rank, 1).astype(big_l.dtype), 0.0)
   return jax.lax.stop_gradient(scale) * jnp.sum(hinges, axis=1)
 
@@ -194,3 +194,64 @@ def _check_same_shape(name: str, **arrays: jax.Array) -> None:
     raise ValueError(
         f"musemb/objectives/ranking.py {name}: expected [batch] arrays of one shape; got "
         f"{shapes}.")
+
+
+RANK_WEIGHT_KINDS = ("harmonic", "auc", "top_k")
+
+
+def rank_loss_weights(
+    ranks: jax.Array,
+    kind: str = "harmonic",
+    k: int | None = None,
+    max_rank: int | None = None,
+) -> jax.Array:
+  """The rank-to-loss transform L(r) = sum_{i <= r} alpha_i of MUSLSE eq. (11); L(0) = 0.
+
+  Kinds (Usunier et al. 2009; MUSLSE section 4.2):
+    * "harmonic": alpha_i = 1 / i, so L(r) is the r-th harmonic number: most weight on the top
+      positions, the smooth choice that targets precision at many k at once (the paper's WARP).
+    * "auc": alpha_i = 1, L(r) = r: every violation counts alike, the AUC loss of eq. (9).
+    * "top_k": alpha_i = 1 for i <= k, else 0: L(r) = min(r, k), precision at k.
+
+  Args:
+    ranks: [...] integer ranks >= 0 (negative ranks are treated as 0).
+    kind: one of `RANK_WEIGHT_KINDS`.
+    k: the cut-off for "top_k" (a positive int); must be None for the other kinds.
+    max_rank: for "harmonic", the largest rank expected (e.g. Y - 1). Ranks up to it are looked up
+      in a table of harmonic numbers accumulated in float64; larger ranks, and all ranks when
+      max_rank is None, use digamma(r + 1) + Euler's gamma (relative error ~3e-7 in float32).
+
+  Returns:
+    float32 weights of `ranks`'s shape.
+  """
+  if kind not in RANK_WEIGHT_KINDS:
+    raise ValueError(
+        f"musemb/objectives/ranking.py rank_loss_weights: unknown kind {kind!r}; expected one of "
+        f"{RANK_WEIGHT_KINDS}.")
+  if kind == "top_k":
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+      raise ValueError(
+          "musemb/objectives/ranking.py rank_loss_weights: kind='top_k' needs a positive int k "
+          f"(precision at k); got k={k!r}.")
+  elif k is not None:
+    raise ValueError(
+        f"musemb/objectives/ranking.py rank_loss_weights: k={k!r} is only meaningful for "
+        f"kind='top_k', not {kind!r}; drop k.")
+  ranks = jnp.maximum(jnp.asarray(ranks), 0).astype(jnp.int32)
+  if kind == "auc":
+    return ranks.astype(jnp.float32)
+  if kind == "top_k":
+    return jnp.minimum(ranks, k).astype(jnp.float32)
+  # Harmonic numbers: digamma(r + 1) + gamma = H_r, exact only up to float32 rounding and
+  # slightly off at r = 0, hence the table and the explicit L(0) = 0.
+  r_float = ranks.astype(jnp.float32)
+  harmonic = jax.scipy.special.digamma(r_float + 1.0) + np.float32(np.euler_gamma)
+  if max_rank is not None:
+    if not isinstance(max_rank, (int, np.integer)) or max_rank < 0:
+      raise ValueError(
+          "musemb/objectives/ranking.py rank_loss_weights: max_rank must be a static int >= 0 (e.g. "
+          f"num_labels - 1); got {max_rank!r}.")
+    table = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, max_rank + 1))]).astype(np.float32)
+    in_table = jnp.asarray(table)[jnp.minimum(ranks, max_rank)]
+    harmonic = jnp.where(ranks <= max_rank, in_table, harmonic)
+  return jnp.where(ranks == 0, 0.0, harmonic).astype(jnp.float32)

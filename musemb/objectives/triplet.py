@@ -27,19 +27,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from musemb import ops
+
 # Floor on the l2 norm before dividing (torch.nn.CosineSimilarity uses 1e-8).
 NORM_EPS = 1e-8
 
 
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = NORM_EPS) -> jax.Array:
-  """`x / max(||x||, eps)` along `axis`; finite value and gradient at zero."""
-  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
   """Row-wise cosine similarity of `a` and `b` ([..., dim] each, broadcastable) -> [...]."""
-  return jnp.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
+  return jnp.sum(ops.l2_normalize(a, eps=NORM_EPS) * ops.l2_normalize(b, eps=NORM_EPS), axis=-1)
 
 
 def cosine_distance(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -53,7 +51,7 @@ def pairwise_cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
     raise ValueError(
         "musemb/objectives/triplet.py pairwise_cosine_similarity: expected a [n, dim] and b "
         f"[m, dim] with the same dim; got shapes {a.shape} and {b.shape}.")
-  return l2_normalize(a) @ l2_normalize(b).T
+  return ops.l2_normalize(a, eps=NORM_EPS) @ ops.l2_normalize(b, eps=NORM_EPS).T
 
 
 def triplet_losses(

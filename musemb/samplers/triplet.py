@@ -10,7 +10,8 @@ mxnet, `example/gluon/embedding_learning/model.py`).
 A triplet is (anchor tag, positive song carrying it, negative song not carrying it). A batch is
 built in two stages.
 
-1. Anchors, `sample_anchors` (on device, from an `Annotations` index; jit-able):
+1. Anchors, `sample_anchors` (on device, from an `Annotations` index; jit-able) or its numpy twin
+   `sample_anchors_host` (the same distributions, for batches drawn per step on the host):
 
    * `"random"`: a (song, tag) annotation uniformly over all annotations, so a tag is drawn in
      proportion to its number of songs and frequent tags dominate (the paper's random sampling).
@@ -66,6 +67,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from musemb import ops
 
 ANCHOR_METHODS = ("random", "balanced", "song_uniform")
 NEGATIVE_METHODS = ("random", "distance_weighted", "cosine")
@@ -225,6 +228,52 @@ def sample_anchors(
     return tag, _uniform_member(k_second, tag_offsets, tag_songs, tag)
   song = _uniform_nonempty(k_first, song_offsets, shape)
   return _uniform_member(k_second, song_offsets, song_tags, song), song
+
+
+def sample_anchors_host(
+    rng: np.random.Generator,
+    method: str,
+    annotations: Annotations,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+  """The host twin of `sample_anchors`: the same distributions, drawn with numpy.
+
+  For batches that are a pure function of the step (`np.random.default_rng([seed, step])`), so
+  they can be sharded over the mesh's `data` axis and a resumed run sees the same triplets.
+
+  Args:
+    rng: a numpy Generator.
+    method: one of `ANCHOR_METHODS` (see `sample_anchors`).
+    annotations: the CSR index (numpy arrays).
+    batch_size: B.
+
+  Returns:
+    anchor_tag, positive_song: [B] int32 each; song `positive_song[b]` carries `anchor_tag[b]`.
+  """
+  if method not in ANCHOR_METHODS:
+    raise ValueError(
+        f"musemb/samplers/triplet.py sample_anchors_host: unknown method {method!r}; expected one "
+        f"of {ANCHOR_METHODS}.")
+  _check_annotations("sample_anchors_host", annotations)
+  tag_offsets, tag_songs, song_offsets, song_tags = (np.asarray(a, np.int64) for a in annotations)
+
+  def uniform_nonempty(offsets):
+    rows = np.flatnonzero(np.diff(offsets) > 0)
+    return rows[rng.integers(0, len(rows), batch_size)]
+
+  def uniform_member(offsets, members, rows):
+    start = offsets[rows]
+    return members[start + rng.integers(0, offsets[rows + 1] - start)]
+
+  if method == "random":
+    flat = rng.integers(0, annotations.num_annotations, batch_size)
+    tag = np.searchsorted(tag_offsets, flat, side="right") - 1
+    return tag.astype(np.int32), tag_songs[flat].astype(np.int32)
+  if method == "balanced":
+    tag = uniform_nonempty(tag_offsets)
+    return tag.astype(np.int32), uniform_member(tag_offsets, tag_songs, tag).astype(np.int32)
+  song = uniform_nonempty(song_offsets)
+  return uniform_member(song_offsets, song_tags, song).astype(np.int32), song.astype(np.int32)
 
 
 def carries_tag(annotations: Annotations, songs: jax.Array, tags: jax.Array) -> jax.Array:
@@ -440,8 +489,8 @@ def _pairwise_cosine(a: jax.Array, b: jax.Array) -> jax.Array:
   """[B, dim] x [M, dim] -> [B, M] cosine similarities in float32, clipped to [-1, 1]."""
   a = a.astype(jnp.float32)
   b = b.astype(jnp.float32)
-  a = a * jax.lax.rsqrt(jnp.maximum(jnp.sum(a * a, axis=1, keepdims=True), _NORM_EPS**2))
-  b = b * jax.lax.rsqrt(jnp.maximum(jnp.sum(b * b, axis=1, keepdims=True), _NORM_EPS**2))
+  a = ops.l2_normalize(a, axis=1, eps=_NORM_EPS)
+  b = ops.l2_normalize(b, axis=1, eps=_NORM_EPS)
   return jnp.clip(a @ b.T, -1.0, 1.0)
 
 
