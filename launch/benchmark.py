@@ -4,20 +4,20 @@ r"""Benchmarks of the hot paths, each against a peer library run in the same pro
   python -m launch.benchmark --suite=warp --quick   # smaller sizes, for a smoke run
 
 Suites (each prints a table with the musemb/peer ratio):
-  features    log-mel and MFCC+deltas throughput, JAX vs librosa (musemb.benchmarks.features)
+  features    log-mel and MFCC+deltas throughput, JAX vs librosa (launch.benchmarks.features)
   evaluation  Big-data-scale top-k evaluation (66,072 songs x 26,972 artists, d=100): seconds and
-              peak memory vs a chunked numpy argpartition (musemb.benchmarks.evaluation)
+              peak memory vs a chunked numpy argpartition (launch.benchmarks.evaluation)
   warp        MUSLSE WARP training vs LightFM's WARP on the same bag-of-frames/tag data: time to
-              reach LightFM's best test p@3, 2 threads each (musemb.benchmarks.warp); LightFM is
+              reach LightFM's best test p@3, 2 threads each (launch.benchmarks.warp); LightFM is
               installed on demand (see its docstring), never a test dependency.
   samplecnn   SampleCNN (59,049 samples, factor head) training examples per second
-              (musemb.benchmarks.samplecnn)
-  als         implicit-feedback ALS (musemb.wmf) vs implicit 0.7.3's CPU ALS (use_cg=True, 2
+              (launch.benchmarks.samplecnn)
+  als         implicit-feedback ALS (musemb.systems.wmf.als) vs implicit 0.7.3's CPU ALS (use_cg=True, 2
               threads, fed 1 + alpha*count) on 50k users x 100k items, 5M non-zeros:
-              seconds/iteration and held-out recall@50 / mAP@500 (musemb.benchmarks.als)
+              seconds/iteration and held-out recall@50 / mAP@500 (launch.benchmarks.als)
   shortchunk  Won et al.'s acoustic branch (short-chunk CNN over an on-device log-mel) + tag branch
               + triplet loss, training examples per second on the current backend
-              (musemb.benchmarks.shortchunk)
+              (launch.benchmarks.shortchunk)
 
 Numbers are wall-clock on a shared machine: compare the ratio, not the absolute values.
 """
@@ -39,7 +39,7 @@ def main(argv):
   common.setup()
   for name in SUITES if _SUITE.value == "all" else (_SUITE.value,):
     print(f"\n=== {name} ===")
-    module = importlib.import_module(f"musemb.benchmarks.{name}")
+    module = importlib.import_module(f"launch.benchmarks.{name}")
     module.run(quick=_QUICK.value)
 
 

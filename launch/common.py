@@ -28,16 +28,9 @@ def setup() -> None:
   sharding.initialize_distributed()
 
 
-def load_workdir_config(workdir: str):
-  """The ConfigDict a run in `workdir` was trained with (config.json written by the trainer)."""
-  import json  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: {workdir} is not a training workdir "
-                            "(train with `python -m launch.train --workdir=...` first).")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+def metrics_lines(metrics: dict) -> str:
+  """`metric: value` lines, sorted, for the launchers' closing log line."""
+  return "\n".join(f"  {k}: {float(v):.4f}" for k, v in sorted(metrics.items()))
 
 
 def read_metrics(workdir: str) -> dict:

@@ -33,7 +33,7 @@ def main(argv):
   common.setup()
   from configs import muslse as muslse_config  # pylint: disable=g-import-not-at-top
   from configs import one_vs_rest as ovr_config  # pylint: disable=g-import-not-at-top
-  from musemb import evaluate, report, train  # pylint: disable=g-import-not-at-top
+  from musemb import evaluate, systems, train  # pylint: disable=g-import-not-at-top
   from musemb.data import builders  # pylint: disable=g-import-not-at-top
   from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
 
@@ -47,16 +47,16 @@ def main(argv):
   logging.info("[demo] dataset ready in %s (%.0f s)", dataset_dir, time.time() - start)
 
   config.data_dir = dataset_dir
-  train.train_and_evaluate(config, _WORKDIR.value)
+  train.run(config, _WORKDIR.value)
   logging.info("[demo] MUSLSE trained (%.0f s)", time.time() - start)
 
   baseline = ovr_config.get_config(_VARIANT.value)
   baseline.data_dir = dataset_dir
   baseline_dir = os.path.join(_WORKDIR.value, "one_vs_rest")
-  train.train_and_evaluate(baseline, baseline_dir)
+  train.run(baseline, baseline_dir)
   logging.info("[demo] one-vs-rest trained (%.0f s)", time.time() - start)
 
-  path = report.write_report(_WORKDIR.value, baseline_workdirs=(baseline_dir,))
+  path = systems.get(config.system).report(_WORKDIR.value, baseline_workdirs=(baseline_dir,))
   metrics = common.read_metrics(_WORKDIR.value)
   print("\nTest precision@k on the synthetic world (songs not seen in training):\n")
   print(evaluate.pk_table({k: v for k, v in metrics.items()

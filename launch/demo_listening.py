@@ -33,7 +33,7 @@ def main(argv):
   from configs import muslse as muslse_config  # pylint: disable=g-import-not-at-top
   from configs import samplecnn as samplecnn_config  # pylint: disable=g-import-not-at-top
   from configs import wmf as wmf_config  # pylint: disable=g-import-not-at-top
-  from musemb import report, train, wmf_run  # pylint: disable=g-import-not-at-top
+  from musemb import systems, train  # pylint: disable=g-import-not-at-top
   from musemb.data import builders  # pylint: disable=g-import-not-at-top
   from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
 
@@ -48,23 +48,23 @@ def main(argv):
   logging.info("[demo-listening] dataset ready in %s (%.0f s)", dataset_dir, time.time() - start)
 
   wmf_dir = os.path.join(_WORKDIR.value, "wmf")
-  wmf_metrics = wmf_run.fit_and_save(wmf_config.get_config("demo"), wmf_dir)
+  wmf_metrics = train.run(wmf_config.get_config("demo"), wmf_dir)
   logging.info("[demo-listening] WMF factors fitted (%.0f s)", time.time() - start)
 
   factors_dir = os.path.join(_WORKDIR.value, "samplecnn")
   config = samplecnn_config.get_config("demo")
   config.data_dir = dataset_dir
   config.data.factors = wmf_dir
-  train.train_and_evaluate(config, factors_dir)
+  train.run(config, factors_dir)
   logging.info("[demo-listening] factor regression trained (%.0f s)", time.time() - start)
 
   tags_dir = os.path.join(_WORKDIR.value, "samplecnn_tags")
   tags_config = samplecnn_config.get_config("demo,head=tags")
   tags_config.data_dir = dataset_dir
-  train.train_and_evaluate(tags_config, tags_dir)
+  train.run(tags_config, tags_dir)
   logging.info("[demo-listening] direct tagger trained (%.0f s)", time.time() - start)
 
-  path = report.write_report(factors_dir, baseline_workdirs=(tags_dir,))
+  path = systems.get(config.system).report(factors_dir, baseline_workdirs=(tags_dir,))
   m = common.read_metrics(factors_dir)
   print("\nWMF on the demo world's listeners: held-out mAP@500 "
         f"{wmf_metrics['wmf/recommendation/map@500']:.3f} (random "

@@ -36,10 +36,11 @@ def main(argv):
   common.setup()
   from configs import won as won_config  # pylint: disable=g-import-not-at-top
   from configs import wmf as wmf_config  # pylint: disable=g-import-not-at-top
-  from musemb import report, train, wmf_run  # pylint: disable=g-import-not-at-top
+  from musemb import systems, train  # pylint: disable=g-import-not-at-top
   from musemb.data import builders  # pylint: disable=g-import-not-at-top
   from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
 
+  won = systems.get("won")
   start = time.time()
   base = won_config.get_config("demo")
   world = synthetic.SyntheticWorld("demo", seed=base.data.synthetic_seed,
@@ -47,7 +48,7 @@ def main(argv):
   dataset_dir = builders.prepare(world, _DATA_DIR.value, sample_rate=base.data.sample_rate,
                                  max_seconds=base.data.max_seconds or None)
   wmf_dir = os.path.join(_WORKDIR.value, "wmf")
-  wmf_run.fit_and_save(wmf_config.get_config("demo"), wmf_dir)
+  train.run(wmf_config.get_config("demo"), wmf_dir)
   logging.info("[demo-won] dataset and factors ready (%.0f s)", time.time() - start)
 
   runs = []
@@ -63,12 +64,12 @@ def main(argv):
     config.data_dir = dataset_dir
     config.data.factors = wmf_dir
     workdir = os.path.join(_WORKDIR.value, name)
-    train.train_and_evaluate(config, workdir)
-    report.write_report(workdir)
+    train.run(config, workdir)
+    won.report(workdir)
     workdirs.append(workdir)
     logging.info("[demo-won] %s trained (%.0f s)", name, time.time() - start)
 
-  path = report.compare_runs(workdirs, os.path.join(_WORKDIR.value, "report.md"))
+  path = won.compare(workdirs, os.path.join(_WORKDIR.value, "report.md"))
   print("\nTag-to-song retrieval on the demo world's test songs (MAP / P@10 over tags):\n")
   for workdir in workdirs:
     m = common.read_metrics(workdir)

@@ -1,9 +1,9 @@
-r"""Evaluates a trained run on its test split and writes metrics.json, report.md and map.png.
+r"""Evaluates a trained run on its test split and writes metrics.json and report.md.
 
   python -m launch.evaluate --workdir=workdirs/demo --baselines=workdirs/demo/one_vs_rest
 
-Uses the best checkpoint by validation (else the latest). Baseline workdirs' metrics are merged into
-the report (Tables 2, 6, 7 and the wins/losses/draws test need one-vs-rest).
+Uses the best checkpoint by validation (else the latest), then the run's system writes its report
+(for MUSLSE: Tables 2, 6, 7, the wins/losses/draws test against the baselines, map.png).
 """
 
 from absl import app
@@ -17,18 +17,14 @@ _BASELINES = flags.DEFINE_list("baselines", [], "Workdirs of baseline runs to me
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.setup()
-  from musemb import evaluate, report, train  # pylint: disable=g-import-not-at-top
-  from musemb import systems  # pylint: disable=g-import-not-at-top
-  config = common.load_workdir_config(_WORKDIR.value)
-  system = systems.get_system(config.system)
-  data = system.load_data(config, _WORKDIR.value)
-  params = train.load_params(_WORKDIR.value, config, data)
-  metrics = system.write_outputs(params, data, config, _WORKDIR.value)
-  path = report.write_report(_WORKDIR.value, baseline_workdirs=tuple(_BASELINES.value))
-  logging.info("%s metrics:\n%s", config.eval.split,
-               evaluate.pk_table({f"{config.system}/{k}": v for k, v in metrics.items()}))
+  from musemb import systems, train  # pylint: disable=g-import-not-at-top
+  system, _ = systems.for_workdir(_WORKDIR.value)
+  metrics = train.evaluate_run(_WORKDIR.value)
+  path = system.report(_WORKDIR.value, baseline_workdirs=tuple(_BASELINES.value))
+  logging.info("Final metrics:\n%s", common.metrics_lines(metrics))
   print(f"report: {path}")
 
 

@@ -1,11 +1,12 @@
-r"""Writes the MUSLSE report of one finished run, or compares several runs as the paper's tables.
+r"""Writes one finished run's report, or compares several runs as their paper's tables.
 
-One run (Tables 2, 4, 6, 7, wins/losses/draws and map.png into the workdir; baseline workdirs'
-metrics are merged into the run's metrics.json first):
+The run's system (its config.json) writes the report: MUSLSE Tables 2, 4, 6, 7, wins/losses/draws
+and map.png; Won et al. retrieval, categories, zero-shot and Table 3; SampleCNN Tables 6.1 and
+6.2; WMF the shape of Tables 5.1-5.5. Baseline workdirs' metrics are merged in first:
 
   python -m launch.report --workdir=workdirs/muslse --baselines=workdirs/muslse/one_vs_rest
 
-Several runs (Tables 3, 5 and 6 of Weston et al. 2011, one row per run, sorted by d and loss):
+Several runs of one paper (MUSLSE: Tables 3, 5, 6; Won et al.: Tables 1, 2; WMF: Tables 5.x):
 
   python -m launch.report --workdirs=workdirs/warp_d100,workdirs/auc_d100,workdirs/warp_d400 \
       --out=workdirs/tables.md
@@ -17,7 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from musemb import report
+from musemb import systems
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished run: writes <workdir>/report.md.")
 _BASELINES = flags.DEFINE_list(
@@ -38,11 +39,17 @@ def main(argv: list[str]) -> None:
     if _BASELINES.value:
       raise app.UsageError("--baselines goes with --workdir; compare_runs reads each run's own "
                            "metrics.json (merge baselines into each run with --workdir first).")
-    path = report.compare_runs(_WORKDIRS.value, _OUT.value)
+    found = [systems.for_workdir(w)[0] for w in _WORKDIRS.value]
+    compare = {s.compare for s in found}
+    if None in compare or len(compare) != 1:
+      raise app.UsageError("--workdirs must be runs of one paper's systems (they share one "
+                           f"comparison); got {sorted({s.name for s in found})}.")
+    path = compare.pop()(_WORKDIRS.value, _OUT.value)
   else:
     if _OUT.value:
       raise app.UsageError("--out goes with --workdirs; --workdir always writes <workdir>/report.md.")
-    path = report.write_report(_WORKDIR.value, baseline_workdirs=_BASELINES.value)
+    system, _ = systems.for_workdir(_WORKDIR.value)
+    path = system.report(_WORKDIR.value, baseline_workdirs=_BASELINES.value)
   logging.info("Wrote %s", path)
   print(path)
 

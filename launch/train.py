@@ -4,6 +4,7 @@ r"""Trains one system from a config file; resumes from the workdir's checkpoints
   python -m launch.train --config=configs/muslse.py:tagatune,d=400 --workdir=W \
       --config.data_dir=data/mtat --config.optimizer.learning_rate=0.02
   python -m launch.train --config=configs/one_vs_rest.py --workdir=W/one_vs_rest
+  python -m launch.train --config=configs/wmf.py:demo --workdir=workdirs/wmf   # fit, not trained
 
 Overrides are validated: an unknown key or a value of the wrong type stops before anything runs.
 SIGTERM (preemption) writes a checkpoint and exits with status 143; rerun the same command to resume.
@@ -26,10 +27,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.setup()
-  from musemb import evaluate, train  # pylint: disable=g-import-not-at-top
-  metrics = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  logging.info("Done. %s metrics:\n%s", _CONFIG.value.eval.split,
-               evaluate.pk_table({f"{_CONFIG.value.system}/{k}": v for k, v in metrics.items()}))
+  from musemb import train  # pylint: disable=g-import-not-at-top
+  metrics = train.run(_CONFIG.value, _WORKDIR.value)
+  logging.info("Done. Final metrics:\n%s", common.metrics_lines(metrics))
 
 
 if __name__ == "__main__":

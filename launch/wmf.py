@@ -6,7 +6,8 @@ r"""Fits implicit-feedback WMF factors to listening data; resumes from the workd
       --config.data.path=data/msd/train_triplets.txt
 
 Writes <workdir>/factors.npz (ids and factors, after every iteration) and the held-out recall@50 /
-mAP@500 to <workdir>/metrics.json (see musemb.wmf_run). Rerun the same command to resume.
+mAP@500 to <workdir>/metrics.json (see musemb.systems.wmf). Rerun the same command to resume;
+`launch.train` with the same config does the same (WMF's fit verb).
 """
 
 from absl import app
@@ -26,10 +27,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   common.setup()
-  from musemb import wmf_run  # pylint: disable=g-import-not-at-top
-  metrics = wmf_run.fit_and_save(_CONFIG.value, _WORKDIR.value)
-  logging.info("Done. Held-out metrics:\n%s",
-               "\n".join(f"  {k}: {v:.4f}" for k, v in sorted(metrics.items())))
+  from musemb import train  # pylint: disable=g-import-not-at-top
+  metrics = train.run(_CONFIG.value, _WORKDIR.value)
+  logging.info("Done. Held-out metrics:\n%s", common.metrics_lines(metrics))
 
 
 if __name__ == "__main__":

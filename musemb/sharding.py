@@ -26,10 +26,20 @@ def initialize_distributed() -> None:
   It runs when the environment says the job spans hosts: `JAX_COORDINATOR_ADDRESS` (with
   `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`), a Cloud TPU pod (`TPU_WORKER_HOSTNAMES`), or
   `MUSEMB_DISTRIBUTED=1`, which lets JAX auto-detect the cluster (e.g. SLURM).
+
+  `jax.distributed.initialize` reads only the coordinator's address from the environment; the
+  process count and id are passed here from `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, without
+  which a plain launch (no SLURM, Open MPI or TPU metadata to detect) fails with "Number of
+  processes must be defined".
   """
   if (os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("TPU_WORKER_HOSTNAMES")
       or os.environ.get("MUSEMB_DISTRIBUTED") == "1"):
-    jax.distributed.initialize()
+    kwargs = {}
+    if os.environ.get("JAX_NUM_PROCESSES"):
+      kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+    if os.environ.get("JAX_PROCESS_ID"):
+      kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(**kwargs)
     logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
 
 

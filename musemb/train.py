@@ -1,7 +1,10 @@
 """The one training loop every system shares.
 
-`train_and_evaluate(config, workdir)` runs a system (a module of `musemb.systems`, see
-`musemb.systems.get_system`) from its data to `metrics.json`:
+`train_and_evaluate(config, workdir)` runs a system (`musemb.systems.get(config.system)`, the
+contract written in `musemb/systems/__init__.py`) from its data to `metrics.json`; `run` does the
+same for systems with a fit verb of their own (WMF). The pieces are public so benchmarks and tests
+call them instead of rebuilding them: `make_optimizer`, `create_train_state`, `make_train_step`,
+`resolve_num_steps`, `finish` (the final evaluation), `load_variables` and `load_predictor`.
 
 * one `TrainState` pytree (step, params, optimizer state, RNG key data), created already sharded
   (`jax.jit(init, out_shardings=...)`) and placed on a `(data, model)` mesh even on one device;
@@ -19,18 +22,20 @@
 * a non-finite loss stops the run with `FloatingPointError` before any checkpoint of the bad state
   is written, so the last good checkpoint stays intact.
 
-A system module provides `load_data(config, workdir)`, `init(config, info, rng)`,
-`loss(params, batch, tables, rng, config, task_names)`, `project(params, config)`,
-`evaluate(params, data, config, split)` (validation) and `write_outputs(params, data, config, workdir)`
-(the final evaluation on `config.eval.split`: writes metrics.json and friends, returns the metrics).
+`init` returns the flax variables; their `params` collection is trained and the other collections
+(batch statistics) ride in `TrainState.model_state`, updated from the loss's `aux["model_state"]`.
+Evaluation, `best/` and `load_variables` see the variables `{"params": ..., **model_state}`.
 The `tables` argument (device-resident lookup tables such as the training songs' features, used to
-score sampled negatives) is a departure from DESIGN.md's `loss(params, batch, rng, config)`: it keeps
-large constants out of the per-step batch without closing over them in the jitted function.
+score sampled negatives) keeps large constants out of the per-step batch without closing over them
+in the jitted function.
 
-Systems with non-trained variables (SampleCNN's batch-norm statistics) set `STATEFUL = True`: `init`
-returns `(params, model_state)`, `loss(..., model_state=)` returns the updated state in
-`aux["model_state"]`, the state rides in `TrainState.model_state` (checkpointed with the rest), and
-evaluation, `best/` and `load_state` see the flax variables `{"params": ..., "batch_stats": ...}`.
+Metric names: the loop owns the prefixes. Validation metrics go to TensorBoard as
+`valid/<key>/<metric>`, the final ones as `test/<key>/<metric>` and into `metrics.json` as
+`<key>/<metric>`, where `<key>` is `system.key(config)` (the system's name, e.g. `muslse`).
+
+Durations: `train.num_steps`, or `train.epochs` of `train.examples_per_epoch` examples (0: the
+training split's size, `data.info["num_train_examples"]`) turned into steps at run time
+(`resolve_num_steps`), so `--config.train.batch_size=...` never leaves a step count stale.
 
 The learning rate lives in the optimizer state (`optax.inject_hyperparams`): with
 `optimizer.plateau_drops = N`, running out of validation patience multiplies it by
@@ -80,20 +85,20 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
   `optax.inject_hyperparams` keeps the rate in `opt_state.hyperparams["learning_rate"]`, so the
   loop can lower it on a plateau (`optimizer.plateau_drops`) and the checkpoint carries it.
-  Optional keys: `momentum` (sgd; 0 = plain SGD), `nesterov`, and `weight_decay`, an L2 term
-  added to the gradient before the update (PyTorch's `weight_decay`, which Won et al. use with Adam).
+  Keys (declared in configs/common.py): `momentum` (sgd; 0 = plain SGD), `nesterov`, and
+  `weight_decay`, an L2 term added to the gradient before the update (PyTorch's `weight_decay`,
+  which Won et al. use with Adam).
   """
   o = config.optimizer
   name = o.name
   if name not in OPTIMIZERS:
     raise ValueError(f"optimizer.name={name!r}; expected one of {OPTIMIZERS}.")
-  momentum = float(o.get("momentum", 0.0) or 0.0)
-  weight_decay = float(o.get("weight_decay", 0.0) or 0.0)
+  momentum = float(o.momentum)
+  weight_decay = float(o.weight_decay)
 
   def build(learning_rate):
     if name == "sgd":
-      base = optax.sgd(learning_rate, momentum=momentum or None,
-                       nesterov=bool(o.get("nesterov", False)))
+      base = optax.sgd(learning_rate, momentum=momentum or None, nesterov=bool(o.nesterov))
     elif name == "adagrad":
       base = optax.adagrad(learning_rate)
     else:
@@ -114,41 +119,83 @@ def scale_learning_rate(state: TrainState, factor: float) -> TrainState:
   return state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
 
 
-def is_stateful(system) -> bool:
-  """Systems with non-trained variables (batch norm statistics) set `STATEFUL = True`: their `init`
-  returns `(params, model_state)` and their `loss` takes `model_state=` and returns the updated one
-  as `aux["model_state"]`."""
-  return bool(getattr(system, "STATEFUL", False))
+def variables_of(state: TrainState) -> Any:
+  """The flax variables of a state: `{"params": ..., **model_state}` (what `init` returned)."""
+  return {"params": state.params, **state.model_state}
 
 
-def variables(params: Any, model_state: Any) -> Any:
-  """What evaluation, prediction and `best/` see: the params alone for stateless systems, else the
-  flax variables `{"params": ..., **model_state}` (e.g. with `batch_stats`)."""
-  return {"params": params, **model_state} if model_state else params
-
-
-def train_step(state: TrainState, batch: dict, tables: Any, *, system, config, tx, task_names
+def train_step(state: TrainState, batch: dict, tables: Any, *, system: systems_lib.System,
+               config: ml_collections.ConfigDict, tx: optax.GradientTransformation
                ) -> tuple[TrainState, dict]:
+  """One update: the loss's gradient with respect to `params`, the optimizer, the constraints.
+
+  Always reports the loss, gradient and parameter norms and the learning rate, plus the loss's
+  aux entries (minus `model_state`, which becomes the state's new non-trained collections).
+  """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  stateful = is_stateful(system)
 
   def loss_fn(params):
-    if stateful:
-      return system.loss(params, batch, tables, rng, config, task_names,
-                         model_state=state.model_state)
-    return system.loss(params, batch, tables, rng, config, task_names)
+    return system.loss({"params": params, **state.model_state}, batch, tables, rng, config)
 
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   aux = dict(aux)
-  model_state = aux.pop("model_state") if stateful else state.model_state
+  model_state = aux.pop("model_state", state.model_state)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  params = system.project(params, config)
+  if system.project is not None:
+    params = system.project(params, config)
   metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
              "param_norm": optax.global_norm(params),
              "learning_rate": current_learning_rate(state.opt_state), **aux}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                        model_state=model_state), metrics
+
+
+def make_train_step(system: systems_lib.System, config: ml_collections.ConfigDict,
+                    tx: optax.GradientTransformation) -> Callable:
+  """`step(state, batch, tables) -> (state, metrics)`, jitted with the state donated."""
+  return jax.jit(lambda s, b, t: train_step(s, b, t, system=system, config=config, tx=tx),
+                 donate_argnums=(0,))
+
+
+def _state_initializer(system: systems_lib.System, config: ml_collections.ConfigDict, info: dict,
+                       tx: optax.GradientTransformation) -> Callable[[jax.Array], TrainState]:
+  def init_state(rng):
+    init_rng, state_rng = jax.random.split(rng)
+    variables = dict(system.init(config, info, init_rng))
+    params = variables.pop("params")
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=jax.random.key_data(state_rng), model_state=variables)
+  return init_state
+
+
+def create_train_state(system: systems_lib.System, config: ml_collections.ConfigDict, info: dict,
+                       tx: optax.GradientTransformation, mesh) -> TrainState:
+  """The initial state (seeded by `config.seed`), created already placed on the mesh
+  (`jax.jit(init, out_shardings=...)`: parameters are born on their devices)."""
+  init_state = _state_initializer(system, config, info, tx)
+  rng = jax.random.key(config.seed)
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh),
+                                jax.eval_shape(init_state, rng))
+  return jax.jit(init_state, out_shardings=state_sharding)(rng)
+
+
+def resolve_num_steps(config: ml_collections.ConfigDict, info: dict) -> int:
+  """`train.num_steps`, or `train.epochs` x `train.examples_per_epoch` (0: the training split's
+  `info["num_train_examples"]`) / `train.batch_size`, at least one step."""
+  t = config.train
+  if t.num_steps and t.epochs:
+    raise ValueError(f"train.num_steps={t.num_steps} and train.epochs={t.epochs} are both set; "
+                     "set the one you mean and the other to 0 (--config.train.epochs=0).")
+  if t.num_steps:
+    return int(t.num_steps)
+  if not t.epochs:
+    raise ValueError("set train.num_steps or train.epochs (both are 0).")
+  examples = int(t.examples_per_epoch) or int(info.get("num_train_examples", 0))
+  if not examples:
+    raise ValueError("train.epochs is set but the epoch size is unknown: set "
+                     "train.examples_per_epoch (the data reports no num_train_examples).")
+  return max(1, int(round(float(t.epochs) * examples / int(t.batch_size))))
 
 
 class _Preemption:
@@ -181,26 +228,51 @@ def _periodic(step: int, every: int, num_steps: int) -> bool:
   return step == num_steps or (every > 0 and step % every == 0)
 
 
-def _summarise(history: list[dict], task_names: tuple[str, ...]) -> dict[str, float]:
-  """Means of the step metrics since the last log; per-task losses for the tasks that ran."""
+def _summarise(history: list[dict]) -> dict[str, float]:
+  """Means of the step metrics since the last log. A dict-valued metric logs each entry as
+  `<key>/<name>` (`task_losses` as `loss/<task>`), averaged over the steps where it is finite (a
+  task not drawn in a step reports NaN)."""
   host = jax.device_get(history)
   out = {}
-  for key in host[0]:
-    if key in ("task", "task_losses"):
-      continue
-    out[key] = float(np.mean([h[key] for h in host]))
-  if "task_losses" in host[0]:
-    losses = np.stack([h["task_losses"] for h in host])          # [steps, tasks]
-    ran = np.isfinite(losses)
-    for i, name in enumerate(task_names):
-      if ran[:, i].any():
-        out[f"loss/{name}"] = float(losses[ran[:, i], i].mean())
+  for key, first in host[0].items():
+    if isinstance(first, dict):
+      prefix = "loss" if key == "task_losses" else key
+      for name in first:
+        values = np.asarray([h[key][name] for h in host], np.float64)
+        if np.isfinite(values).any():
+          out[f"{prefix}/{name}"] = float(values[np.isfinite(values)].mean())
+    else:
+      out[key] = float(np.mean([h[key] for h in host]))
   return out
 
 
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Runs `config.system` into `workdir`: its fit verb if it has one, else the training loop.
+  Returns the final metrics as in metrics.json (`<key>/<metric>`)."""
+  system = systems_lib.get(config.system)
+  if system.fit is not None:
+    return system.fit(config, workdir)
+  return train_and_evaluate(config, workdir)
+
+
+def finish(system: systems_lib.System, variables: Any, data: Any,
+           config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """The final evaluation: `write_outputs`, then the system's metrics into metrics.json as
+  `<key>/<metric>` (process 0); returns them with the prefix."""
+  metrics = system.write_outputs(jax.device_get(variables), data, config, workdir)
+  prefixed = {f"{system.key(config)}/{k}": float(v) for k, v in metrics.items()}
+  if jax.process_index() == 0:
+    utils.update_metrics_json(workdir, prefixed)
+  return prefixed
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config.system` in `workdir` (resuming if it holds checkpoints); returns test metrics."""
-  system = systems_lib.get_system(config.system)
+  """Trains `config.system` in `workdir` (resuming if it holds checkpoints); returns the final
+  metrics on `config.eval.split` as metrics.json holds them (`<key>/<metric>`)."""
+  system = systems_lib.get(config.system)
+  if system.loss is None:
+    raise ValueError(f"system {system.name!r} is not trained by the loop; use train.run.")
+  key = system.key(config)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     utils.write_json_atomic(os.path.join(workdir, "config.json"),
@@ -209,24 +281,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sharding.check_batch_size(config.train.batch_size, mesh)
 
   data = system.load_data(config, workdir)
+  num_steps = resolve_num_steps(config, data.info)
   tables = sharding.put_replicated(data.tables, mesh)
   tx = make_optimizer(config)
-
-  init_state = _state_initializer(system, config, data, tx)
-  rng = jax.random.key(config.seed)
-  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh),
-                                jax.eval_shape(init_state, rng))
-  state = jax.jit(init_state, out_shardings=state_sharding)(rng)
+  state = create_train_state(system, config, data.info, tx, mesh)
 
   ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  # Two managers may save the same step at once (a best validation on a checkpoint step); on
+  # multi-host jobs their background commits meet at coordination barriers named by the step, so
+  # each manager gets its own barrier prefix or the two race for one barrier.
   manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
-      max_to_keep=config.train.keep_checkpoints, create=True))
-  best_manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"),
-                                       options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+      max_to_keep=config.train.keep_checkpoints, create=True,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix="checkpoints")))
+  best_manager = ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), "best"), options=ocp.CheckpointManagerOptions(
+          max_to_keep=1, create=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix="best")))
   progress = {"best_metric": None, "best_step": -1, "evals_without_improvement": 0,
               "stopped_early": False, "lr_drops": 0}
-  max_drops = int(config.optimizer.get("plateau_drops", 0) or 0)
-  drop_factor = float(config.optimizer.get("plateau_factor", 0.2))
+  max_drops = int(config.optimizer.plateau_drops)
+  drop_factor = float(config.optimizer.plateau_factor)
   progress["base_learning_rate"] = float(config.optimizer.learning_rate)
   if manager.latest_step() is not None:
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
@@ -245,12 +320,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.warning("The dataset has no valid split: no periodic validation or early stopping; "
                     "the final parameters are evaluated.")
 
-  step_fn = jax.jit(
-      lambda s, b, t: train_step(s, b, t, system=system, config=config, tx=tx,
-                                 task_names=data.task_names),
-      donate_argnums=(0,))
+  step_fn = make_train_step(system, config, tx)
   writer = utils.MetricWriter(workdir)
-  num_steps = int(config.train.num_steps)
   step = int(state.step)
   batch_size = config.train.batch_size
   history: list[dict] = []
@@ -277,7 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       # Losses are checked for finiteness whenever they are logged, and always before an evaluation
       # or a checkpoint, so a diverged state is never saved over the last good one.
       if _periodic(step, config.train.log_every, num_steps) or checkpoint_due or eval_due:
-        summary = _summarise(history, data.task_names)
+        summary = _summarise(history)
         history = []
         # The loss alone can hide a diverged state (a ranking loss masks NaN scores to 0), so the
         # gradient and parameter norms are checked too.
@@ -300,23 +371,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      100 * step / num_steps, summary["loss"], rate, utils.format_seconds(eta))
 
       if eval_due:
-        val = system.evaluate(variables(state.params, state.model_state), data, config, "valid")
-        writer.write_scalars(step, {f"valid/{k}": v for k, v in val.items()})
+        val = system.evaluate(jax.device_get(variables_of(state)), data, config, "valid")
+        writer.write_scalars(step, {f"valid/{key}/{k}": v for k, v in val.items()})
         metric = utils.select_metric(val, config.train.eval_metric)
         logging.info("step %d validation %s = %.4f (best %s at step %d)", step,
                      config.train.eval_metric, metric, progress["best_metric"], progress["best_step"])
         if progress["best_metric"] is None or metric > progress["best_metric"]:
           progress.update(best_metric=float(metric), best_step=step, evals_without_improvement=0)
-          best_manager.save(step, args=ocp.args.StandardSave(
-              variables(state.params, state.model_state)), force=True)
+          best_manager.save(step, args=ocp.args.StandardSave(variables_of(state)), force=True)
         else:
           progress["evals_without_improvement"] += 1
           if progress["evals_without_improvement"] >= config.train.patience:
-            if progress.get("lr_drops", 0) < max_drops:
+            if progress["lr_drops"] < max_drops:
               # Lee et al. / Platt §6.1: lower the rate when validation stops improving, a fixed
               # number of times, before stopping.
               state = scale_learning_rate(state, drop_factor)
-              progress["lr_drops"] = progress.get("lr_drops", 0) + 1
+              progress["lr_drops"] += 1
               progress["evals_without_improvement"] = 0
               logging.info("step %d: %s has not improved for %d evaluations; learning rate "
                            "x%g -> %.3g (drop %d of %d).", step, config.train.eval_metric,
@@ -344,12 +414,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   manager.wait_until_finished()
   best_manager.wait_until_finished()
 
-  params = variables(state.params, state.model_state)
+  variables = variables_of(state)
   if best_manager.latest_step() is not None:
-    params = best_manager.restore(best_manager.latest_step(),
-                                  args=ocp.args.StandardRestore(abstract_like(params)))
+    variables = best_manager.restore(best_manager.latest_step(),
+                                     args=ocp.args.StandardRestore(abstract_like(variables)))
     logging.info("Evaluating the best parameters (step %d).", best_manager.latest_step())
-  metrics = system.write_outputs(params, data, config, workdir)
+  metrics = finish(system, variables, data, config, workdir)
   writer.write_scalars(step, {f"{config.eval.split}/{k}": v for k, v in metrics.items()})
   writer.close()
   return metrics
@@ -379,25 +449,12 @@ def abstract_like(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def _state_initializer(system, config, data, tx) -> Callable[[jax.Array], TrainState]:
-  def init_state(rng):
-    init_rng, state_rng = jax.random.split(rng)
-    params, model_state = system.init(config, data.info, init_rng), {}
-    if is_stateful(system):
-      params, model_state = params
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.key_data(state_rng), model_state=model_state)
-  return init_state
-
-
-def load_state(workdir: str, config: ml_collections.ConfigDict, data, *, best: bool = True,
-               mesh=None) -> tuple[int, Any]:
-  """(step, params) from a run: the best parameters by validation if kept (and `best`), else the
-  latest checkpoint's. Restores onto the current devices whatever topology the run trained on.
-  For stateful systems "params" are the variables `{"params": ..., "batch_stats": ...}`."""
-  system = systems_lib.get_system(config.system)
+def load_variables(workdir: str, system: systems_lib.System, config: ml_collections.ConfigDict,
+                   info: dict, *, best: bool = True, mesh=None) -> tuple[int, Any]:
+  """(step, variables) of a run: the best by validation if kept (and `best`), else the latest
+  checkpoint's. Restores onto the current devices whatever topology the run trained on."""
   mesh = mesh or sharding.make_mesh()
-  init_state = _state_initializer(system, config, data, make_optimizer(config))
+  init_state = _state_initializer(system, config, info, make_optimizer(config))
   abstract = jax.eval_shape(init_state, jax.random.key(0))
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)), abstract)
@@ -407,17 +464,33 @@ def load_state(workdir: str, config: ml_collections.ConfigDict, data, *, best: b
     with ocp.CheckpointManager(os.path.join(root, "best"), options=options) as m:
       if m.latest_step() is not None:
         return m.latest_step(), m.restore(m.latest_step(), args=ocp.args.StandardRestore(
-            variables(abstract.params, abstract.model_state)))
+            variables_of(abstract)))
   if os.path.isdir(os.path.join(root, "checkpoints")):
     with ocp.CheckpointManager(os.path.join(root, "checkpoints"), options=options) as m:
       if m.latest_step() is not None:
         restored = m.restore(m.latest_step(), args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
-        return m.latest_step(), variables(restored.state.params, restored.state.model_state)
+        return m.latest_step(), variables_of(restored.state)
   raise FileNotFoundError(f"no checkpoint in {workdir}/best or {workdir}/checkpoints; train first "
                           "with `python -m launch.train --workdir=...`.")
 
 
-def load_params(workdir: str, config: ml_collections.ConfigDict, data) -> Any:
-  """The parameters `evaluate`/`predict` use: the best by validation, else the latest checkpoint."""
-  return load_state(workdir, config, data)[1]
+def evaluate_run(workdir: str) -> dict[str, float]:
+  """Reruns the final evaluation of a trained run (best parameters) into its workdir."""
+  system, config = systems_lib.for_workdir(workdir)
+  if system.loss is None:
+    raise ValueError(f"{workdir} holds a {system.name!r} run, which is evaluated by its fit "
+                     "(rerun it: it resumes and evaluates).")
+  data = system.load_data(config, workdir)
+  _, variables = load_variables(workdir, system, config, data.info)
+  return finish(system, variables, data, config, workdir)
+
+
+def load_predictor(workdir: str, **options) -> systems_lib.Predictor:
+  """The run in `workdir` as its system's `Predictor` (best parameters, loaded once)."""
+  system, config = systems_lib.for_workdir(workdir)
+  if system.predictor is None:
+    raise ValueError(f"{workdir} holds a {system.name!r} run, which answers no queries; the "
+                     f"systems that do: {[n for n in systems_lib.names() if systems_lib.get(n).predictor]}.")
+  restore = lambda info: jax.device_get(load_variables(workdir, system, config, info)[1])
+  return system.predictor(workdir, config, restore, **options)

@@ -19,6 +19,7 @@ TensorFlow stays on the CPU: the launchers hide accelerators from it.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterator
 
 import jax
@@ -231,3 +232,23 @@ def audio_windows(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
       batch = {k: np.concatenate([v, np.zeros((batch_size - n,) + v.shape[1:], v.dtype)])
                for k, v in batch.items()}
     yield batch
+
+
+FACTORS_FILE = "factors.npz"
+
+
+def load_factor_targets(path: str) -> TrackTargets:
+  """Item factors fitted by `launch.wmf`: a workdir holding factors.npz, or the file itself."""
+  file = os.path.join(path, FACTORS_FILE) if os.path.isdir(path) else path
+  if not os.path.exists(file):
+    raise FileNotFoundError(
+        f"no latent factors at {file}. Fit them first: `python -m launch.wmf "
+        f"--config=configs/wmf.py:demo --workdir=W`, then pass --config.data.factors=W.")
+  with np.load(file, allow_pickle=False) as z:
+    missing = {"item_ids", "item_factors"} - set(z.files)
+    if missing:
+      raise ValueError(f"{file} lacks {sorted(missing)}: not a factors.npz written by launch.wmf.")
+    ids, values = z["item_ids"].astype(str), z["item_factors"].astype(np.float32)
+  if not np.isfinite(values).all():
+    raise ValueError(f"{file} holds non-finite factors; refit them with launch.wmf.")
+  return TrackTargets(ids=ids, values=values)

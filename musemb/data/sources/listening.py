@@ -4,7 +4,7 @@ The recommendation side of Platt's thesis (`004_*` paper, "Content-based music r
 the LFM-1b dataset and sample-level deep convolutional neural networks", chapter 3) fits latent
 factors to user play counts and ties them to Million Song Dataset (MSD) tracks, whose audio and
 Last.fm tags the rest of the system uses. This module reads every input of that chain and returns
-the play counts in a CSR-ready `PlayCounts`, which the ALS step (`musemb.wmf`) consumes.
+the play counts in a CSR-ready `PlayCounts`, which the ALS step (`musemb.systems.wmf.als`) consumes.
 
 Layouts read here, as their publishers distribute them (no header lines anywhere):
 
@@ -51,8 +51,9 @@ import collections
 import dataclasses
 import os
 import sqlite3
-from typing import Collection, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator
 
+from absl import logging
 import numpy as np
 import scipy.sparse
 
@@ -641,3 +642,58 @@ def msd_track_tags(db_path: str, skipped: records.SkipCounter | None = None, *,
   """
   return select_tags(read_lastfm_tags(db_path, skipped, track_ids=track_ids), top_n=top_n,
                      min_score=min_score)
+
+
+def load_plays(data: Any) -> PlayCounts:
+  """The play counts named by a config's `data` block (`configs/wmf.py`: source, path,
+  msd_catalogue, synthetic_size, synthetic_seed).
+
+  Sources: `synthetic` (the built-in world's listeners), `taste_profile` (train_triplets.txt; with
+  `data.msd_catalogue` its MSD song ids become the first MSD track id of each song, so the factors
+  join the MSD audio), `lfm1b` (LFM-1b track ids) and `lfm1b_msd` (LFM-1b matched to the MSD by
+  case-insensitive artist and title, duplicates merged, items are MSD track ids: the thesis' data).
+  """
+  source = data.source
+  if source == "synthetic":
+    from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
+    world = synthetic.SyntheticWorld(data.synthetic_size, seed=data.synthetic_seed)
+    return PlayCounts.from_plays(world.tables().plays)
+  if not data.path:
+    raise ValueError(f"data.source={source!r} needs data.path: the Taste Profile's "
+                     "train_triplets.txt file, or the LFM-1b folder (--data.path=...).")
+  skipped = records.SkipCounter()
+  catalogue_path = data.get("msd_catalogue", "")
+  if source == "taste_profile":
+    plays = read_taste_profile(data.path, skipped)
+    if catalogue_path:
+      plays = _song_ids_to_track_ids(plays, read_msd_catalogue(catalogue_path, skipped))
+  elif source == "lfm1b":
+    plays = read_lfm1b_plays(data.path, skipped)
+  elif source == "lfm1b_msd":
+    if not catalogue_path:
+      raise ValueError("data.source='lfm1b_msd' needs --data.msd_catalogue=<the MSD's "
+                       "unique_tracks.txt> to match LFM-1b tracks to MSD tracks.")
+    match = match_lfm1b_to_msd(data.path, catalogue_path, skipped)
+    logging.info("wmf: LFM-1b matched to the MSD: %s", match.coverage)
+    plays = match.plays
+  else:
+    raise ValueError(f"data.source={source!r} is not one of synthetic, taste_profile, "
+                     "lfm1b, lfm1b_msd.")
+  if skipped.counts:
+    logging.warning("wmf: rows skipped while reading %s: %s", data.path,
+                    dict(skipped.counts))
+  return plays
+
+
+def _song_ids_to_track_ids(plays: PlayCounts,
+                           catalogue: MsdCatalogue) -> PlayCounts:
+  """Renames MSD song ids (SO...) to their first track id (TR...) in catalogue order; songs the
+  catalogue lacks keep their song id (counted in the log)."""
+  first_track: dict[str, str] = {}
+  for track_id, song_id in zip(catalogue.track_ids, catalogue.song_ids):
+    first_track.setdefault(song_id, track_id)
+  items = [first_track.get(song, song) for song in plays.items]
+  unmapped = sum(song not in first_track for song in plays.items)
+  logging.info("wmf: %d of %d Taste Profile songs mapped to MSD track ids (%d not in the "
+               "catalogue keep their song id).", len(items) - unmapped, len(items), unmapped)
+  return dataclasses.replace(plays, items=items)

@@ -12,7 +12,6 @@ Trained by the shared loop: `python -m launch.train --config=configs/one_vs_rest
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,9 +20,11 @@ import numpy as np
 
 from musemb import evaluate as evaluate_lib
 from musemb import utils
-from musemb.data import bof_data
 from musemb.models import linear
 from musemb.objectives import ranking as ranking_losses
+from musemb.systems import System
+from musemb.systems.muslse import data as bof_data
+from musemb.systems.muslse import report as muslse_report
 
 TASKS = ("tag_prediction", "artist_prediction")
 _WEIGHTS = {"tag_prediction": "W_tag", "artist_prediction": "W_artist"}
@@ -33,14 +34,11 @@ load_data = bof_data.load_data
 
 
 def init(config: ml_collections.ConfigDict, info: dict, rng: jax.Array) -> dict:
-  del config, rng  # zero init, as the perceptron starts
-  return {"W_tag": jnp.zeros((info["num_features"], info["num_tags"]), jnp.float32),
-          "W_artist": jnp.zeros((info["num_features"], info["num_artists"]), jnp.float32)}
-
-
-def project(params: dict, config: ml_collections.ConfigDict) -> dict:
-  del config
-  return params
+  """{"params": {"W_tag": [|S|, |T|], "W_artist": [|S|, |A|]}}, zero, as the perceptron starts."""
+  del config, rng
+  return {"params": {
+      "W_tag": jnp.zeros((info["num_features"], info["num_tags"]), jnp.float32),
+      "W_artist": jnp.zeros((info["num_features"], info["num_artists"]), jnp.float32)}}
 
 
 def scores(W: jax.Array, idx: jax.Array, val: jax.Array) -> jax.Array:
@@ -51,24 +49,25 @@ def scores(W: jax.Array, idx: jax.Array, val: jax.Array) -> jax.Array:
   return linear.densify(idx, val, W.shape[0]) @ W
 
 
-def loss(params: dict, batch: dict, tables: Any, rng: jax.Array, config: ml_collections.ConfigDict,
-         task_names: tuple[str, ...]) -> tuple[jax.Array, dict]:
-  del rng
+def loss(variables: dict, batch: dict, tables: bof_data.BofTables, rng: jax.Array,
+         config: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
+  """The summed hinge of every configured task's classifiers over the batch."""
+  del rng, config
+  params = variables["params"]
   song = batch["song"]                          # training-song row ids; features live in tables
-  idx, val = tables["song_idx"][song], tables["song_val"][song]
+  idx, val = tables.song_idx[song], tables.song_val[song]
   per_task = []
-  for task in task_names:
+  for task in tables.task_names:
     f = scores(params[_WEIGHTS[task]], idx, val)
     if task == "tag_prediction":
-      labels = tables["song_tags"][song]
+      labels = tables.song_tags[song]
       valid = labels.any(-1)
     else:
-      artist = tables["song_artist"][song]
+      artist = tables.song_artist[song]
       labels = jax.nn.one_hot(jnp.maximum(artist, 0), f.shape[-1], dtype=bool)
       valid = artist >= 0
     per_task.append(jnp.sum(jnp.where(valid, ranking_losses.one_vs_rest_hinge(f, labels), 0.0)))
-  per_task = jnp.stack(per_task)
-  return per_task.sum(), {"task_losses": per_task}
+  return sum(per_task), {"task_losses": dict(zip(tables.task_names, per_task))}
 
 
 def _check_tasks(task_names):
@@ -98,8 +97,9 @@ def evaluate_tasks(params: dict, data, config: ml_collections.ConfigDict, split:
   return means, per_query
 
 
-def evaluate(params: dict, data, config: ml_collections.ConfigDict, split: str) -> dict[str, float]:
-  return evaluate_tasks(params, data, config, split)[0]
+def evaluate(variables: dict, data, config: ml_collections.ConfigDict, split: str
+             ) -> dict[str, float]:
+  return evaluate_tasks(variables["params"], data, config, split)[0]
 
 
 def _seconds_per_song(W: np.ndarray, data) -> float:
@@ -108,13 +108,14 @@ def _seconds_per_song(W: np.ndarray, data) -> float:
   return evaluate_lib.seconds_per_song(top1, data.splits[evaluate_lib.timing_split(data)])
 
 
-def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir: str
+def write_outputs(variables: dict, data, config: ml_collections.ConfigDict, workdir: str
                   ) -> dict[str, float]:
-  """Evaluates on `config.eval.split`, writes one_vs_rest/* metrics and stats; returns the metrics."""
+  """Evaluates on `config.eval.split`, writes per-query p@3 and Table 7's stats; returns the
+  metrics."""
+  params = variables["params"]
   metrics, per_query = evaluate_tasks(params, data, config, config.eval.split)
   if jax.process_index() != 0:
     return metrics
-  utils.update_metrics_json(workdir, {f"one_vs_rest/{k}": v for k, v in metrics.items()})
   arrays = {k: v for k, v in per_query.items() if k.endswith("/query_ids")}
   arrays.update({f"one_vs_rest/{k}": v for k, v in per_query.items() if k.endswith("/p@3")})
   utils.save_npz_atomic(os.path.join(workdir, "per_query.npz"), arrays)
@@ -127,3 +128,10 @@ def write_outputs(params: dict, data, config: ml_collections.ConfigDict, workdir
       "labels": {t: int(data.info[_LABELS[t]]) for t in data.task_names},
       "seconds_per_song": {t: _seconds_per_song(w, data) for t, w in used.items()}})
   return metrics
+
+
+# The run's report is MUSLSE's (Tables 2, 6, 7), with this run's rows and MUSLSE's as a baseline.
+SYSTEM = System(
+    name="one_vs_rest", load_data=load_data, init=init, loss=loss, evaluate=evaluate,
+    write_outputs=write_outputs, report=muslse_report.write_report,
+    compare=muslse_report.compare_runs)

@@ -1,7 +1,7 @@
-"""Library side of `launch.wmf`: load play counts, hold some out, fit WMF resumably, evaluate.
+"""WMF's fit verb: load play counts, hold some out, fit WMF resumably, evaluate.
 
 The recommendation step of Platt's thesis (`004_*` paper, chapter 5): implicit-feedback ALS factors
-(Hu, Koren & Volinsky 2008; `musemb.wmf`) fitted to play counts from the built-in synthetic world,
+(Hu, Koren & Volinsky 2008; `musemb.systems.wmf.als`) fitted to play counts from the built-in synthetic world,
 the Echo Nest Taste Profile triplets or LFM-1b. A seeded fraction of each user's (user, item) pairs
 is held out; the factors are fitted on the rest and judged by ranking each user's unseen items:
 recall@50 and the MSD challenge's mAP@500 of the held-out pairs (`musemb.metrics`), next to a random
@@ -22,7 +22,6 @@ metrics.json   wmf/recommendation/{recall@50, map@500, random_recall@50, random_
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -33,95 +32,16 @@ import ml_collections
 import numpy as np
 import scipy.sparse
 
+from musemb import evaluate as evaluate_lib
 from musemb import metrics as metrics_lib
-from musemb import proxy
 from musemb import sharding as sharding_lib
 from musemb import utils
-from musemb import wmf
 from musemb.data.sources import listening
+from musemb.systems.wmf import als
+from musemb.systems.wmf import data as wmf_data
 
 FACTORS_FILE = "factors.npz"
 METRICS_PREFIX = "wmf/recommendation/"
-
-
-def load_plays(config: ml_collections.ConfigDict) -> listening.PlayCounts:
-  """The play counts named by `config.data`.
-
-  Sources: `synthetic` (the built-in world's listeners), `taste_profile` (train_triplets.txt; with
-  `data.msd_catalogue` its MSD song ids become the first MSD track id of each song, so the factors
-  join the MSD audio), `lfm1b` (LFM-1b track ids) and `lfm1b_msd` (LFM-1b matched to the MSD by
-  case-insensitive artist and title, duplicates merged, items are MSD track ids: the thesis' data).
-  """
-  source = config.data.source
-  if source == "synthetic":
-    from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
-    world = synthetic.SyntheticWorld(config.data.synthetic_size, seed=config.data.synthetic_seed)
-    return listening.PlayCounts.from_plays(world.tables().plays)
-  if not config.data.path:
-    raise ValueError(f"config.data.source={source!r} needs config.data.path: the Taste Profile's "
-                     "train_triplets.txt file, or the LFM-1b folder (--config.data.path=...).")
-  from musemb.data.sources import records  # pylint: disable=g-import-not-at-top
-  skipped = records.SkipCounter()
-  catalogue_path = config.data.get("msd_catalogue", "")
-  if source == "taste_profile":
-    plays = listening.read_taste_profile(config.data.path, skipped)
-    if catalogue_path:
-      plays = _song_ids_to_track_ids(plays, listening.read_msd_catalogue(catalogue_path, skipped))
-  elif source == "lfm1b":
-    plays = listening.read_lfm1b_plays(config.data.path, skipped)
-  elif source == "lfm1b_msd":
-    if not catalogue_path:
-      raise ValueError("config.data.source='lfm1b_msd' needs --config.data.msd_catalogue=<the MSD's "
-                       "unique_tracks.txt> to match LFM-1b tracks to MSD tracks.")
-    match = listening.match_lfm1b_to_msd(config.data.path, catalogue_path, skipped)
-    logging.info("wmf: LFM-1b matched to the MSD: %s", match.coverage)
-    plays = match.plays
-  else:
-    raise ValueError(f"config.data.source={source!r} is not one of synthetic, taste_profile, "
-                     "lfm1b, lfm1b_msd.")
-  if skipped.counts:
-    logging.warning("wmf: rows skipped while reading %s: %s", config.data.path,
-                    dict(skipped.counts))
-  return plays
-
-
-def _song_ids_to_track_ids(plays: listening.PlayCounts,
-                           catalogue: listening.MsdCatalogue) -> listening.PlayCounts:
-  """Renames MSD song ids (SO...) to their first track id (TR...) in catalogue order; songs the
-  catalogue lacks keep their song id (counted in the log)."""
-  first_track: dict[str, str] = {}
-  for track_id, song_id in zip(catalogue.track_ids, catalogue.song_ids):
-    first_track.setdefault(song_id, track_id)
-  items = [first_track.get(song, song) for song in plays.items]
-  unmapped = sum(song not in first_track for song in plays.items)
-  logging.info("wmf: %d of %d Taste Profile songs mapped to MSD track ids (%d not in the "
-               "catalogue keep their song id).", len(items) - unmapped, len(items), unmapped)
-  return dataclasses.replace(plays, items=items)
-
-
-def proxy_tags(config: ml_collections.ConfigDict, items: list[str]
-               ) -> tuple[np.ndarray, list[str], np.ndarray] | None:
-  """(tags [items, T], tag names, labelled [items]) for chapter 5's proxy task, or None.
-
-  The built-in world knows its tracks' tags; MSD-keyed items (`lfm1b_msd`, or `taste_profile` with
-  the catalogue) read the top-N Last.fm tags above the score threshold from `proxy.lastfm_tags`.
-  """
-  if config.data.source == "synthetic":
-    tags, names = proxy.synthetic_item_tags(items, config.data.synthetic_size,
-                                            config.data.synthetic_seed)
-    return tags, names, np.ones(len(items), bool)
-  db = config.proxy.get("lastfm_tags", "")
-  if not db:
-    logging.info("wmf: no proxy task (set --config.proxy.lastfm_tags=<lastfm_tags.db> for "
-                 "MSD-keyed items).")
-    return None
-  names, tags_by_item = listening.msd_track_tags(
-      db, top_n=config.proxy.top_n_tags, min_score=config.proxy.min_tag_score, track_ids=items)
-  tags, labelled = proxy.tag_matrix(items, tags_by_item, names)
-  labelled &= tags.any(axis=1)   # tracks without a vocabulary tag say nothing about the tags
-  logging.info("wmf: proxy task on %d of %d items that carry one of the top %d tags.",
-               int(labelled.sum()), len(items), len(names))
-  return tags, names, labelled
 
 
 def split_holdout(counts: scipy.sparse.spmatrix, fraction: float,
@@ -187,7 +107,7 @@ def recommend_topk(user_factors: np.ndarray, item_factors: np.ndarray,
   """[Q, k] each user's top-k unseen items by x_u . y_i, in chunks of `chunk` users."""
   out = []
   for start in range(0, len(users), chunk):
-    _, idx = wmf.recommend(user_factors, item_factors, train, users[start:start + chunk], k)
+    _, idx = als.recommend(user_factors, item_factors, train, users[start:start + chunk], k)
     out.append(idx)
   return np.concatenate(out) if out else np.zeros((0, k), np.int32)
 
@@ -229,7 +149,7 @@ def fit_and_save(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
   # The config travels with the factors: systems trained on them reload the same plays from it.
   utils.write_json_atomic(os.path.join(workdir, "config.json"),
                           json.loads(config.to_json_best_effort()))
-  plays = load_plays(config)
+  plays = listening.load_plays(config.data)
   if not plays.nnz:
     raise ValueError(f"config.data ({config.data.source}) yielded no plays.")
   counts = plays.to_csr()
@@ -266,7 +186,7 @@ def fit_and_save(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
   else:
     if start:
       logging.info("wmf: resuming from %s at iteration %d.", path, start)
-    x, y = wmf.fit(train, factors=w.factors, regularization=w.regularization, alpha=w.alpha,
+    x, y = als.fit(train, factors=w.factors, regularization=w.regularization, alpha=w.alpha,
                    confidence=w.confidence, eps=w.eps, iterations=w.iterations, solver=w.solver,
                    cg_steps=w.cg_steps, seed=config.seed, mesh=mesh, callback=save,
                    user_factors=None if saved is None else saved["user_factors"],
@@ -294,11 +214,11 @@ def fit_and_save(config: ml_collections.ConfigDict, workdir: str) -> dict[str, f
                  "wmf/fit/factors": float(w.factors), "wmf/fit/iterations": float(w.iterations),
                  "wmf/fit/seconds": float(fit_seconds),
                  "wmf/fit/resumed_from": float(start)})
-  found = proxy_tags(config, list(plays.items)) if config.proxy.enabled else None
+  found = wmf_data.proxy_tags(config, list(plays.items)) if config.proxy.enabled else None
   if found is not None:
     # Chapter 5's proxy task: how much of the tags the item factors carry.
     tags, _, labelled = found
-    p = proxy.tag_prediction_from_factors(
+    p = evaluate_lib.tag_prediction_from_factors(
         np.asarray(y)[labelled], tags[labelled], split_seed=config.proxy.split_seed,
         test_fraction=config.proxy.test_fraction, l2=config.proxy.l2, steps=config.proxy.steps,
         learning_rate=config.proxy.learning_rate)

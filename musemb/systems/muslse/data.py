@@ -1,16 +1,17 @@
-"""Bag-of-frames training data: what MUSLSE and its one-vs-rest baseline train and evaluate on.
+"""MUSLSE's data adapter: the bag-of-frames data MUSLSE and its one-vs-rest baseline train on.
 
-`load_data(config, workdir)` resolves the prepared dataset (`config.data_dir`, or the built-in
-synthetic world prepared under `<workdir>/data`), computes or loads the cached MFCC k-means
+`load_data(config, workdir)` resolves the prepared dataset (`musemb.data.prepared.resolve_dataset`:
+`config.data_dir`, or the built-in synthetic world prepared under `<workdir>/data`), computes or loads the cached MFCC k-means
 bag-of-frames (`musemb.data.derived`), reads labels per split (`musemb.data.pipeline.read_split`)
 and returns a `BofData` with:
 
 * `splits[name]`: per-track sparse song vectors padded to a common width P (`idx`, `val` [n, P];
   padding has value 0 and so contributes nothing), primary artist ids and multi-hot tags;
-* `tables`: device-resident lookups the jitted loss needs to score sampled negatives: the training
-  songs' bags (`song_idx`, `song_val`), their artists, each artist's training songs (for similar-song
-  positives; at most `MAX_SONGS_PER_ARTIST`, a seeded sample, per artist) and each artist's
-  training-split similar artists;
+* `tables` (`BofTables`): device-resident lookups the jitted loss needs to score sampled negatives:
+  the training songs' bags (`song_idx`, `song_val`), their artists, each artist's training songs
+  (for similar-song positives; at most `MAX_SONGS_PER_ARTIST`, a seeded sample, per artist) and
+  each artist's training-split similar artists; the tasks the data supports ride along as static
+  metadata (`task_names`), so the loss knows them without a Python argument;
 * `train_batch(step)`: a deterministic batch for a step (`EpochBatcher`), so resuming is exact;
 * `task_names`: the configured tasks this data supports; the others are skipped with a log line.
 """
@@ -18,19 +19,17 @@ and returns a `BofData` with:
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any, Callable
+from typing import Any
 
 from absl import logging
-import jax
+import flax
 import ml_collections
 import numpy as np
 
 from musemb import features as features_lib
-from musemb.data import builders
-from musemb.data import prepared as prepared_lib
 from musemb.data import derived
 from musemb.data import pipeline
+from musemb.data import prepared as prepared_lib
 
 # The tasks a bag-of-frames dataset can supervise (MUSLSE §2); `supported_tasks` says which a
 # given dataset has the data for.
@@ -52,12 +51,25 @@ class SplitBof:
     return len(self.track_ids)
 
 
+@flax.struct.dataclass
+class BofTables:
+  """What the jitted loss reads beside the batch (all training split; -1 pads id lists)."""
+
+  song_idx: Any           # [songs, P] int32 codeword ids
+  song_val: Any           # [songs, P] float32 normalised counts
+  song_artist: Any        # [songs] int32 primary artist, -1 if none
+  song_tags: Any          # [songs, T] bool
+  artist_songs: Any       # [artists, K] int32 training songs of each artist
+  artist_similar: Any     # [artists, K'] int32 training-split similar artists
+  task_names: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
+
+
 @dataclasses.dataclass
 class BofData:
   info: dict[str, Any]
   task_names: tuple[str, ...]
   splits: dict[str, SplitBof]
-  tables: dict[str, np.ndarray]
+  tables: BofTables
   similar_edges: dict[str, list[np.ndarray]]   # split -> per-artist similar artist ids
   codebook: derived.Codebook
   batcher: pipeline.EpochBatcher
@@ -69,32 +81,8 @@ class BofData:
     return {"song": self.batcher.indices(step).astype(np.int32)}
 
 
-def _process_zero_first(fn: Callable[[], Any]) -> Any:
-  """Runs `fn` on process 0, then on the others once it is done (they read what it cached).
-
-  Building a dataset or its derived features is a write; on multi-host jobs one process does it
-  and the others wait at a barrier, instead of racing to rename the same folders.
-  """
-  if jax.process_count() == 1:
-    return fn()
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  result = fn() if jax.process_index() == 0 else None
-  multihost_utils.sync_global_devices("musemb.bof_data")
-  return result if jax.process_index() == 0 else fn()
 
 
-def resolve_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """The prepared dataset directory: `config.data_dir`, or the built-in world under the workdir."""
-  if config.data_dir:
-    return prepared_lib.find_dataset_dir(config.data_dir)
-  from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
-  world = synthetic.SyntheticWorld(config.data.synthetic_size, seed=config.data.synthetic_seed,
-                                   sample_rate=config.data.sample_rate)
-  logging.info("config.data_dir is empty: using the built-in synthetic world (%s).",
-               config.data.synthetic_size)
-  return _process_zero_first(lambda: builders.prepare(
-      world, os.path.join(workdir, "data"), sample_rate=config.data.sample_rate,
-      max_seconds=config.data.max_seconds or None))
 
 
 def bof_config(config: ml_collections.ConfigDict, sample_rate: int) -> derived.BofConfig:
@@ -194,9 +182,9 @@ def supported_tasks(config_tasks: tuple[str, ...], train: SplitBof, num_tags: in
 
 
 def load_data(config: ml_collections.ConfigDict, workdir: str) -> BofData:
-  dataset_dir = resolve_dataset(config, workdir)
+  dataset_dir = prepared_lib.resolve_dataset(config, workdir)
   prepared = prepared_lib.load_prepared(dataset_dir)
-  codebook, bofs = _process_zero_first(lambda: derived.compute_bag_of_frames(
+  codebook, bofs = prepared_lib.process_zero_first(lambda: derived.compute_bag_of_frames(
       dataset_dir, bof_config(config, prepared.sample_rate)))
   width = max(int(np.diff(b.indptr).max(initial=1)) for b in bofs.values())
   splits = {}
@@ -217,15 +205,14 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> BofData:
   tasks = supported_tasks(configured, train, len(prepared.tag_names), similar["train"])
 
   artist_songs = [np.flatnonzero(train.artist == a).astype(np.int32) for a in range(len(artist_names))]
-  tables = {
-      "song_idx": train.idx, "song_val": train.val, "song_artist": train.artist,
-      "song_tags": train.tags,
-      "artist_songs": _padded_lists(artist_songs, MAX_SONGS_PER_ARTIST, config.data.split_seed),
-      "artist_similar": _padded_lists(similar["train"]),
-  }
+  tables = BofTables(
+      song_idx=train.idx, song_val=train.val, song_artist=train.artist, song_tags=train.tags,
+      artist_songs=_padded_lists(artist_songs, MAX_SONGS_PER_ARTIST, config.data.split_seed),
+      artist_similar=_padded_lists(similar["train"]), task_names=tasks)
   info = {
       "num_features": codebook.centroids.shape[0], "num_artists": len(artist_names),
       "num_tags": len(prepared.tag_names), "num_train_songs": len(train),
+      "num_train_examples": len(train),
       "tag_names": list(prepared.tag_names), "artist_names": artist_names,
       "dataset_dir": dataset_dir, "bag_width": width,
       "avg_nonzero_features": float(np.mean([np.diff(b.indptr).mean() for b in bofs.values()])),

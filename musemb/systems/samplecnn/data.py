@@ -1,4 +1,4 @@
-"""Raw-audio training data for the shared loop: crops for training, adjacent windows for evaluation.
+"""SampleCNN's data adapter: raw-audio crops for training, adjacent windows for evaluation.
 
 The data object of systems that learn from waveforms (SampleCNN factor regression and tagging, the
 acoustic branch of later systems). It wraps `musemb.data.pipeline.audio_batches` (tf.data over the
@@ -15,7 +15,6 @@ training and counted per split, never silently (`info["coverage"]`, logged, and 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Iterator
 
 from absl import logging
@@ -23,28 +22,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from musemb.data import bof_data
 from musemb.data import prepared as prepared_lib
 from musemb.data import pipeline
-
-FACTORS_FILE = "factors.npz"
-
-
-def load_factor_targets(path: str) -> pipeline.TrackTargets:
-  """Item factors fitted by `launch.wmf`: a workdir holding factors.npz, or the file itself."""
-  file = os.path.join(path, FACTORS_FILE) if os.path.isdir(path) else path
-  if not os.path.exists(file):
-    raise FileNotFoundError(
-        f"no latent factors at {file}. Fit them first: `python -m launch.wmf "
-        f"--config=configs/wmf.py:demo --workdir=W`, then pass --config.data.factors=W.")
-  with np.load(file, allow_pickle=False) as z:
-    missing = {"item_ids", "item_factors"} - set(z.files)
-    if missing:
-      raise ValueError(f"{file} lacks {sorted(missing)}: not a factors.npz written by launch.wmf.")
-    ids, values = z["item_ids"].astype(str), z["item_factors"].astype(np.float32)
-  if not np.isfinite(values).all():
-    raise ValueError(f"{file} holds non-finite factors; refit them with launch.wmf.")
-  return pipeline.TrackTargets(ids=ids, values=values)
 
 
 @dataclasses.dataclass
@@ -64,7 +43,6 @@ class AudioData:
   """What the training loop and the raw-audio systems need from a prepared dataset."""
 
   info: dict[str, Any]
-  task_names: tuple[str, ...]
   splits: dict[str, SplitInfo]
   tables: dict[str, np.ndarray]
   prepared: prepared_lib.Prepared
@@ -115,7 +93,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> AudioData:
   `config.model.head == "factors"` needs `config.data.factors` (a `launch.wmf` workdir); training
   then uses the tracks that have factors. With the "tags" head every track trains.
   """
-  dataset_dir = bof_data.resolve_dataset(config, workdir)
+  dataset_dir = prepared_lib.resolve_dataset(config, workdir)
   prepared = prepared_lib.load_prepared(dataset_dir)
   if prepared.sample_rate != config.data.sample_rate:
     raise ValueError(f"{dataset_dir} holds {prepared.sample_rate} Hz audio but "
@@ -124,7 +102,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> AudioData:
   head = config.model.head
   targets: dict[str, pipeline.TrackTargets] = {}
   if config.data.factors:
-    targets["factors"] = load_factor_targets(config.data.factors)
+    targets["factors"] = pipeline.load_factor_targets(config.data.factors)
   elif head == "factors":
     raise ValueError("config.model.head='factors' needs latent factors: fit them with "
                      "`python -m launch.wmf --config=configs/wmf.py:demo --workdir=W` and pass "
@@ -151,9 +129,9 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> AudioData:
                      "check that the factors were fitted on this dataset's listeners.")
   info = {"num_tags": len(prepared.tag_names), "tag_names": prepared.tag_names,
           "num_factors": int(targets["factors"].values.shape[1]) if "factors" in targets else 0,
-          "sample_rate": prepared.sample_rate, "coverage": coverage,
+          "sample_rate": prepared.sample_rate, "coverage": coverage, "num_train_examples": usable,
           "dataset": prepared.full_name}
-  return AudioData(info=info, task_names=(head,), splits=splits, tables={}, prepared=prepared,
+  return AudioData(info=info, splits=splits, tables={}, prepared=prepared,
                    targets=targets, batch_size=config.train.batch_size,
                    crop_samples=config.data.crop_samples, seed=config.seed,
                    train_requires_targets=head == "factors")

@@ -44,7 +44,7 @@ data from 0.35 s to 0.27 s on one CPU core. The gathers use `mode="clip"` (paddi
 masked by its zero confidence), which saves the select pass over the block that `take`'s default
 out-of-bounds fill adds.
 
-Speed (musemb.benchmarks.als, 50k users x 100k items, 4M training non-zeros, f=64, 3 CG steps, 2
+Speed (launch.benchmarks.als, 50k users x 100k items, 4M training non-zeros, f=64, 3 CG steps, 2
 shared CPU cores; that module's docstring has the tables against `implicit`'s CPU ALS): a profile
 of one iteration puts about half the time in the gather (XLA:CPU copies the 64 floats of a row
 one scalar at a time), 40% in the 7 batched einsum passes and the rest in per-row work (the f x f

@@ -33,15 +33,16 @@ optional `titles` / `artists`, `embeddings` (or `song_embeddings`) [S, d] or, fo
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from musemb import report as report_lib
+from musemb.reports import plots as plots_lib
+from musemb.reports import runs as runs_lib
+from musemb.reports import tables as tables_lib
 from musemb import utils
 from musemb.text import readers as text_readers
 from musemb.text import tags as text_tags
@@ -89,12 +90,8 @@ TABLE3_NEIGHBOURS = 10
 PAPER_TABLE3_WORD = "jungle"
 # A general embedding in word2vec/GloVe format is read up to this many (most frequent) words.
 GENERAL_WORDS_LIMIT = 200_000
-# Config keys (first found wins) of the late-fusion acoustic weight, else late_fusion_scores' 0.5.
-LATE_FUSION_WEIGHT_KEYS = ("model.late_fusion_weight", "eval.acoustic_weight",
-                           "model.acoustic_weight")
-DEFAULT_LATE_FUSION_WEIGHT = 0.5
 
-fmt = report_lib.format_value
+fmt = tables_lib.format_value
 
 
 def _paper(value: float) -> str:
@@ -123,14 +120,14 @@ def _count(value: float | None) -> str:
 
 
 def _read_config(workdir: str) -> dict[str, Any]:
-  return report_lib._read_json_if_exists(  # pylint: disable=protected-access
+  return runs_lib.read_json_if_exists(  # pylint: disable=protected-access
       os.path.join(workdir, "config.json")) or {}
 
 
 def sampling_key(config: Mapping[str, Any] | None) -> str:
   """Table 1's row of a run: "random", "balanced", "balanced_weighted", "cosine", ... or "a/n"."""
-  anchors = str(report_lib.config_get(config, "sampling.anchors", "?"))
-  negatives = str(report_lib.config_get(config, "sampling.negatives", "?"))
+  anchors = str(runs_lib.config_get(config, "sampling.anchors", "?"))
+  negatives = str(runs_lib.config_get(config, "sampling.negatives", "?"))
   if negatives == "cosine":
     return "cosine"
   return _SAMPLING_KEYS.get((anchors, negatives), f"{anchors}/{negatives}")
@@ -141,11 +138,11 @@ def _sampling_label(key: str) -> str:
 
 
 def _words_label(config: Mapping[str, Any] | None) -> str:
-  source = str(report_lib.config_get(config, "words.source", "-"))
+  source = str(runs_lib.config_get(config, "words.source", "-"))
   if source == "domain":
     return "domain-specific (trained)"
   if source == "file":
-    source = str(report_lib.config_get(config, "words.path", "") or "file")
+    source = str(runs_lib.config_get(config, "words.path", "") or "file")
   return os.path.basename(os.path.normpath(source)) or source
 
 
@@ -161,11 +158,11 @@ def _run_info(workdir: str) -> dict[str, Any]:
     raise FileNotFoundError(f"{config_path} does not exist: the comparison needs each run's config "
                             "to place its row; point --workdirs at finished won workdirs.")
   config = _read_config(workdir)
-  metrics = report_lib._read_metrics(workdir)  # pylint: disable=protected-access
+  metrics = runs_lib.read_metrics(workdir)  # pylint: disable=protected-access
   return {"workdir": workdir, "name": os.path.basename(os.path.abspath(workdir)),
           "config": config, "metrics": metrics,
           "sampling": sampling_key(config),
-          "branch": str(report_lib.config_get(config, "model.branch", "?")),
+          "branch": str(runs_lib.config_get(config, "model.branch", "?")),
           "words": _words_label(config)}
 
 
@@ -187,7 +184,7 @@ def _run_sort_key(run: Mapping[str, Any]) -> tuple:
 def read_per_tag(workdir: str) -> dict[str, np.ndarray] | None:
   """`per_tag.npz` of a run, checked: tag_names [T] str, ap / p10 [T] float, seen [T] bool."""
   path = os.path.join(workdir, "per_tag.npz")
-  arrays = report_lib._read_npz(path)  # pylint: disable=protected-access
+  arrays = runs_lib.read_npz(path)  # pylint: disable=protected-access
   if arrays is None:
     return None
   missing = {"tag_names", "ap"} - set(arrays)
@@ -212,7 +209,7 @@ def read_per_tag(workdir: str) -> dict[str, np.ndarray] | None:
 
 def _header(workdir: str, config: Mapping[str, Any], metrics: Mapping[str, Any],
             baselines: Sequence[Mapping[str, Any]]) -> str:
-  get = report_lib.config_get
+  get = runs_lib.config_get
   if get(config, "data_dir", ""):
     data = f"prepared data set at `{get(config, 'data_dir')}`"
   elif get(config, "data.synthetic_size", ""):
@@ -254,7 +251,7 @@ def _retrieval_section(name: str, metrics: Mapping[str, Any],
       "## Tag-based retrieval (test split)", "",
       "Each tag ranks the test songs by cosine similarity; MAP averages the tags' average "
       "precisions, P@10 their precisions at 10 (section 4).", "",
-      report_lib.markdown_table(["Run", "Tags", "MAP", "P@10"], rows,
+      tables_lib.markdown_table(["Run", "Tags", "MAP", "P@10"], rows,
                                 [False, True, True, True])])
 
 
@@ -277,7 +274,7 @@ def _category_table(series: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[st
     row += [fmt(_get(m, f"category/{c}/map")) for _, m in series]
     rows.append(row)
   header = ["Category", "Tags"] + [f"{label} MAP" for label, _ in series]
-  return report_lib.markdown_table(header, rows, [False] + [True] * (len(header) - 1)), categories
+  return tables_lib.markdown_table(header, rows, [False] + [True] * (len(header) - 1)), categories
 
 
 def write_category_chart(series: Sequence[tuple[str, Mapping[str, Any]]],
@@ -305,7 +302,7 @@ def write_category_chart(series: Sequence[tuple[str, Mapping[str, Any]]],
   ax.legend(loc="best", fontsize=8)
   ax.grid(True, axis="y", alpha=0.3)
   fig.tight_layout()
-  return utils.save_figure_atomic(fig, path)
+  return plots_lib.save_figure_atomic(fig, path)
 
 
 def _category_section(workdir: str, name: str, metrics: Mapping[str, Any],
@@ -337,7 +334,7 @@ def _zero_shot_section(metrics: Mapping[str, Any], per_tag: Mapping[str, np.ndar
           ["P@10", fmt(_get(metrics, "zero_shot/p@10")), "-"]]
   out += ["The held-out tags reach the space only through their word vectors; chance is the MAP "
           "of a random ranking of the same songs (`won/zero_shot/random_map`).", "",
-          report_lib.markdown_table(["", "this run", "chance"], rows, [False, True, True])]
+          tables_lib.markdown_table(["", "this run", "chance"], rows, [False, True, True])]
   if zs_map is not None and chance is not None and chance > 0:
     out += ["", f"MAP is {zs_map / chance:.2f}x chance."]
   if per_tag is not None and "seen" in per_tag:
@@ -348,7 +345,7 @@ def _zero_shot_section(metrics: Mapping[str, Any], per_tag: Mapping[str, np.ndar
       shown = order[:ZERO_SHOT_LISTED]
       rows = [[str(per_tag["tag_names"][i]), fmt(per_tag["ap"][i]),
                fmt(per_tag["p10"][i]) if "p10" in per_tag else "-"] for i in shown]
-      out += ["", report_lib.markdown_table(["Zero-shot tag", "AP", "P@10"], rows,
+      out += ["", tables_lib.markdown_table(["Zero-shot tag", "AP", "P@10"], rows,
                                             [False, True, True])]
       if not np.all(np.isfinite(per_tag["ap"][unseen])):
         out.append("\n\"-\": the tag was left out of the evaluation (its AP in per_tag.npz is "
@@ -373,7 +370,7 @@ def _multi_tag_section(metrics: Mapping[str, Any]) -> str:
   out += ["Queries made of several tags (the paper's future work), each embedded as one text "
           "(`musemb.text.tags.query_vector`: phrase token, else the mean of its pieces' vectors).",
           "",
-          report_lib.markdown_table(["", "value"], rows, [False, True])]
+          tables_lib.markdown_table(["", "value"], rows, [False, True])]
   return "\n".join(out)
 
 
@@ -420,10 +417,10 @@ def _tags_section(per_tag: Mapping[str, np.ndarray] | None) -> str:
   header = ["Tag", "AP", "P@10", "Training"]
   numeric = [False, True, True, False]
   if worst.size == 0:
-    out.append(report_lib.markdown_table(header, rows(best), numeric))
+    out.append(tables_lib.markdown_table(header, rows(best), numeric))
   else:
-    out += ["### Best", "", report_lib.markdown_table(header, rows(best), numeric), "",
-            "### Worst", "", report_lib.markdown_table(header, rows(worst), numeric)]
+    out += ["### Best", "", tables_lib.markdown_table(header, rows(best), numeric), "",
+            "### Worst", "", tables_lib.markdown_table(header, rows(worst), numeric)]
   return "\n".join(out)
 
 
@@ -432,7 +429,7 @@ def table3_words(config: Mapping[str, Any], per_tag: Mapping[str, np.ndarray] | 
   """Words of Table 3: `config.words.query_words` (list or comma-separated) when given, else the
   zero-shot tags, then the best tags by AP (those with a vector in `wv`), and the paper's *jungle*
   when the vocabulary has it."""
-  given = report_lib.config_get(config, "words.query_words")
+  given = runs_lib.config_get(config, "words.query_words")
   if isinstance(given, str):
     given = [w.strip() for w in given.split(",") if w.strip()]
   if given:
@@ -468,7 +465,7 @@ def _table3_section(workdir: str, config: Mapping[str, Any],
     return "\n".join(out)
   wv = text_readers.load_word_vectors(path)
   embeddings = {f"this run: {_words_label(config)}": wv}
-  general = report_lib.config_get(config, "words.general_path")
+  general = runs_lib.config_get(config, "words.general_path")
   note = ""
   if general:
     if os.path.exists(str(general)):
@@ -504,7 +501,7 @@ def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
   extra rows and columns; nothing is merged into this run's metrics.json.
   """
   config = _read_config(workdir)
-  metrics = report_lib._read_metrics(workdir)  # pylint: disable=protected-access
+  metrics = runs_lib.read_metrics(workdir)  # pylint: disable=protected-access
   name = os.path.basename(os.path.abspath(workdir))
   baselines = [_run_info(b) for b in baseline_workdirs]
   per_tag = read_per_tag(workdir)
@@ -551,7 +548,7 @@ def _table1(runs: Sequence[Mapping[str, Any]]) -> str:
       "anchor tag first, negatives from the batch of positives; balanced-weighted: balanced with "
       "distance-weighted negatives; cosine: the negative sampling of the authors' released code. "
       "The paper's rows used the acoustic branch.", "",
-      report_lib.markdown_table(header, rows, [False, False] + [True] * (len(header) - 2))])
+      tables_lib.markdown_table(header, rows, [False, False] + [True] * (len(header) - 2))])
 
 
 def _table2(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -570,7 +567,7 @@ def _table2(runs: Sequence[Mapping[str, Any]]) -> str:
       "Cultural: WMF song factors through an MLP; acoustic: the short-chunk CNN on mel "
       "spectrograms; concatenation hybrid: both inputs concatenated; late fusion (ours, the "
       "paper's future work): a weighted sum of the two branches' cosine scores.", "",
-      report_lib.markdown_table(header, rows, [False] * 4 + [True, True])])
+      tables_lib.markdown_table(header, rows, [False] * 4 + [True, True])])
 
 
 def _per_run_sections(runs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -583,14 +580,14 @@ def _per_run_sections(runs: Sequence[Mapping[str, Any]]) -> list[str]:
            fmt(_get(r["metrics"], "zero_shot/random_map")),
            fmt(_get(r["metrics"], "zero_shot/p@10"))] for r in runs]
   out.append("\n".join(["## Zero-shot retrieval per run", "",
-                        report_lib.markdown_table(["Run", "Zero-shot tags", "MAP", "Chance MAP",
+                        tables_lib.markdown_table(["Run", "Zero-shot tags", "MAP", "Chance MAP",
                                                    "P@10"], rows,
                                                   [False, True, True, True, True])]))
   rows = [[r["name"], _count(_get(r["metrics"], "multi_tag/num_queries")),
            fmt(_get(r["metrics"], "multi_tag/map")), fmt(_get(r["metrics"], "multi_tag/p@10"))]
           for r in runs]
   out.append("\n".join(["## Multi-tag queries per run", "",
-                        report_lib.markdown_table(["Run", "Queries", "MAP", "P@10"], rows,
+                        tables_lib.markdown_table(["Run", "Queries", "MAP", "P@10"], rows,
                                                   [False, True, True, True])]))
   return out
 
@@ -601,9 +598,9 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
   if not workdirs:
     raise ValueError("compare_runs needs at least one workdir.")
   runs = [_run_info(w) for w in workdirs]
-  others = [r["name"] for r in runs if report_lib.config_get(r["config"], "system") != SYSTEM]
+  others = [r["name"] for r in runs if runs_lib.config_get(r["config"], "system") != SYSTEM]
   if others:
-    raise ValueError(f"report_won.compare_runs: {others} are not won runs (config.system); compare "
+    raise ValueError(f"won report compare_runs: {others} are not won runs (config.system); compare "
                      "won runs only.")
   _name_runs(runs)
   runs.sort(key=_run_sort_key)
@@ -615,7 +612,7 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
       "\n".join([f"# Tag-based retrieval runs compared ({len(runs)} runs)", "",
                  f"Shaped like Tables 1 and 2 of {PAPER}. The paper's rows (MSD100 / MSD50, the "
                  "Million Song Dataset) are there for orientation, not as the same experiment."]),
-      "\n".join(["## Runs", "", report_lib.markdown_table(
+      "\n".join(["## Runs", "", tables_lib.markdown_table(
           ["Run", "Branch", "Sampling", "Word vectors", "Tags", "MAP", "P@10"], rows,
           [False] * 4 + [True] * 3)]),
       _table1(runs), _table2(runs)] + _per_run_sections(runs)
@@ -627,221 +624,3 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
 # The query tool (launch/predict.py): text -> songs, audio -> tags.
 
 
-@dataclasses.dataclass(frozen=True)
-class SongIndex:
-  """What `song_index.npz` holds.
-
-  Attributes:
-    track_ids: [S] str.
-    titles, artists: [S] str, or None when the index has none.
-    song_embeddings: [S, d] float32, or [S, 2, d] (acoustic, cultural) for late fusion.
-    tag_names: [T] str.
-    tag_embeddings: [T, d] float32.
-    has_factors: [S] bool (late fusion: songs with WMF factors), or None (all have).
-  """
-
-  track_ids: np.ndarray
-  titles: np.ndarray | None
-  artists: np.ndarray | None
-  song_embeddings: np.ndarray
-  tag_names: np.ndarray
-  tag_embeddings: np.ndarray
-  has_factors: np.ndarray | None = None
-
-  @property
-  def late_fusion(self) -> bool:
-    return self.song_embeddings.ndim == 3
-
-
-def load_song_index(workdir: str) -> SongIndex:
-  """Reads and checks `<workdir>/song_index.npz` (song embeddings under `embeddings`, as the won
-  system writes them, or `song_embeddings`)."""
-  path = os.path.join(workdir, "song_index.npz")
-  arrays = report_lib._read_npz(path)  # pylint: disable=protected-access
-  if arrays is None:
-    raise FileNotFoundError(f"{path} does not exist: the query tool needs the song index a won "
-                            "run writes after training; train/evaluate into this workdir first.")
-  if "embeddings" in arrays and "song_embeddings" not in arrays:
-    arrays["song_embeddings"] = arrays.pop("embeddings")
-  missing = {"track_ids", "song_embeddings", "tag_names", "tag_embeddings"} - set(arrays)
-  if missing:
-    raise ValueError(f"{path} lacks {sorted(missing)}; rerun the won evaluation that writes it.")
-  ids = np.asarray(arrays["track_ids"]).astype(str).reshape(-1)
-  songs = np.asarray(arrays["song_embeddings"], np.float32)
-  tags = np.asarray(arrays["tag_embeddings"], np.float32)
-  names = np.asarray(arrays["tag_names"]).astype(str).reshape(-1)
-  if songs.ndim not in (2, 3) or songs.shape[0] != ids.size or (
-      songs.ndim == 3 and songs.shape[1] != 2):
-    raise ValueError(f"{path}: song_embeddings has shape {songs.shape}; expected [{ids.size}, d] "
-                     f"or, for late fusion, [{ids.size}, 2, d] (one row per track id).")
-  if tags.ndim != 2 or tags.shape[0] != names.size or tags.shape[1] != songs.shape[-1]:
-    raise ValueError(f"{path}: tag_embeddings has shape {tags.shape}; expected [{names.size}, "
-                     f"{songs.shape[-1]}] (one row per tag name, the songs' width).")
-  extra = {}
-  for key, dtype in (("titles", str), ("artists", str), ("has_factors", bool)):
-    if key in arrays:
-      value = np.asarray(arrays[key]).astype(dtype).reshape(-1)
-      if value.size != ids.size:
-        raise ValueError(f"{path}: {key} has {value.size} entries for {ids.size} track ids.")
-      extra[key] = value
-  return SongIndex(ids, extra.get("titles"), extra.get("artists"), songs, names, tags,
-                   extra.get("has_factors"))
-
-
-def _unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
-  norms = np.linalg.norm(x, axis=axis, keepdims=True)
-  return x / np.where(norms > 0, norms, 1.0)
-
-
-def _check_k(k: int) -> int:
-  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-    raise ValueError(f"k must be a positive int, got {k!r}.")
-  return int(k)
-
-
-def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-  # Stable sort on -score: ties keep index order, so the answer does not depend on numpy's pivots.
-  order = np.argsort(-scores, kind="stable")[:k]
-  return order, scores[order]
-
-
-def _check_query(query_vec: np.ndarray, dim: int) -> np.ndarray:
-  q = np.asarray(query_vec, np.float32).reshape(-1)
-  if q.shape != (dim,):
-    raise ValueError(f"the query embedding has {q.size} values, the index's embeddings {dim}.")
-  if not np.all(np.isfinite(q)) or not np.any(q):
-    raise ValueError("the query embedding is zero or not finite: nothing to rank by.")
-  return q
-
-
-def rank_songs(query_vec: np.ndarray, song_embeddings: np.ndarray, k: int,
-               late_fusion_weight: float | None = None, *,
-               has_factors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """The `k` songs nearest a query embedding, best first.
-
-  Args:
-    query_vec: [d] the query's tag-branch embedding.
-    song_embeddings: [S, d] (cosine similarity) or [S, 2, d] late-fusion outputs (acoustic,
-      cultural), scored by `late_fusion_scores` with acoustic weight `late_fusion_weight`.
-    k: how many (fewer when the index is smaller).
-    late_fusion_weight: w in [0, 1] for a late-fusion index (None: 0.5); not allowed otherwise.
-    has_factors: late fusion: [S] bool; songs without WMF factors (whose cultural embedding means
-      nothing) are scored by the acoustic cosine alone, as the won system's evaluation does.
-
-  Returns:
-    (indices [k'] int, scores [k'] float32), score descending, ties by index.
-  """
-  k = _check_k(k)
-  songs = np.asarray(song_embeddings, np.float32)
-  q = _check_query(query_vec, songs.shape[-1])
-  if songs.ndim == 3:
-    from musemb.models import branches  # pylint: disable=g-import-not-at-top
-    w = DEFAULT_LATE_FUSION_WEIGHT if late_fusion_weight is None else float(late_fusion_weight)
-    scores = np.asarray(branches.late_fusion_scores(q[None], songs, w))[0]
-    if has_factors is not None:
-      has_factors = np.asarray(has_factors, bool).reshape(-1)
-      if has_factors.shape != (songs.shape[0],):
-        raise ValueError(f"has_factors has {has_factors.size} entries for {songs.shape[0]} songs.")
-      if not has_factors.all():
-        acoustic = np.asarray(branches.late_fusion_scores(q[None], songs, 1.0))[0]
-        scores = np.where(has_factors, scores, acoustic)
-  elif songs.ndim == 2:
-    if late_fusion_weight is not None or has_factors is not None:
-      raise ValueError("late_fusion_weight and has_factors only apply to a late-fusion index "
-                       f"([S, 2, d] song embeddings); this one is {songs.shape}.")
-    scores = _unit(songs) @ _unit(q)
-  else:
-    raise ValueError(f"song_embeddings must be [S, d] or [S, 2, d], got {songs.shape}.")
-  return _top(np.asarray(scores, np.float32), k)
-
-
-def rank_tags(audio_vec: np.ndarray, tag_embeddings: np.ndarray, k: int
-              ) -> tuple[np.ndarray, np.ndarray]:
-  """The `k` tags nearest a song embedding by cosine, best first: (indices [k'], scores [k'])."""
-  k = _check_k(k)
-  tags = np.asarray(tag_embeddings, np.float32)
-  if tags.ndim != 2:
-    raise ValueError(f"tag_embeddings must be [T, d], got {tags.shape}.")
-  a = _check_query(audio_vec, tags.shape[1])
-  return _top(np.asarray(_unit(tags) @ _unit(a), np.float32), k)
-
-
-@dataclasses.dataclass(frozen=True)
-class QueryWords:
-  """A free-text query checked against the run's word vectors.
-
-  Attributes:
-    query: the text as given.
-    text: what is embedded: the query itself, or its in-vocabulary pieces when some words are
-      out of vocabulary.
-    tokens: the vocabulary entries whose vectors make the query's (`musemb.text.tags.resolve_tag`).
-    oov: the query's words with no vector (dropped).
-  """
-
-  query: str
-  text: str
-  tokens: tuple[str, ...]
-  oov: tuple[str, ...]
-
-
-def split_query(wv: text_vectors.WordVectors, query: str) -> QueryWords:
-  """Resolves `query` as `musemb.text.tags.query_vector` does and drops its out-of-vocabulary words.
-
-  Raises:
-    text_tags.OutOfVocabularyError: no word of the query has a vector (the message lists them).
-    ValueError: the query holds no words.
-  """
-  if not isinstance(query, str) or not query.strip():
-    raise ValueError(f"empty query {query!r}: give some words, e.g. "
-                     "--query=\"dark ambient piano\".")
-  r = text_tags.resolve_tag(wv, query)
-  if r.how == "oov":
-    raise text_tags.OutOfVocabularyError(
-        f"no word of the query {query!r} is in the run's word vectors ({len(wv):,} words): "
-        f"{list(r.missing)}. Try other words, e.g. tags of the data set.", r.missing)
-  if r.missing:
-    # The remaining pieces, as words: query_vector resolves them to the same entries.
-    text = " ".join(t.replace(text_vectors.PHRASE_DELIMITER, " ") for t in r.tokens)
-    return QueryWords(query, text, r.tokens, r.missing)
-  return QueryWords(query, query, r.tokens, ())
-
-
-def song_results(index: SongIndex, indices: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
-  """JSON-ready [{"track_id", "title"?, "artist"?, "score"}] in the given order."""
-  out = []
-  for i, s in zip(indices, scores):
-    entry: dict[str, Any] = {"track_id": str(index.track_ids[i])}
-    if index.titles is not None:
-      entry["title"] = str(index.titles[i])
-    if index.artists is not None:
-      entry["artist"] = str(index.artists[i])
-    entry["score"] = float(s)
-    out.append(entry)
-  return out
-
-
-def answer_queries(index: SongIndex, queries: Sequence[QueryWords],
-                   embed: Callable[[str], np.ndarray], k: int,
-                   late_fusion_weight: float | None = None) -> dict[str, dict[str, Any]]:
-  """Top songs per query: {query: {"words": tokens, "oov": dropped words, "songs": [...]}}.
-
-  `embed(text) -> [d]` is the run's tag branch (`won.embed_query`); late-fusion indexes are ranked
-  with `late_fusion_weight` (None: 0.5), songs without factors by their acoustic cosine.
-  """
-  weight = late_fusion_weight if index.late_fusion else None
-  results = {}
-  for q in queries:
-    indices, scores = rank_songs(embed(q.text), index.song_embeddings, k, weight,
-                                 has_factors=index.has_factors if index.late_fusion else None)
-    results[q.query] = {"words": list(q.tokens), "oov": list(q.oov),
-                        "songs": song_results(index, indices, scores)}
-  return results
-
-
-def late_fusion_weight(config: Mapping[str, Any] | None) -> float:
-  """The acoustic weight of late fusion from the config (`LATE_FUSION_WEIGHT_KEYS`), else 0.5."""
-  for key in LATE_FUSION_WEIGHT_KEYS:
-    value = report_lib.config_get(config, key)
-    if value is not None:
-      return float(value)
-  return DEFAULT_LATE_FUSION_WEIGHT

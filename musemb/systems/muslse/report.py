@@ -32,7 +32,6 @@ missing prints as "-"; p-values print with 4 significant digits.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -40,8 +39,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
+from musemb.reports import plots as plots_lib
+from musemb.reports import runs as runs_lib
+from musemb.reports import stats as stats_lib
+from musemb.reports import tables as tables_lib
 from musemb import utils
 
 SYSTEMS = ("one_vs_rest", "cosine", "muslse")
@@ -94,120 +96,12 @@ _log = logging.getLogger(__name__)
 # Formatting helpers.
 
 
-def format_value(value: float | None) -> str:
-  """A metric as the paper prints it: 3 decimals, 4 below 0.1, "-" when missing or not finite."""
-  if value is None:
-    return "-"
-  value = float(value)
-  if not math.isfinite(value):
-    return "-"
-  return f"{value:.4f}" if abs(value) < 0.1 else f"{value:.3f}"
-
-
-def format_pvalue(p: float | None) -> str:
-  if p is None or not math.isfinite(float(p)):
-    return "-"
-  return f"{float(p):.4g}"
-
-
-def _format_count(x: float) -> str:
-  return f"{x:,.0f}"
-
-
-def _format_number(x: float) -> str:
-  """An integer-valued count without decimals, a fractional one (an average) with one."""
-  return _format_count(x) if float(x).is_integer() else f"{x:,.1f}"
-
-
-def _format_seconds(s: float | None) -> str:
-  if s is None or not math.isfinite(float(s)):
-    return "-"
-  return f"{float(s):.3g} s"
-
-
-def _cell(text: Any) -> str:
-  # A "|" inside a cell would split it; tag names such as "rock|pop" exist in the wild.
-  return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]],
-                   numeric: Sequence[bool] | None = None) -> str:
-  """A GitHub-flavoured markdown table, columns padded to one width; numeric columns right-aligned."""
-  header = [_cell(h) for h in header]
-  rows = [[_cell(c) for c in row] for row in rows]
-  for row in rows:
-    if len(row) != len(header):
-      raise ValueError(f"table row {row} has {len(row)} cells, the header {header} has {len(header)}.")
-  numeric = list(numeric) if numeric is not None else [False] * len(header)
-  widths = [max([len(header[j])] + [len(r[j]) for r in rows] + [3]) for j in range(len(header))]
-
-  def line(cells):
-    out = []
-    for j, c in enumerate(cells):
-      out.append(c.rjust(widths[j]) if numeric[j] else c.ljust(widths[j]))
-    return "| " + " | ".join(out) + " |"
-
-  rule = "| " + " | ".join(("-" * (w - 1) + ":") if n else "-" * w
-                           for w, n in zip(widths, numeric)) + " |"
-  return "\n".join([line(header), rule] + [line(r) for r in rows])
-
-
 # ----------------------------------------------------------------------------------------------
 # Reading a workdir.
 
 
-def _read_json(path: str) -> Any:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); rewrite it, or rerun the evaluation that "
-                     "writes it.") from e
-
-
-def _read_json_if_exists(path: str) -> Any | None:
-  return _read_json(path) if os.path.exists(path) else None
-
-
-def _read_metrics(workdir: str) -> dict[str, float]:
-  path = os.path.join(workdir, "metrics.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: the report needs a finished run's metrics; "
-                            "train/evaluate into this workdir first, or pass the right --workdir.")
-  metrics = _read_json(path)
-  if not isinstance(metrics, dict):
-    raise ValueError(f"{path} holds a {type(metrics).__name__}; expected one flat JSON object "
-                     "{\"<system>/<task>/<metric>\": value}.")
-  return metrics
-
-
-def _read_npz(path: str) -> dict[str, np.ndarray] | None:
-  if not os.path.exists(path):
-    return None
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      return {k: z[k] for k in z.files}
-  except ValueError as e:
-    raise ValueError(f"{path}: {e}. Save names and query ids as numpy str arrays (dtype '<U...'), "
-                     "not object arrays.") from e
-
-
-def config_get(config: Mapping[str, Any] | None, dotted: str, default: Any = None) -> Any:
-  """`config["model"]["embed_dim"]` for "model.embed_dim"; flat dotted keys work too."""
-  if not config:
-    return default
-  if dotted in config:
-    return config[dotted]
-  node: Any = config
-  for part in dotted.split("."):
-    if not isinstance(node, Mapping) or part not in node:
-      return default
-    node = node[part]
-  return node
-
-
 def _task_names(config: Mapping[str, Any] | None) -> list[str]:
-  names = config_get(config, "tasks.names", "")
+  names = runs_lib.config_get(config, "tasks.names", "")
   if isinstance(names, str):
     return [t.strip() for t in names.split(",") if t.strip()]
   return [str(t) for t in names or ()]
@@ -215,115 +109,23 @@ def _task_names(config: Mapping[str, Any] | None) -> list[str]:
 
 def _total_dim(config: Mapping[str, Any] | None) -> int | None:
   """d as the paper counts it: an ensemble of M models of dimension d0 is "d = M * d0" (§4.3)."""
-  d = config_get(config, "model.embed_dim")
+  d = runs_lib.config_get(config, "model.embed_dim")
   if d is None:
     return None
-  return int(d) * int(config_get(config, "model.ensemble", 1) or 1)
+  return int(d) * int(runs_lib.config_get(config, "model.ensemble", 1) or 1)
 
 
 def _dim_label(config: Mapping[str, Any] | None) -> str:
-  d = config_get(config, "model.embed_dim")
+  d = runs_lib.config_get(config, "model.embed_dim")
   if d is None:
     return "-"
-  m = int(config_get(config, "model.ensemble", 1) or 1)
+  m = int(runs_lib.config_get(config, "model.ensemble", 1) or 1)
   return f"{int(d) * m} ({m}x{int(d)})" if m > 1 else str(int(d))
-
-
-class _PerQuery:
-  """Per-query arrays of one or more workdirs: (system, task, metric) -> (query ids or None, values)."""
-
-  def __init__(self):
-    self.arrays: dict[tuple[str, str, str], tuple[np.ndarray | None, np.ndarray]] = {}
-    self.sources: dict[tuple[str, str, str], str] = {}
-
-  def add(self, npz: Mapping[str, np.ndarray], source: str, skip_system: str | None = None) -> None:
-    for name, values in npz.items():
-      parts = name.split("/")
-      if len(parts) != 3:
-        continue
-      system, task, metric = parts
-      if system == skip_system or (system, task, metric) in self.arrays:
-        continue
-      ids = npz.get(f"{task}/query_ids")
-      values = np.asarray(values, dtype=np.float64).reshape(-1)
-      if ids is not None:
-        ids = np.asarray(ids).astype(str).reshape(-1)
-        if len(ids) != len(values):
-          raise ValueError(f"{source}: {name} has {len(values)} queries but {task}/query_ids has "
-                           f"{len(ids)}; both must follow the same query order.")
-      self.arrays[(system, task, metric)] = (ids, values)
-      self.sources[(system, task, metric)] = source
-
-  def paired(self, task: str, metric: str, a: str, b: str
-             ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Values of systems a and b on the queries both score (finite), matched by query id."""
-    if (a, task, metric) not in self.arrays or (b, task, metric) not in self.arrays:
-      return None
-    ids_a, va = self.arrays[(a, task, metric)]
-    ids_b, vb = self.arrays[(b, task, metric)]
-    if ids_a is not None and ids_b is not None:
-      # Two workdirs may list a task's queries in different orders: pair by id, in a's order.
-      where_b = {q: i for i, q in enumerate(ids_b)}
-      ia = np.array([i for i, q in enumerate(ids_a) if q in where_b], dtype=np.int64)
-      ib = np.array([where_b[ids_a[i]] for i in ia], dtype=np.int64)
-      va, vb = va[ia], vb[ib]
-    elif len(va) != len(vb):
-      raise ValueError(
-          f"per-query {metric} of {a} ({self.sources[(a, task, metric)]}, {len(va)} queries) and "
-          f"{b} ({self.sources[(b, task, metric)]}, {len(vb)} queries) on {task} cannot be paired: "
-          f"write '{task}/query_ids' into both per_query.npz files.")
-    keep = np.isfinite(va) & np.isfinite(vb)
-    return va[keep], vb[keep]
-
-
-def _merge_baselines(own_system: str, metrics: dict[str, Any],
-                     model_stats: dict[str, Any], per_query: _PerQuery,
-                     baseline_workdirs: Sequence[str], notes: list[str]) -> list[str]:
-  """Adds the baselines' keys (systems other than the run's own) that the run lacks; returns them."""
-  added = []
-  for bdir in baseline_workdirs:
-    bmetrics = _read_metrics(bdir)
-    for key, value in sorted(bmetrics.items()):
-      system = key.split("/", 1)[0]
-      if system == own_system:
-        continue
-      if key in metrics:
-        if not _same(metrics[key], value):
-          notes.append(f"`{key}`: kept this run's value {metrics[key]!r}; {bdir} has {value!r}.")
-        continue
-      metrics[key] = value
-      added.append(key)
-    bstats = _read_json_if_exists(os.path.join(bdir, "model_stats.json")) or {}
-    for system, stats in bstats.items():
-      if system != own_system and system not in model_stats:
-        model_stats[system] = stats
-    bnpz = _read_npz(os.path.join(bdir, "per_query.npz"))
-    if bnpz is not None:
-      per_query.add(bnpz, os.path.join(bdir, "per_query.npz"), skip_system=own_system)
-  return added
-
-
-def _same(a: Any, b: Any) -> bool:
-  try:
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12) or (
-        math.isnan(float(a)) and math.isnan(float(b)))
-  except (TypeError, ValueError):
-    return a == b
-
-
-def _metric(metrics: Mapping[str, Any], system: str, task: str, name: str) -> float | None:
-  value = metrics.get(f"{system}/{task}/{name}")
-  if value is None:
-    return None
-  try:
-    return float(value)
-  except (TypeError, ValueError):
-    return None
 
 
 def _has_any(metrics: Mapping[str, Any], system: str, tasks: Sequence[str],
              ks: Sequence[int]) -> bool:
-  return any(_metric(metrics, system, t, f"p@{k}") is not None for t in tasks for k in ks)
+  return any(runs_lib.metric(metrics, system, t, f"p@{k}") is not None for t in tasks for k in ks)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,21 +138,21 @@ def _header(workdir: str, config: Mapping[str, Any] | None, baseline_workdirs: S
   if config is None:
     lines.append("No config.json in the workdir: data set and configuration unknown.")
   else:
-    data_dir = config_get(config, "data_dir", "")
+    data_dir = runs_lib.config_get(config, "data_dir", "")
     if data_dir:
       data = f"prepared data set at `{data_dir}`"
     else:
       data = ("the built-in synthetic world (size "
-              f"`{config_get(config, 'data.synthetic_size', '?')}`)")
-    ensemble = int(config_get(config, "model.ensemble", 1) or 1)
+              f"`{runs_lib.config_get(config, 'data.synthetic_size', '?')}`)")
+    ensemble = int(runs_lib.config_get(config, "model.ensemble", 1) or 1)
     lines += [
         f"- **Data set:** {data}.",
-        f"- **System:** `{config_get(config, 'system', '?')}`, d = {_dim_label(config)}"
+        f"- **System:** `{runs_lib.config_get(config, 'system', '?')}`, d = {_dim_label(config)}"
         + (f" (an ensemble of {ensemble} models whose scores are summed)" if ensemble > 1 else "")
-        + f"; loss `{config_get(config, 'loss.kind', '?')}` with alpha "
-        f"`{config_get(config, 'loss.alpha', '?')}`.",
+        + f"; loss `{runs_lib.config_get(config, 'loss.kind', '?')}` with alpha "
+        f"`{runs_lib.config_get(config, 'loss.alpha', '?')}`.",
         f"- **Tasks:** {', '.join(_task_names(config)) or '?'} "
-        f"(task sampling `{config_get(config, 'tasks.mode', '?')}`).",
+        f"(task sampling `{runs_lib.config_get(config, 'tasks.mode', '?')}`).",
     ]
   sources = f"`{os.path.join(workdir, 'metrics.json')}` (this run's test-split evaluation)"
   if baseline_workdirs:
@@ -371,14 +173,14 @@ def _header(workdir: str, config: Mapping[str, Any] | None, baseline_workdirs: S
 def _queries_line(metrics: Mapping[str, Any], tasks: Sequence[str]) -> str:
   parts = []
   for task in tasks:
-    counts = {SYSTEM_LABELS[s]: _metric(metrics, s, task, "num_queries") for s in SYSTEMS}
+    counts = {SYSTEM_LABELS[s]: runs_lib.metric(metrics, s, task, "num_queries") for s in SYSTEMS}
     counts = {k: v for k, v in counts.items() if v is not None}
     if counts:
       values = set(counts.values())
       if len(values) == 1:
-        parts.append(f"{task} {_format_count(values.pop())}")
+        parts.append(f"{task} {tables_lib.format_count(values.pop())}")
       else:
-        parts.append(f"{task} " + ", ".join(f"{_format_count(v)} ({k})" for k, v in counts.items()))
+        parts.append(f"{task} " + ", ".join(f"{tables_lib.format_count(v)} ({k})" for k, v in counts.items()))
   return ("Test queries: " + "; ".join(parts) + ".") if parts else ""
 
 
@@ -392,14 +194,14 @@ def _table2(metrics: Mapping[str, Any], config: Mapping[str, Any] | None) -> str
     if system == "muslse" and config is not None:
       label += f" (d={_dim_label(config)})"
     rows.append([label, "this run"] +
-                [format_value(_metric(metrics, system, "tag_prediction", f"p@{k}"))
+                [tables_lib.format_value(runs_lib.metric(metrics, system, "tag_prediction", f"p@{k}"))
                  for k in TAG_KS])
   if not rows:
     out.append("No tag prediction metrics in metrics.json (the task was not run on this data set).")
     return "\n".join(out)
   for name, features, values in PAPER_TABLE2:
-    rows.append([f"{name} ({features})", "paper, TagATune"] + [format_value(v) for v in values])
-  out.append(markdown_table(["Algorithm", "Source"] + [f"p@{k}" for k in TAG_KS], rows,
+    rows.append([f"{name} ({features})", "paper, TagATune"] + [tables_lib.format_value(v) for v in values])
+  out.append(tables_lib.markdown_table(["Algorithm", "Source"] + [f"p@{k}" for k in TAG_KS], rows,
                             [False, False] + [True] * len(TAG_KS)))
   queries = _queries_line(metrics, ["tag_prediction"])
   if queries:
@@ -417,7 +219,7 @@ def _table6(metrics: Mapping[str, Any]) -> str:
     if not _has_any(metrics, system, tasks, TABLE6_KS):
       continue
     rows.append([SYSTEM_LABELS[system], "this run"] +
-                [format_value(_metric(metrics, system, t, f"p@{k}"))
+                [tables_lib.format_value(runs_lib.metric(metrics, system, t, f"p@{k}"))
                  for t in tasks for k in TABLE6_KS])
   if not rows:
     out.append("No artist prediction, song prediction, similar songs or similar artists metrics in "
@@ -427,50 +229,31 @@ def _table6(metrics: Mapping[str, Any]) -> str:
     cells = []
     for j in range(len(tasks)):
       pair = values[j] if j < len(values) else None
-      cells += [format_value(v) for v in (pair or (None, None))]
+      cells += [tables_lib.format_value(v) for v in (pair or (None, None))]
     rows.append([name, "paper, Big-data"] + cells)
   header = ["Algorithm", "Source"] + [f"{TASK_LABELS[t]} p@{k}" for t in tasks for k in TABLE6_KS]
-  out.append(markdown_table(header, rows, [False, False] + [True] * (len(header) - 2)))
+  out.append(tables_lib.markdown_table(header, rows, [False, False] + [True] * (len(header) - 2)))
   queries = _queries_line(metrics, tasks)
   if queries:
     out += ["", queries]
   return "\n".join(out)
 
 
-def wins_losses_draws(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-  """Paired comparison of per-query values a (MUSLSE) and b (baseline), both `[queries]`, finite.
-
-  Returns wins/losses/draws of a against b, the Wilcoxon signed-rank test (zero differences dropped,
-  `zero_method="wilcox"`) and the Wilcoxon rank-sum test the paper names, both two-sided. A p-value
-  is None when the test is undefined (no queries, or no query where the two differ).
-  """
-  a = np.asarray(a, dtype=np.float64)
-  b = np.asarray(b, dtype=np.float64)
-  wins, losses = int(np.sum(a > b)), int(np.sum(a < b))
-  result = {"queries": int(a.size), "wins": wins, "losses": losses,
-            "draws": int(np.sum(a == b)), "signed_rank_p": None, "rank_sum_p": None}
-  if wins + losses > 0:
-    result["signed_rank_p"] = float(scipy.stats.wilcoxon(a, b, zero_method="wilcox").pvalue)
-  if a.size > 0:
-    result["rank_sum_p"] = float(scipy.stats.ranksums(a, b).pvalue)
-  return result
-
-
-def _significance(per_query: _PerQuery) -> str:
+def _significance(per_query: runs_lib.PerQuery) -> str:
   out = ["## MUSLSE vs one-vs-rest per test query (p@3)", ""]
   rows = []
   for task in SIGNIFICANCE_TASKS:
     pair = per_query.paired(task, "p@3", "muslse", "one_vs_rest")
     if pair is None:
       continue
-    r = wins_losses_draws(*pair)
+    r = stats_lib.wins_losses_draws(*pair)
     rows.append([task, r["queries"], r["wins"], r["losses"], r["draws"],
-                 format_pvalue(r["signed_rank_p"]), format_pvalue(r["rank_sum_p"])])
+                 tables_lib.format_pvalue(r["signed_rank_p"]), tables_lib.format_pvalue(r["rank_sum_p"])])
   if not rows:
     out.append("No per-query p@3 of both MUSLSE and one-vs-rest in per_query.npz: nothing to compare "
                "(run the one-vs-rest baseline and pass its workdir as a baseline).")
     return "\n".join(out)
-  out.append(markdown_table(
+  out.append(tables_lib.markdown_table(
       ["Task", "Queries", "Wins", "Losses", "Draws", "Wilcoxon signed-rank p", "Rank-sum p"], rows,
       [False] + [True] * 6))
   out += ["",
@@ -510,7 +293,7 @@ def _table4(embeddings: Mapping[str, np.ndarray] | None) -> str:
   rows_shown = T.shape[0] if T.shape[0] <= ALL_TAGS_UP_TO else TAG_ROWS_IF_MANY
   nn = nearest_tags(T)
   rows = [[names[i], ", ".join(names[j] for j in nn[i])] for i in range(rows_shown)]
-  out.append(markdown_table(["Tag", "Neighbouring tags"], rows))
+  out.append(tables_lib.markdown_table(["Tag", "Neighbouring tags"], rows))
   out += ["", f"The {nn.shape[1]} closest tags by T_i . T_j (the paper's similarity), closest first"
           + ("" if rows_shown == T.shape[0] else
              f"; the first {rows_shown} of {T.shape[0]} tags in vocabulary order")
@@ -537,32 +320,32 @@ def _table7(model_stats: Mapping[str, Any] | None) -> str:
     tasks += sorted(t for t in set(labels) | set(seconds) if t not in tasks)
     S, nz, d = stats.get("num_features"), stats.get("avg_nonzero_features"), stats.get("embed_dim")
     size = "-" if stats.get("bytes") is None else f"{stats['bytes'] / 1e6:.3g} MB"
-    params = "-" if stats.get("num_params") is None else _format_count(stats["num_params"])
+    params = "-" if stats.get("num_params") is None else tables_lib.format_count(stats["num_params"])
     for task in tasks:
       Y = labels.get(task)
       if system == "one_vs_rest":
         time_o, space_o = "O(Y·|S|_nz)", "O(Y·|S|)"
-        time_n = (f"{_format_count(Y)} × {_format_number(nz)} = {_format_count(Y * nz)}"
+        time_n = (f"{tables_lib.format_count(Y)} × {tables_lib.format_number(nz)} = {tables_lib.format_count(Y * nz)}"
                   if Y is not None and nz is not None else "-")
-        space_n = (f"{_format_count(Y)} × {_format_count(S)} = {_format_count(Y * S)}"
+        space_n = (f"{tables_lib.format_count(Y)} × {tables_lib.format_count(S)} = {tables_lib.format_count(Y * S)}"
                    if Y is not None and S is not None else "-")
         if Y is not None and nz is not None:
           ops[(system, task)] = Y * nz
       else:
         time_o, space_o = "O((Y + |S|_nz)·d)", "O((Y + |S|)·d)"
-        time_n = (f"({_format_count(Y)} + {_format_number(nz)}) × {d} = "
-                  f"{_format_count((Y + nz) * d)}"
+        time_n = (f"({tables_lib.format_count(Y)} + {tables_lib.format_number(nz)}) × {d} = "
+                  f"{tables_lib.format_count((Y + nz) * d)}"
                   if None not in (Y, nz, d) else "-")
-        space_n = (f"({_format_count(Y)} + {_format_count(S)}) × {d} = "
-                   f"{_format_count((Y + S) * d)}"
+        space_n = (f"({tables_lib.format_count(Y)} + {tables_lib.format_count(S)}) × {d} = "
+                   f"{tables_lib.format_count((Y + S) * d)}"
                    if None not in (Y, S, d) else "-")
         if None not in (Y, nz, d):
           ops[(system, task)] = (Y + nz) * d
       if seconds.get(task) is not None:
         times[(system, task)] = float(seconds[task])
       rows.append([SYSTEM_LABELS[system], task, time_o, time_n, space_o, space_n,
-                   _format_seconds(seconds.get(task)), params, size])
-  out.append(markdown_table(
+                   tables_lib.format_seconds(seconds.get(task)), params, size])
+  out.append(tables_lib.markdown_table(
       ["Algorithm", "Task", "Time complexity", "Operations per song", "Space complexity",
        "Parameters (labels + features)", "Prediction time per song", "Parameters (model)",
        "Model size"],
@@ -581,29 +364,6 @@ def _table7(model_stats: Mapping[str, Any] | None) -> str:
         line += f" and measured {t:.3g}x its prediction time"
       out += ["", line + "."]
   return "\n".join(out)
-
-
-def pca_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Projects rows of `X: [n, D]` on their two leading principal axes.
-
-  Returns `coords: [n, 2]` (zeros where fewer than two axes exist) and the fraction of variance of
-  each axis `[2]`. Each axis's sign is fixed so that its largest loading is positive, so reruns
-  draw the same picture.
-  """
-  X = np.asarray(X, dtype=np.float64)
-  Xc = X - X.mean(axis=0, keepdims=True)
-  _, s, vt = np.linalg.svd(Xc, full_matrices=False)
-  m = min(2, vt.shape[0])
-  vt = vt[:m]
-  signs = np.sign(vt[np.arange(m), np.argmax(np.abs(vt), axis=1)])
-  vt = vt * np.where(signs == 0, 1.0, signs)[:, None]
-  coords = np.zeros((X.shape[0], 2))
-  coords[:, :m] = Xc @ vt.T
-  total = float(np.sum(s ** 2))
-  explained = np.zeros(2)
-  if total > 0:
-    explained[:m] = s[:m] ** 2 / total
-  return coords, explained
 
 
 def write_map(embeddings: Mapping[str, np.ndarray], path: str) -> str:
@@ -626,7 +386,7 @@ def write_map(embeddings: Mapping[str, np.ndarray], path: str) -> str:
   if len(dims) != 1:
     raise ValueError(f"embeddings.npz: T and A have different widths {sorted(dims)}; both must be "
                      "[n, D] in the same space.")
-  coords, explained = pca_2d(np.concatenate([g[1] for g in groups]))
+  coords, explained = plots_lib.pca_2d(np.concatenate([g[1] for g in groups]))
 
   fig = Figure(figsize=(10, 8), dpi=110)
   FigureCanvasAgg(fig)
@@ -654,7 +414,7 @@ def write_map(embeddings: Mapping[str, np.ndarray], path: str) -> str:
   ax.grid(True, alpha=0.3)
   fig.tight_layout()
 
-  return utils.save_figure_atomic(fig, path)
+  return plots_lib.save_figure_atomic(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -667,28 +427,23 @@ def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
   Keys of the baselines' metrics.json (systems other than the run's own, and only those the run
   lacks) are added to `<workdir>/metrics.json`; nothing else in the workdir is modified.
   """
-  config = _read_json_if_exists(os.path.join(workdir, "config.json"))
-  own_system = str(config_get(config, "system", "muslse"))
-  if own_system == "samplecnn":
-    from musemb import report_listening  # pylint: disable=g-import-not-at-top
-    return report_listening.write_report(workdir, baseline_workdirs=baseline_workdirs)
-  if own_system == "won":
-    from musemb import report_won  # pylint: disable=g-import-not-at-top
-    return report_won.write_report(workdir, baseline_workdirs=baseline_workdirs)
-  metrics = _read_metrics(workdir)
-  model_stats = _read_json_if_exists(os.path.join(workdir, "model_stats.json")) or {}
-  per_query = _PerQuery()
-  npz = _read_npz(os.path.join(workdir, "per_query.npz"))
+  config = runs_lib.read_json_if_exists(os.path.join(workdir, "config.json"))
+  # A one-vs-rest run's report is this one too, with MUSLSE's rows as the merged baseline.
+  own_system = str(runs_lib.config_get(config, "system", "muslse"))
+  metrics = runs_lib.read_metrics(workdir)
+  model_stats = runs_lib.read_json_if_exists(os.path.join(workdir, "model_stats.json")) or {}
+  per_query = runs_lib.PerQuery()
+  npz = runs_lib.read_npz(os.path.join(workdir, "per_query.npz"))
   if npz is not None:
     per_query.add(npz, os.path.join(workdir, "per_query.npz"))
   notes: list[str] = []
-  added = _merge_baselines(own_system, metrics, model_stats, per_query,
+  added = runs_lib.merge_baselines(own_system, metrics, model_stats, per_query,
                            list(baseline_workdirs), notes)
   if added:
     utils.write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
     _log.info("Merged %d baseline keys into %s", len(added), os.path.join(workdir, "metrics.json"))
 
-  embeddings = _read_npz(os.path.join(workdir, "embeddings.npz"))
+  embeddings = runs_lib.read_npz(os.path.join(workdir, "embeddings.npz"))
   sections = [_header(workdir, config, baseline_workdirs, added, notes),
               _table2(metrics, config), _table6(metrics), _significance(per_query),
               _table4(embeddings), _table7(model_stats)]
@@ -716,11 +471,11 @@ def _run_row_info(workdir: str) -> dict[str, Any]:
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{config_path} does not exist: compare_runs needs each run's config "
                             "to label its row; point --workdirs at finished training workdirs.")
-  config = _read_json(config_path)
+  config = runs_lib.read_json(config_path)
   tasks = _task_names(config)
   return {"workdir": workdir, "name": os.path.basename(os.path.abspath(workdir)),
-          "config": config, "metrics": _read_metrics(workdir),
-          "loss": str(config_get(config, "loss.kind", "-")), "d": _total_dim(config),
+          "config": config, "metrics": runs_lib.read_metrics(workdir),
+          "loss": str(runs_lib.config_get(config, "loss.kind", "-")), "d": _total_dim(config),
           "d_label": _dim_label(config), "tasks": tasks}
 
 
@@ -738,14 +493,6 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
   """
   if not workdirs:
     raise ValueError("compare_runs needs at least one workdir.")
-  systems = {config_get(_read_json_if_exists(os.path.join(w, "config.json")), "system")
-             for w in workdirs}
-  if systems == {"wmf"}:
-    from musemb import report_listening  # pylint: disable=g-import-not-at-top
-    return report_listening.compare_wmf_runs(workdirs, out_path)
-  if systems == {"won"}:
-    from musemb import report_won  # pylint: disable=g-import-not-at-top
-    return report_won.compare_runs(workdirs, out_path)
   runs = [_run_row_info(w) for w in workdirs]
   names = [r["name"] for r in runs]
   for r in runs:
@@ -757,7 +504,7 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
               "Numbers from each run's `metrics.json` (test split), labelled by its `config.json`; "
               "d counts all ensemble members (the paper's d = 300 is three d = 100 models). "
               "Missing metrics print as \"-\".", "",
-              markdown_table(["Run", "Workdir", "Tasks"],
+              tables_lib.markdown_table(["Run", "Workdir", "Tasks"],
                              [[r["name"], f"`{r['workdir']}`", ", ".join(r["tasks"]) or "-"]
                               for r in runs])]
 
@@ -766,9 +513,9 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
   sections += ["", "## Table 3: WARP vs AUC, tag prediction precision at k", ""]
   if tag_runs:
     rows = [[r["name"], r["loss"], r["d_label"]] +
-            [format_value(_metric(r["metrics"], "muslse", "tag_prediction", f"p@{k}"))
+            [tables_lib.format_value(runs_lib.metric(r["metrics"], "muslse", "tag_prediction", f"p@{k}"))
              for k in TAG_KS] for r in tag_runs]
-    sections.append(markdown_table(["Run", "Loss", "d"] + ks_header, rows,
+    sections.append(tables_lib.markdown_table(["Run", "Loss", "d"] + ks_header, rows,
                                    [False, False, True] + [True] * len(TAG_KS)))
   else:
     sections.append("No run reports MUSLSE tag prediction.")
@@ -778,9 +525,9 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
   if warp_runs:
     kinds = {r["loss"] for r in warp_runs}
     rows = [[r["name"], r["d_label"] + ("" if len(kinds) == 1 else f" ({r['loss']})")] +
-            [format_value(_metric(r["metrics"], "muslse", "tag_prediction", f"p@{k}"))
+            [tables_lib.format_value(runs_lib.metric(r["metrics"], "muslse", "tag_prediction", f"p@{k}"))
              for k in TAG_KS] for r in warp_runs]
-    sections.append(markdown_table(["Run", "d"] + ks_header, rows,
+    sections.append(tables_lib.markdown_table(["Run", "d"] + ks_header, rows,
                                    [False, True] + [True] * len(TAG_KS)))
   else:
     sections.append("No WARP run reports MUSLSE tag prediction.")
@@ -794,7 +541,7 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
     for r in runs:
       if not _has_any(r["metrics"], system, tasks, TABLE6_KS):
         continue
-      cells = [format_value(_metric(r["metrics"], system, t, f"p@{k}"))
+      cells = [tables_lib.format_value(runs_lib.metric(r["metrics"], system, t, f"p@{k}"))
                for t in tasks for k in TABLE6_KS]
       # Each MUSLSE run usually carries the same merged baseline: print it once.
       if (system, tuple(cells)) in seen:
@@ -811,12 +558,12 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
     else:
       label = "MUSLSE multi-task"
     rows.append([label, r["name"], "+".join(r["tasks"]) or "-", r["loss"], r["d_label"]] +
-                [format_value(_metric(r["metrics"], "muslse", t, f"p@{k}"))
+                [tables_lib.format_value(runs_lib.metric(r["metrics"], "muslse", t, f"p@{k}"))
                  for t in tasks for k in TABLE6_KS])
   if rows:
     header = (["Algorithm", "Run", "Trained on", "Loss", "d"] +
               [f"{TASK_LABELS[t]} p@{k}" for t in tasks for k in TABLE6_KS])
-    sections.append(markdown_table(header, rows,
+    sections.append(tables_lib.markdown_table(header, rows,
                                    [False, False, False, False, True] + [True] * (len(header) - 5)))
   else:
     sections.append("No run reports artist prediction, song prediction or similar songs.")

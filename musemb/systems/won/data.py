@@ -1,4 +1,4 @@
-"""Data for tag-based music retrieval (Won et al., ICASSP 2021): tags, word vectors, audio, factors.
+"""Won et al.'s data adapter (ICASSP 2021): tags, word vectors, audio, factors, anchors.
 
 `load_data(config, workdir)` returns a `TagData` for the shared training loop
 (`musemb.systems.won`):
@@ -28,15 +28,17 @@
 * **Training audio on the device**: for the branches that hear audio the training split's int16
   samples are read once and kept in `tables["audio"]` ([songs, longest clip], zero padded, with
   `tables["lengths"]`), so the step crops its random chunks on the device (`jax.lax.dynamic_slice`)
-  and the whole step -- anchor sampling, positives, crops, in-batch negatives -- is one jitted
-  function; `train_batch(step)` returns only a placeholder array for the loop to shard.
+  and the rest of the step -- crops, in-batch negatives, the loss -- is one jitted function.
+* **Batches** (`train_batch(step)`): the step's B (anchor tag, positive song) pairs drawn on the
+  host by `config.sampling.anchors` (`triplet_sampler.sample_anchors_host`) from
+  `np.random.default_rng([seed, step])`, a pure function of the step (exact resume); each process
+  keeps its share of the global batch, which the loop shards over the mesh's `data` axis.
   The limit is memory: 2 bytes per sample, e.g. the demo world's train split is about 0.1 GB, the
   MSD100's 80k training songs at 30 s about 106 GB. Above `config.data.max_audio_gb` loading stops
   with the estimate and the options (shorter clips with `launch.prepare --max_seconds`, a bigger
-  device, or raising the limit). A streaming variant would read host batches of (anchor tag,
-  positive song) from a host-side sampler with the same `Annotations` index (tf.data over the
-  TFRecords, random crops as `pipeline.audio_batches`), ship the crops in the batch, and keep only
-  the in-batch negative sampling on the device, which needs nothing but the batch.
+  device, or raising the limit). A streaming variant would read the host-drawn pairs' audio with
+  tf.data over the TFRecords (random crops as `pipeline.audio_batches`) and ship the crops in the
+  batch; the in-batch negative sampling on the device needs nothing but the batch.
 
 Evaluation splits are streamed from the TFRecords (`split_audio`), not kept in memory.
 """
@@ -60,16 +62,16 @@ from musemb.text import tags as text_tags
 from musemb.text import tokenize as text_tokenize
 from musemb.text import vectors as text_vectors
 from musemb.text import word2vec as text_word2vec
-from musemb.data import audio_data
-from musemb.data import bof_data
-from musemb.data import prepared as prepared_lib
 from musemb.data import pipeline
+from musemb.data import prepared as prepared_lib
 from musemb.samplers import triplet as triplet_sampler
 
 # The seven categories of the MSD500 taxonomy (section 3).
 CATEGORIES = ("genre", "mood", "location", "language", "instrument", "activity", "decade")
 AUDIO_BRANCHES = ("acoustic", "hybrid", "late_fusion")
 FACTOR_BRANCHES = ("cultural", "hybrid", "late_fusion")
+# Seed stream of the host-drawn anchors (apart from the model's init and step keys).
+_ANCHOR_STREAM = 0x616E63
 
 # The built-in world's tag vocabulary (`synthetic.TAG_VOCABULARY`) in the seven categories. The
 # world has no location, language or decade tags; "dance" is read as an activity (dancing), and
@@ -92,7 +94,7 @@ def builtin_taxonomy() -> dict[str, str]:
   from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
   missing = [t for t in synthetic.TAG_VOCABULARY if t not in BUILTIN_TAXONOMY]
   if missing:
-    raise ValueError(f"musemb/data/tag_data.py: the built-in taxonomy lacks tags {missing} of the "
+    raise ValueError(f"musemb/systems/won/data.py: the built-in taxonomy lacks tags {missing} of the "
                      "synthetic world; add them to _BUILTIN_GROUPS.")
   return dict(BUILTIN_TAXONOMY)
 
@@ -274,7 +276,6 @@ class TagData:
   """What `musemb.systems.won` and the loop need (see the module docstring)."""
 
   info: dict[str, Any]
-  task_names: tuple[str, ...]
   splits: dict[str, SplitTags]
   tables: dict[str, Any]
   prepared: prepared_lib.Prepared
@@ -284,16 +285,23 @@ class TagData:
   seen: np.ndarray               # [T] bool; False for zero-shot tags
   factors: pipeline.TrackTargets | None
   taxonomy: dict[str, str]
-  batch_size: int
+  batch_size: int                # global
+  anchors: str                   # config.sampling.anchors
+  seed: int
+  annotations: triplet_sampler.Annotations   # host copy of tables["annotations"]
 
   @property
   def tag_names(self) -> list[str]:
     return list(self.info["tag_names"])
 
   def train_batch(self, step: int) -> dict[str, np.ndarray]:
-    """A placeholder of this process's batch share: the step samples and crops on the device."""
-    del step
-    return {"slot": np.zeros(self.batch_size // jax.process_count(), np.int32)}
+    """{"anchor", "positive": [B / processes] int32}: this process's rows of the step's pairs."""
+    rng = np.random.default_rng([self.seed, _ANCHOR_STREAM, step])
+    anchor, positive = triplet_sampler.sample_anchors_host(rng, self.anchors, self.annotations,
+                                                           self.batch_size)
+    share = self.batch_size // jax.process_count()
+    rows = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+    return {"anchor": anchor[rows], "positive": positive[rows]}
 
   def song_factors(self, split: str) -> np.ndarray:
     """[n, f] factors of the split's songs (zeros where missing)."""
@@ -318,7 +326,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> TagData:
   if branch not in AUDIO_BRANCHES + ("cultural",):
     raise ValueError(f"config.model.branch={branch!r}; expected one of "
                      f"{('cultural',) + AUDIO_BRANCHES}.")
-  dataset_dir = bof_data.resolve_dataset(config, workdir)
+  dataset_dir = prepared_lib.resolve_dataset(config, workdir)
   prepared = prepared_lib.load_prepared(dataset_dir)
   if branch in AUDIO_BRANCHES and prepared.sample_rate != config.data.sample_rate:
     raise ValueError(f"{dataset_dir} holds {prepared.sample_rate} Hz audio but the acoustic branch "
@@ -327,7 +335,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> TagData:
   tag_names = list(prepared.tag_names)
   factors = None
   if config.data.factors:
-    factors = audio_data.load_factor_targets(config.data.factors)
+    factors = pipeline.load_factor_targets(config.data.factors)
   elif branch in FACTOR_BRANCHES:
     raise ValueError(f"config.model.branch={branch!r} needs WMF item factors: fit them with "
                      "`python -m launch.wmf --config=configs/wmf.py:demo --workdir=W` and pass "
@@ -395,12 +403,14 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> TagData:
           "num_factors": num_factors, "sample_rate": prepared.sample_rate,
           "coverage": coverage, "dataset": prepared.full_name, "dataset_dir": dataset_dir,
           "zero_shot_tags": zero_shot, "num_train_annotations": annotations.num_annotations,
-          "oov_tags": list(report.oov_tags), "artist_names": list(prepared.artist_names)}
+          "oov_tags": list(report.oov_tags), "artist_names": list(prepared.artist_names),
+          "num_train_examples": annotations.num_annotations}
   logging.info("Data %s: %s songs per split, %d tags (%d zero-shot), %d training annotations, "
                "word vectors %s; %s.", dataset_dir, {k: len(v) for k, v in splits.items()},
                len(tag_names), len(zero_shot), annotations.num_annotations, words,
                report.summary())
-  return TagData(info=info, task_names=(branch,), splits=splits, tables=tables,
+  return TagData(info=info, splits=splits, tables=tables,
                  prepared=prepared, words=words, tag_vectors=tag_vectors, tag_report=report,
                  seen=seen, factors=factors, taxonomy=taxonomy,
-                 batch_size=int(config.train.batch_size))
+                 batch_size=int(config.train.batch_size), anchors=config.sampling.anchors,
+                 seed=int(config.seed), annotations=annotations)

@@ -1,0 +1,321 @@
+"""Benchmark: musemb's JAX implicit ALS (`musemb.systems.wmf.als`) against `implicit`'s CPU ALS, same data.
+
+The question (issue 3): is our ALS at least as fast per iteration as a mature C++/Cython one with 2
+threads, at equal or better held-out ranking quality? Both solve Hu, Koren & Volinsky's objective
+with the same factors, regularisation, iterations and 3 warm-started conjugate-gradient steps per
+row (Takacs et al. 2011):
+
+* **ours**: `musemb.systems.wmf.als.fit(counts, alpha=ALPHA, solver="cg")`, confidence c = 1 + alpha * count,
+  twice: on JAX's default single CPU device (in this process), and in a subprocess started with
+  `--xla_force_host_platform_device_count=2` so that the mesh's `data` axis has 2 CPU devices and
+  each bucket's chunk rows are split between them (`run_ours_sharded`). XLA:CPU runs one device's
+  program on one thread (a profile of the 1-device run shows one busy thread; with 2 devices the
+  two devices' loops overlap 1.77x), so the 2-device row is ours on 2 threads, like implicit's.
+  With both cores also used by other jobs, the 2-device run is not faster than the 1-device one.
+* **implicit** 0.7.3 (Frederickson, github.com/benfred/implicit):
+  `implicit.cpu.als.AlternatingLeastSquares(factors, regularization, iterations=..., use_cg=True,
+  num_threads=2)` fitted on the matrix of 1 + alpha * count, because implicit takes its input values
+  as the confidence itself. It runs in a subprocess started with OPENBLAS_NUM_THREADS=1 set before
+  numpy is imported, as implicit's README asks (its own threads do the parallel work).
+
+Data (`make_data`): a seeded generator with a planted low-rank structure and long-tailed
+popularity: items belong to one of `topics` topics and have Zipf(1.1)-distributed popularity within
+it; each user has a Dirichlet(0.1) mixture over topics and a log-normal activity; each draw picks a
+topic from the user's mixture, then an item by popularity; repeated draws add up and each pair's
+count gets a geometric long tail. Full: 50,000 users x 100,000 items with exactly 5,000,000
+non-zeros; quick: 2,000 x 4,000 with 100,000.
+
+Quality: 20% of each user's pairs are held out (`musemb.systems.wmf.fit.split_holdout`); both models rank
+each evaluated user's unseen training items and are scored with recall@50 and the MSD challenge's
+mAP@500 (`musemb.metrics`) on the same users. Time: seconds per ALS iteration of fitting only (no
+loss evaluation); ours excludes the first iteration, which includes XLA compilation (reported
+apart); implicit's is its total fit time / iterations (it has no compilation). Ours runs with
+`chunk_cells=CHUNK_CELLS` (2^13, `wmf.fit`'s default): the CG passes read each chunk's gathered
+[rows, width, f] factor block 7 times, so the block (2 MiB) is sized for a core's L2 cache.
+
+What made ours faster (wall-clock or CPU seconds on the shared 2-core machine, so each comparison
+is between variants interleaved in one process, or on a stated size):
+
+* before: power-of-two bucket widths (1.44-1.48x the real non-zeros processed), one dispatch per
+  [rows, width] chunk, `take`'s default fill mode (an extra select pass over the gathered block),
+  b and the starting residual as separate passes: 0.71-0.80 s (implicit 0.50-0.78 s).
+* same-process A/B on 12.5k x 25k, 1M training non-zeros: `lax.map` over each bucket's chunks, the
+  clip gather and the folded residual (2^15 cells, power-of-two widths): 0.106 s min / 0.128 s
+  median against 0.134 / 0.185 s; widths growing by 1.25x (1.13-1.18x padding): about the same
+  there, but 20% fewer cells at full size.
+* relabelling users and items by popularity (`wmf.popularity_order`): users half-step 0.352 ->
+  0.272 s at full size (the gathers from the 25.6 MB item factors find the hot rows together).
+* chunk size: 2^12 and 2^13 cells within noise of each other, 2^14 and 2^15 slower (0.31 / 0.48 s
+  against 0.27 / 0.31 s for the users / items half-steps); bucket growth 1.5 instead of 1.25:
+  0.35 / 0.41 s (more padding); min width 4 instead of 8: within noise (2% fewer cells, 6 more
+  bucket shapes).
+* tried and dropped: a segment-sum matvec over the flat non-zeros (`jax.ops.segment_sum` is a
+  serial scatter on XLA:CPU: 12.7 ms against 1.24 ms for the padded einsum on a 256 x 128 chunk);
+  elementwise-multiply-and-reduce instead of the batched einsums (1.3-2x slower); gathering
+  16-float cache-line slices (faster alone, slower inside the solve); default precision instead
+  of HIGHEST (no difference on CPU, float32 either way).
+* the last CG step needs only p^T A p (one pass over the block instead of two): within noise, kept
+  as less work.
+
+The first iteration includes compiling one solve per bucket shape (48 at full size): 31-32 s here.
+
+Results (full size, two runs of `python -m launch.benchmark --suite=als` at load average 3.5-5 on
+the 2 cores, i.e. with other jobs running):
+
+| system | s/iteration (run 1, run 2) | recall@50 | map@500 |
+|---|---|---|---|
+| musemb, 1 CPU device | 0.803, 0.772 | 0.2673 | 0.1088 |
+| musemb, 2 CPU devices | 0.986, 1.027 | 0.2673 | 0.1088 |
+| implicit 0.7.3, 2 threads | 1.417, 1.391 | 0.2657 | 0.1075 |
+
+ratio musemb/implicit time per iteration: 0.57x and 0.55x (1 device), 0.70x and 0.74x (2
+devices); map@500 1.013x, recall@50 1.006x. Two earlier runs during this change, without the
+2-device row: 0.57x (0.582 s against 1.029 s) and 0.55x (0.734 s against 1.324 s). In process CPU
+time per iteration (full size, same conditions) ours took 0.81-0.90 s and implicit 1.21-1.52 s: per
+core ours does 1.5-1.7x implicit's work, which is what the ratio rests on while other jobs hold
+the second core. On an idle machine implicit gets both cores (0.50 s per iteration was measured
+before this change) and the 2-device row is the one to compare; no idle run was possible here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import scipy.sparse
+
+from musemb.systems.wmf import als as wmf
+from musemb.systems.wmf import fit as wmf_run
+
+INSTALL_HINT = ("implicit is not installed in this environment; install it with "
+                "`bash launch/install_peers.sh` (implicit 0.7.3, a binary wheel), then rerun "
+                "`python -m launch.benchmark --suite=als`.")
+NUM_THREADS = 2
+FACTORS = 64
+REGULARIZATION = 0.01
+ALPHA = 10.0
+ITERATIONS = 10
+CG_STEPS = 3
+HOLDOUT = 0.2
+RECALL_K = 50
+MAP_N = 500
+# Cells of a [rows, width] chunk (wmf.fit's default): its gathered [rows, width, f] float32 block
+# (2 MiB at f=64) stays in a core's L2 cache through the 8 CG passes; see the module docstring.
+CHUNK_CELLS = 1 << 13
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSize:
+  users: int
+  items: int
+  nnz: int
+  topics: int = 64
+  eval_users: int = 5000
+
+
+FULL = DataSize(users=50_000, items=100_000, nnz=5_000_000)
+QUICK = DataSize(users=2_000, items=4_000, nnz=100_000, topics=16, eval_users=1000)
+
+
+def make_data(size: DataSize, seed: int = 0) -> scipy.sparse.csr_matrix:
+  """[users, items] int64 counts with exactly `size.nnz` non-zeros (see the module docstring)."""
+  if size.nnz > size.users * size.items // 2:
+    raise ValueError(f"nnz={size.nnz} is too dense for {size.users} x {size.items}.")
+  rng = np.random.default_rng(seed)
+  item_topic = rng.integers(0, size.topics, size.items)
+  popularity = (1.0 + rng.permutation(size.items)) ** -1.1
+  # Per topic: its items and the cumulative popularity used to draw one of them.
+  topic_items = [np.flatnonzero(item_topic == t) for t in range(size.topics)]
+  topic_cum = [np.cumsum(popularity[ix]) / popularity[ix].sum() for ix in topic_items]
+  mixture_cum = np.cumsum(rng.dirichlet(np.full(size.topics, 0.1), size.users), axis=1)
+  activity = rng.lognormal(0.0, 0.7, size.users)
+  activity /= activity.sum()
+
+  # Draws with repetition (a repeated pair adds to its count) until enough distinct pairs exist.
+  parts, distinct = [], 0
+  while distinct < size.nnz:
+    draws = int(1.3 * (size.nnz - distinct)) + 1000
+    user = rng.choice(size.users, draws, p=activity)
+    u = rng.random(draws)
+    topic = np.empty(draws, np.int64)
+    # Inverse CDF of each draw's user mixture, in blocks to bound the [block, topics] temporary.
+    for s in range(0, draws, 1 << 18):
+      sl = slice(s, s + (1 << 18))
+      topic[sl] = (mixture_cum[user[sl]] < u[sl, None]).sum(axis=1)
+    topic = np.minimum(topic, size.topics - 1)
+    item = np.empty(draws, np.int64)
+    r = rng.random(draws)
+    for t in range(size.topics):
+      sel = np.flatnonzero(topic == t)
+      pick = np.minimum(np.searchsorted(topic_cum[t], r[sel]), len(topic_items[t]) - 1)
+      item[sel] = topic_items[t][pick]
+    parts.append(user * size.items + item)
+    keys = np.concatenate(parts)
+    parts = [keys]
+    distinct = len(np.unique(keys))
+  uniq, repeats = np.unique(keys, return_counts=True)
+  keep = np.sort(rng.choice(len(uniq), size.nnz, replace=False))
+  uniq, repeats = uniq[keep], repeats[keep]
+  counts = repeats + rng.geometric(0.3, len(uniq)) - 1
+  return scipy.sparse.csr_matrix((counts.astype(np.int64), (uniq // size.items, uniq % size.items)),
+                                 shape=(size.users, size.items))
+
+
+def quality(user_factors: np.ndarray, item_factors: np.ndarray, train: scipy.sparse.csr_matrix,
+            heldout: scipy.sparse.csr_matrix, users: np.ndarray) -> dict[str, float]:
+  """Held-out recall@50 and mAP@500 of ranking `users`' unseen items by x_u . y_i."""
+  k = min(MAP_N, train.shape[1])
+  topk = wmf_run.recommend_topk(user_factors, item_factors, train, users, k, chunk=500)
+  return wmf_run.evaluate_topk(topk, heldout[users], recall_k=min(RECALL_K, k), map_n=k)
+
+
+_IMPLICIT_SCRIPT = r"""
+import json, sys, time
+import numpy as np, scipy.sparse
+from implicit.cpu.als import AlternatingLeastSquares
+data_path, out_path, factors, reg, iterations, threads = sys.argv[1:7]
+z = np.load(data_path)
+conf = scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+model = AlternatingLeastSquares(factors=int(factors), regularization=float(reg),
+                                iterations=int(iterations), use_cg=True,
+                                num_threads=int(threads), random_state=0)
+start = time.perf_counter()
+model.fit(conf, show_progress=False)
+seconds = time.perf_counter() - start
+np.savez(out_path, user_factors=np.asarray(model.user_factors, np.float32),
+         item_factors=np.asarray(model.item_factors, np.float32))
+print(json.dumps({"seconds": seconds}))
+"""
+
+
+def implicit_available() -> bool:
+  return subprocess.run([sys.executable, "-c", "import implicit.cpu.als"],
+                        capture_output=True).returncode == 0
+
+
+def run_implicit(train: scipy.sparse.csr_matrix, *, factors: int, regularization: float,
+                 iterations: int, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
+  """implicit's CPU ALS on confidences 1 + alpha*count in a subprocess (OPENBLAS_NUM_THREADS=1).
+
+  Returns (user factors, item factors, seconds of `fit`).
+  """
+  conf = train.astype(np.float32).tocsr()
+  conf.data = wmf.confidence(conf.data, alpha=alpha)
+  with tempfile.TemporaryDirectory() as tmp:
+    data_path, out_path = os.path.join(tmp, "conf.npz"), os.path.join(tmp, "factors.npz")
+    np.savez(data_path, data=conf.data, indices=conf.indices, indptr=conf.indptr,
+             shape=np.asarray(conf.shape))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _IMPLICIT_SCRIPT, data_path, out_path,
+                           str(factors), str(regularization), str(iterations), str(NUM_THREADS)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode:
+      raise RuntimeError(f"implicit's ALS failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
+    with np.load(out_path) as z:
+      return z["user_factors"], z["item_factors"], float(seconds)
+
+
+def run_ours(train: scipy.sparse.csr_matrix, *, factors: int, regularization: float,
+             iterations: int, alpha: float) -> tuple[np.ndarray, np.ndarray, list[float]]:
+  """`musemb.systems.wmf.als.fit` without loss evaluation; returns factors and per-iteration seconds."""
+  stamps = [time.perf_counter()]
+
+  def tick(it, loss, x, y):
+    del it, loss, x
+    y.block_until_ready()
+    stamps.append(time.perf_counter())
+
+  x, y = wmf.fit(train, factors=factors, regularization=regularization, alpha=alpha,
+                 iterations=iterations, solver="cg", cg_steps=CG_STEPS, seed=0,
+                 compute_loss=False, callback=tick, chunk_cells=CHUNK_CELLS)
+  return x, y, list(np.diff(stamps))
+
+
+_SHARDED_SCRIPT = r"""
+import json, sys
+import numpy as np, scipy.sparse
+from launch.benchmarks import als
+data_path, out_path, factors, reg, iterations, alpha = sys.argv[1:7]
+z = np.load(data_path)
+train = scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+x, y, per_it = als.run_ours(train, factors=int(factors), regularization=float(reg),
+                            iterations=int(iterations), alpha=float(alpha))
+np.savez(out_path, user_factors=x, item_factors=y, seconds=np.asarray(per_it))
+"""
+
+
+def run_ours_sharded(train: scipy.sparse.csr_matrix, *, devices: int, factors: int,
+                     regularization: float, iterations: int,
+                     alpha: float) -> tuple[np.ndarray, np.ndarray, list[float]]:
+  """`run_ours` in a subprocess whose JAX sees `devices` CPU devices (rows sharded over `data`).
+
+  XLA:CPU gives each device its own thread, so this is how our ALS uses `devices` cores; the
+  device count must be set before JAX starts, hence the subprocess.
+  """
+  with tempfile.TemporaryDirectory() as tmp:
+    data_path, out_path = os.path.join(tmp, "train.npz"), os.path.join(tmp, "factors.npz")
+    np.savez(data_path, data=train.data, indices=train.indices, indptr=train.indptr,
+             shape=np.asarray(train.shape))
+    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, data_path, out_path,
+                           str(factors), str(regularization), str(iterations), str(alpha)],
+                          capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode:
+      raise RuntimeError(f"the {devices}-device run failed (exit {proc.returncode}):\n"
+                         f"{proc.stderr[-2000:]}")
+    with np.load(out_path) as z:
+      return z["user_factors"], z["item_factors"], list(z["seconds"])
+
+
+def run(quick: bool = False) -> str:
+  """Runs the benchmark, prints and returns its table."""
+  size = QUICK if quick else FULL
+  iterations = 3 if quick else ITERATIONS
+  start = time.perf_counter()
+  counts = make_data(size)
+  train, heldout = wmf_run.split_holdout(counts, HOLDOUT, seed=0)
+  users = wmf_run.eval_users(heldout, size.eval_users, seed=0)
+  lines = [f"data: {size.users:,} users x {size.items:,} items, {counts.nnz:,} non-zeros "
+           f"({train.nnz:,} train), generated in {time.perf_counter() - start:.1f}s; "
+           f"f={FACTORS}, lambda={REGULARIZATION}, alpha={ALPHA}, {iterations} iterations, CG "
+           f"{CG_STEPS} steps, chunk_cells={CHUNK_CELLS}; quality over {len(users):,} users",
+           "", f"| system | s/iteration | first iteration (s) | recall@{RECALL_K} | map@{MAP_N} |",
+           "|---|---|---|---|---|"]
+  kwargs = dict(factors=FACTORS, regularization=REGULARIZATION, iterations=iterations, alpha=ALPHA)
+  ours = {}
+  for devices in (1, NUM_THREADS):
+    if devices == 1:
+      x, y, per_it = run_ours(train, **kwargs)
+    else:
+      x, y, per_it = run_ours_sharded(train, devices=devices, **kwargs)
+    seconds = float(np.median(per_it[1:])) if len(per_it) > 1 else per_it[0]
+    q = quality(x, y, train, heldout, users)
+    name = "1 device" if devices == 1 else f"{devices} devices, rows sharded"
+    ours[name] = (seconds, q)
+    lines.append(f"| musemb (JAX CPU, {name}) | {seconds:.3f} | {per_it[0]:.2f} | "
+                 f"{q[f'recall@{RECALL_K}']:.4f} | {q[f'map@{MAP_N}']:.4f} |")
+  if not implicit_available():
+    lines += ["", INSTALL_HINT]
+  else:
+    xi, yi, seconds = run_implicit(train, **kwargs)
+    qi = quality(xi, yi, train, heldout, users)
+    theirs_s = seconds / iterations
+    lines.append(f"| implicit 0.7.3 CPU ({NUM_THREADS} threads) | {theirs_s:.3f} | - | "
+                 f"{qi[f'recall@{RECALL_K}']:.4f} | {qi[f'map@{MAP_N}']:.4f} |")
+    lines.append("")
+    recall, map_n = f"recall@{RECALL_K}", f"map@{MAP_N}"
+    for name, (ours_s, q) in ours.items():
+      lines.append(f"ratio musemb ({name})/implicit: time per iteration {ours_s / theirs_s:.2f}x "
+                   f"(< 1 is faster), {map_n} {q[map_n] / max(qi[map_n], 1e-12):.3f}x, "
+                   f"{recall} {q[recall] / max(qi[recall], 1e-12):.3f}x")
+  table = "\n".join(lines)
+  print(table)
+  return table

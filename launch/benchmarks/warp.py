@@ -1,0 +1,503 @@
+"""Benchmark: MUSLSE's WARP training against LightFM's WARP on the same songs, features and tags.
+
+The question: does musemb's jitted MUSLSE step reach the tag-prediction quality of a mature,
+hand-written WARP implementation in no more wall-clock time? Both systems see the same data:
+
+* **songs are the "users"**, described only by their bag-of-frames vectors (the l2-normalised MFCC
+  k-means counts MUSLSE trains on, `musemb.systems.muslse.data`), with no identity features, so a
+  song's vector is V^T s in both models and test songs are as new to LightFM as to MUSLSE;
+* **tags are the items**; an interaction is a (training song, tag) pair.
+
+**LightFM** 1.17 (Kula, "Metadata Embeddings for User and Item Cold-start Recommendations", 2015;
+its WARP follows Weston et al. 2011) trains with `fit_partial(..., epochs=1, num_threads=2)` epoch
+by epoch. After every epoch the clock stops and test p@3 is computed from
+`get_user_representations(test features)` and `get_item_representations()`: scores are the dot
+product plus the tag bias (the song bias is the same for all tags of a song and cannot change a
+ranking), scored with `musemb.metrics.precision_at_k` over the test songs that have a tag.
+
+**MUSLSE** (`configs/muslse.py`, `tasks.names=tag_prediction`, `loss.kind=warp`, the same d) trains
+with the real `musemb.train.train_step`, jitted with the state donated and built as
+`musemb.train.train_and_evaluate` builds it; every `eval_every` steps the clock stops (after
+`block_until_ready`) and test p@3 comes from `musemb.systems.muslse.evaluation.evaluate_tasks`.
+
+Clocks count training only: LightFM's `fit_partial` calls; MUSLSE's host batching, transfers and
+steps. MUSLSE's one-off compilation is excluded from the trace and reported in its own column.
+Each system gets a small learning-rate grid with the same wall-clock budget per setting; the table
+reports the best setting of each (LightFM: highest best test p@3; MUSLSE: earliest arrival at
+LightFM's best test p@3) and the time to reach LightFM's best test p@3. A single run's best p@3 on
+a few hundred test songs is a noisy target (one evaluation's luck), so the two chosen settings run
+again with more seeds, each seed's LightFM best being that seed's target, and the verdict is the
+median ratio over seeds. The same is reported for LightFM's best minus one standard error (over the
+test songs), a level both systems cross on their way up rather than the luckiest evaluation. Both use the machine's 2 cores (JAX's CPU client uses every core;
+LightFM gets `num_threads=2`).
+
+"Examples" are (song, positive tag) updates: a LightFM epoch makes one WARP update per interaction;
+a MUSLSE step makes one per song in the batch (a random positive tag of that song).
+
+    bash launch/install_peers.sh                    # LightFM 1.17 into .venv (once)
+    python -m launch.benchmark --suite=warp         # or --quick for a smoke run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import scipy.sparse
+
+from musemb import metrics as metrics_lib
+from musemb import sharding
+from musemb import train as train_lib
+from musemb.data import builders
+from musemb.data import pipeline
+from musemb.systems import muslse
+from musemb.systems.muslse import data as bof_data
+from musemb.systems.muslse import evaluation as muslse_evaluation
+
+DEFAULT_CACHE_DIR = os.path.join("workdirs", "bench", "data")
+INSTALL_HINT = ("LightFM is not installed in this environment; install it (and implicit) with "
+                "`bash launch/install_peers.sh`, then rerun `python -m launch.benchmark --suite=warp`.")
+NUM_THREADS = 2
+TASK = "tag_prediction"
+
+
+# ----------------------------------------------------------------------------- traces
+
+
+@dataclasses.dataclass
+class Trace:
+  """Test p@3 against training wall-clock for one system and setting.
+
+  times: cumulative training seconds at each evaluation (non-decreasing);
+  p_at_3: test p@3 at those times; stderr: its standard error over the test songs (how far two
+  evaluations may differ by luck); examples: (song, positive tag) updates made by the end;
+  cpu_s: this process's CPU seconds over the same training clock (all threads), so cpu_s / the
+  training seconds is how many cores it kept busy: below 2 on this 2-core machine means idle
+  threads or, when other jobs run, cores taken by them.
+  """
+
+  library: str     # "MUSLSE" or "LightFM"
+  setting: str
+  times: list[float] = dataclasses.field(default_factory=list)
+  p_at_3: list[float] = dataclasses.field(default_factory=list)
+  stderr: list[float] = dataclasses.field(default_factory=list)
+  examples: int = 0
+  compile_s: float = 0.0
+  cpu_s: float = 0.0
+
+  def record(self, seconds: float, per_song: np.ndarray) -> None:
+    """Adds an evaluation from per-song p@3 [songs] (NaN for songs without a tag)."""
+    values = np.asarray(per_song, np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+      raise ValueError(f"{self.library} ({self.setting}): no test song has a tag; nothing to rank.")
+    self.times.append(float(seconds))
+    self.p_at_3.append(float(values.mean()))
+    self.stderr.append(float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1
+                       else float("nan"))
+
+  @property
+  def train_seconds(self) -> float:
+    return self.times[-1] if self.times else 0.0
+
+  @property
+  def examples_per_second(self) -> float:
+    return self.examples / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+  @property
+  def cores(self) -> float:
+    return self.cpu_s / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+  @property
+  def best(self) -> float:
+    return max(self.p_at_3) if self.p_at_3 else float("nan")
+
+  def time_to(self, target: float) -> float:
+    return time_to_target(self.times, self.p_at_3, target)
+
+
+def time_to_target(times: Sequence[float], values: Sequence[float], target: float) -> float:
+  """Training seconds at the first evaluation whose value reaches `target`; inf if none does.
+
+  `times` must be non-decreasing and as long as `values`. A value counts as reaching the target
+  when it is within 1e-9 of it, so a system's own best is reached at the evaluation where it was
+  recorded despite float noise in how the mean was summed.
+  """
+  if len(times) != len(values):
+    raise ValueError(f"time_to_target: {len(times)} times but {len(values)} values.")
+  if any(b < a for a, b in zip(times, times[1:])):
+    raise ValueError(f"time_to_target: times must be non-decreasing, got {list(times)}.")
+  if not math.isfinite(target):
+    raise ValueError(f"time_to_target: target must be finite, got {target}.")
+  for t, v in zip(times, values):
+    if v >= target - 1e-9:
+      return float(t)
+  return float("inf")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def benchmark_config(size: str) -> ml_collections.ConfigDict:
+  """configs/muslse.py for tag prediction with WARP on the synthetic world of `size`."""
+  from configs import muslse as muslse_config  # pylint: disable=g-import-not-at-top
+  config = muslse_config.get_config("tiny" if size == "tiny" else None)
+  config.data.synthetic_size = size
+  config.tasks.names = TASK
+  config.loss.kind = "warp"
+  config.train.eval_metric = f"{TASK}/p@3"
+  config.eval.ks = (3,)
+  return config
+
+
+def prepare_data(size: str, cache_dir: str = DEFAULT_CACHE_DIR
+                 ) -> tuple[ml_collections.ConfigDict, bof_data.BofData]:
+  """Prepares (or reuses) the synthetic world of `size` under `cache_dir`; loads MUSLSE's tables."""
+  from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
+  config = benchmark_config(size)
+  world = synthetic.SyntheticWorld(size, seed=config.data.synthetic_seed,
+                                   sample_rate=config.data.sample_rate)
+  config.data_dir = builders.prepare(world, cache_dir, sample_rate=config.data.sample_rate,
+                                     max_seconds=config.data.max_seconds or None)
+  # With config.data_dir set, load_data reads that dataset (and caches its bags beside it); the
+  # workdir argument is only where it would prepare a world itself.
+  data = muslse.load_data(config, os.path.dirname(os.path.abspath(cache_dir)))
+  return config, data
+
+
+def bag_matrix(split: bof_data.SplitBof, num_features: int) -> scipy.sparse.csr_matrix:
+  """The split's padded bags [n, P] as a CSR [n, num_features] of the same normalised counts."""
+  n, width = split.idx.shape
+  rows = np.repeat(np.arange(n), width)
+  keep = split.val.ravel() != 0
+  return scipy.sparse.csr_matrix(
+      (split.val.ravel()[keep], (rows[keep], split.idx.ravel()[keep])),
+      shape=(n, num_features), dtype=np.float32)
+
+
+def per_song_p_at_3(scores: np.ndarray, tags: np.ndarray) -> np.ndarray:
+  """Per-song p@3 [songs] (NaN for songs without a tag): scores, tags [songs, tags]."""
+  return metrics_lib.precision_at_k(scores, tags, 3, reduce="none")
+
+
+# ----------------------------------------------------------------------------- LightFM
+
+
+def lightfm_available() -> bool:
+  try:
+    import lightfm  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return False
+  return True
+
+
+def _stalled(trace: Trace, patience: int | None) -> bool:
+  """True when the last `patience` evaluations brought no new best."""
+  if patience is None or len(trace.p_at_3) <= patience:
+    return False
+  return max(trace.p_at_3[-patience:]) <= max(trace.p_at_3[:-patience])
+
+
+def train_lightfm(data: bof_data.BofData, *, dim: int, learning_rate: float, max_sampled: int,
+                  budget_s: float, patience: int | None = None, seed: int = 0) -> Trace:
+  """LightFM WARP, one `fit_partial` epoch at a time, test p@3 after each with the clock paused.
+
+  The songs' bags are the user features (no identity features), the tags the items (LightFM's
+  default identity item features, so each tag has its own vector and bias). Stops once `budget_s`
+  training seconds have passed or after `patience` epochs without a new best test p@3.
+  """
+  from lightfm import LightFM  # pylint: disable=g-import-not-at-top
+  train, test = data.splits["train"], data.splits["test"]
+  num_features = data.info["num_features"]
+  train_bags, test_bags = bag_matrix(train, num_features), bag_matrix(test, num_features)
+  interactions = scipy.sparse.coo_matrix(train.tags.astype(np.float32))
+  model = LightFM(no_components=dim, loss="warp", learning_rate=learning_rate,
+                  max_sampled=max_sampled, random_state=seed)
+  trace = Trace("LightFM", f"adagrad lr={learning_rate:g} max_sampled={max_sampled}")
+  clock = 0.0
+  while clock < budget_s and not _stalled(trace, patience):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model.fit_partial(interactions, user_features=train_bags, epochs=1, num_threads=NUM_THREADS)
+    clock += time.perf_counter() - start
+    trace.cpu_s += time.process_time() - cpu_start
+    trace.examples += interactions.nnz
+    # The song bias is one constant per row of scores, so it cannot change a song's tag ranking.
+    _, songs = model.get_user_representations(test_bags)
+    tag_bias, tags = model.get_item_representations()
+    trace.record(clock, per_song_p_at_3(songs @ tags.T + tag_bias[None, :], test.tags))
+  return trace
+
+
+# ----------------------------------------------------------------------------- MUSLSE
+
+
+def train_muslse(config: ml_collections.ConfigDict, data: bof_data.BofData, *, budget_s: float,
+                 eval_every: int, patience: int | None = None) -> Trace:
+  """MUSLSE with the real jitted `musemb.train.train_step` for `budget_s` training seconds.
+
+  The state and the step are the loop's own (`musemb.train.create_train_state`,
+  `make_train_step`: sharded on the mesh, the state donated to the step); `config.train.batch_size` must match `data.batcher`. Every `eval_every` steps the clock
+  stops after `block_until_ready` and test p@3 comes from `evaluation.evaluate_tasks`. Stops once
+  `budget_s` training seconds have passed or after `patience` evaluations without a new best.
+  The step's compilation (ahead of time, before the clock starts) is reported as `compile_s`.
+  """
+  if data.batcher.batch_size != config.train.batch_size:
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} but the data's batcher "
+                     f"makes batches of {data.batcher.batch_size}; load the data with this config.")
+  mesh = sharding.make_mesh(config.train.num_devices or None)
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  tables = sharding.put_replicated(data.tables, mesh)
+  tx = train_lib.make_optimizer(config)
+
+  state = train_lib.create_train_state(muslse.SYSTEM, config, data.info, tx, mesh)
+  step_fn = train_lib.make_train_step(muslse.SYSTEM, config, tx)
+
+  def batch_at(step):
+    return sharding.shard_batch(data.train_batch(step), mesh)
+
+  trace = Trace("MUSLSE", f"{config.optimizer.name} lr={config.optimizer.learning_rate:g} "
+                          f"batch={config.train.batch_size}")
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch_at(0), tables).compile()
+  trace.compile_s = time.perf_counter() - start
+
+  clock, step = 0.0, 0
+  while clock < budget_s and not _stalled(trace, patience):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(eval_every):
+      state, metrics = compiled(state, batch_at(step), tables)
+      step += 1
+    jax.block_until_ready((state, metrics))
+    clock += time.perf_counter() - start
+    trace.cpu_s += time.process_time() - cpu_start
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+      raise FloatingPointError(f"MUSLSE ({trace.setting}) diverged: loss {loss} at step {step}; "
+                               "drop that learning rate from the benchmark grid.")
+    _, per_song = muslse_evaluation.evaluate_tasks(state.params, data, config, "test",
+                                                   tasks=(TASK,))
+    trace.record(clock, per_song[f"{TASK}/p@3"])
+  trace.examples = step * config.train.batch_size
+  return trace
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """One world's budget, grids and repeats.
+
+  lightfm_grid: (learning rate, max_sampled; None = Y - 1); muslse_grid: (optimizer, learning
+  rate), batch size from the config; seeds: how many seeds (0, 1, ...) the two chosen settings run
+  with, since one run's best p@3 on a few hundred test songs is a noisy target.
+  """
+
+  size: str
+  budget_s: float
+  patience: int
+  lightfm_grid: tuple[tuple[float, int | None], ...]
+  muslse_grid: tuple[tuple[str, float], ...]
+  seeds: int = 1
+
+
+QUICK_PLANS = (
+    Plan("tiny", budget_s=2.0, patience=10, lightfm_grid=((0.05, 10), (0.05, None)),
+         muslse_grid=(("sgd", 0.05), ("adagrad", 0.1))),
+)
+FULL_PLANS = tuple(
+    Plan(size, budget_s=budget, patience=30,
+         lightfm_grid=tuple((lr, ms) for lr in (0.01, 0.02, 0.05, 0.1) for ms in (10, None)),
+         muslse_grid=(("sgd", 0.01), ("sgd", 0.05), ("adagrad", 0.05), ("adagrad", 0.1),
+                      ("adagrad", 0.2)),
+         seeds=3)
+    for size, budget in (("demo", 10.0), ("small", 45.0)))
+
+
+def _muslse_run(config: ml_collections.ConfigDict, data: bof_data.BofData, setting: tuple[str, float],
+                seed: int, plan: Plan, eval_every: int) -> Trace:
+  c = config.copy_and_resolve_references()
+  c.optimizer.name, c.optimizer.learning_rate = setting
+  c.seed = seed
+  # The seed also reorders the batches, as it would in `launch.train --config.seed=...`.
+  batcher = pipeline.EpochBatcher(len(data.splits["train"]), c.train.batch_size, seed)
+  return train_muslse(c, dataclasses.replace(data, batcher=batcher), budget_s=plan.budget_s,
+                      eval_every=eval_every, patience=plan.patience)
+
+
+def _best_lightfm(traces: list[Trace]) -> Trace:
+  """Highest best test p@3; among equals, the one that got there first."""
+  return max(traces, key=lambda t: (t.best, -t.time_to(t.best)))
+
+
+def _best_muslse(traces: list[Trace], target: float | None) -> Trace:
+  """Earliest arrival at `target`; if none arrives (or no target), the highest best test p@3."""
+  if target is not None and any(math.isfinite(t.time_to(target)) for t in traces):
+    return min(traces, key=lambda t: t.time_to(target))
+  return max(traces, key=lambda t: t.best)
+
+
+def _seconds(x: float, missing: str) -> str:
+  return f"{x:.3f}" if math.isfinite(x) else missing
+
+
+def _row(trace: Trace, target: float | None, lightfm_time: float | None) -> str:
+  """One table row; the ratio (LightFM's time / this system's time to the target) for MUSLSE only."""
+  missing = "n/a" if target is None else "not reached"
+  to_target = trace.time_to(target) if target is not None else float("nan")
+  is_ours = trace.library == "MUSLSE"
+  ratio = (lightfm_time / to_target if is_ours and lightfm_time is not None
+           and math.isfinite(to_target) and to_target > 0 else float("nan"))
+  best = f"{trace.best:.4f} @ {trace.time_to(trace.best):.3f} s"
+  return (f"| {trace.library:7s} | {trace.setting:30s} | {trace.examples_per_second:10,.0f} | "
+          f"{trace.cores:5.2f} | "
+          f"{best:>20s} | {_seconds(to_target, missing):>11s} | "
+          f"{f'{trace.compile_s:.1f}' if is_ours else '-':>9s} | "
+          f"{_seconds(to_target + trace.compile_s, missing) if is_ours else '-':>11s} | "
+          f"{f'{ratio:.2f}' if math.isfinite(ratio) else '-':>8s} | {len(trace.times):5d} |")
+
+
+_HEADER = ("| system  | setting                        | examples/s | cores | best test p@3 @ time | "
+           "to target s | compile s | + compile s |    ratio | evals |\n"
+           "|---------|--------------------------------|-----------:|------:|---------------------:|"
+           "------------:|----------:|------------:|---------:|------:|")
+
+
+def _median_ratio(peer_times: list[float], our_times: list[float]) -> float:
+  """Median over seeds of LightFM's time / MUSLSE's time; a target MUSLSE never reached counts 0."""
+  return float(np.median([p / o if math.isfinite(o) and o > 0 else 0.0
+                          for p, o in zip(peer_times, our_times)]))
+
+
+def _repeat_summary(repeats: list[tuple[Trace, Trace]]) -> str:
+  """The verdict over seeds: per seed, each system's time to that seed's LightFM best p@3.
+
+  Also the same for a level one standard error below that best: a best is the luckiest of many
+  evaluations, so the time to it says as much about the noise of a small test set as about
+  training speed; the lower level is one both systems cross on their way up.
+  """
+  seeds = len(repeats)
+  targets = [p.best for p, _ in repeats]
+  lowered = [p.best - p.stderr[p.p_at_3.index(p.best)] for p, _ in repeats]
+  lines = [f"Over {seeds} seed{'s' if seeds > 1 else ''} ({repeats[0][0].setting} vs "
+           f"{repeats[0][1].setting}); times in training s:"]
+  medians = []
+  for name, levels in (("LightFM's best test p@3", targets),
+                       ("LightFM's best test p@3 - 1 standard error", lowered)):
+    peer_times = [p.time_to(level) for (p, _), level in zip(repeats, levels)]
+    our_times = [o.time_to(level) for (_, o), level in zip(repeats, levels)]
+    medians.append(_median_ratio(peer_times, our_times))
+    reached = sum(math.isfinite(o) for o in our_times)
+    lines.append(f"  to {name}: " + "; ".join(
+        f"seed {i}: {level:.4f}, LightFM {pt:.3f}, MUSLSE {_seconds(ot, 'not reached')}"
+        for i, (level, pt, ot) in enumerate(zip(levels, peer_times, our_times)))
+        + f" -> MUSLSE reaches it in {reached}/{seeds}, median ratio {medians[-1]:.2f}")
+  compile_s = float(np.median([o.compile_s for _, o in repeats]))
+  lines.append(f"MUSLSE's one-off compilation: {compile_s:.1f} s (not in the times above).")
+  lines.append(f"Verdict (median ratio LightFM/MUSLSE time to LightFM's best, unreached = 0): "
+               f"{medians[0]:.2f}: MUSLSE is "
+               + ("no slower than LightFM." if medians[0] >= 1.0 else "SLOWER than LightFM."))
+  return "\n".join(lines)
+
+
+def run_plan(plan: Plan, cache_dir: str = DEFAULT_CACHE_DIR, with_lightfm: bool = True) -> str:
+  """Both systems on one world; returns the section of the table for it."""
+  config, data = prepare_data(plan.size, cache_dir)
+  train = data.splits["train"]
+  num_tags = data.info["num_tags"]
+  interactions = int(train.tags.sum())
+  dim = config.model.embed_dim
+  # One MUSLSE evaluation per as many (song, tag) updates as one LightFM epoch makes, so both
+  # traces are sampled equally often per update (and neither gets more draws of a noisy maximum).
+  eval_every = max(1, math.ceil(interactions / config.train.batch_size))
+  loads = [os.getloadavg()[0]]
+
+  # The two grids run interleaved, so that a burst of load from other jobs on the shared machine
+  # falls on both systems rather than on one.
+  lightfm_settings = [dict(dim=dim, learning_rate=lr, max_sampled=max_sampled or num_tags - 1,
+                           budget_s=plan.budget_s, patience=plan.patience)
+                      for lr, max_sampled in (plan.lightfm_grid if with_lightfm else ())]
+  lightfm_traces, muslse_traces = [], []
+  for i in range(max(len(lightfm_settings), len(plan.muslse_grid))):
+    if i < len(lightfm_settings):
+      lightfm_traces.append(train_lightfm(data, **lightfm_settings[i], seed=0))
+    if i < len(plan.muslse_grid):
+      muslse_traces.append(_muslse_run(config, data, plan.muslse_grid[i], 0, plan, eval_every))
+    loads.append(os.getloadavg()[0])
+  peer = _best_lightfm(lightfm_traces) if lightfm_traces else None
+  target = peer.best if peer else None
+  lightfm_time = peer.time_to(target) if peer else None
+  ours = _best_muslse(muslse_traces, target)
+  # The paper's optimizer (fixed-rate SGD) gets its own row when another one won.
+  sgd_traces = [t for t in muslse_traces if t.setting.startswith("sgd")]
+  best_sgd = _best_muslse(sgd_traces, target) if sgd_traces else ours
+
+  # The chosen settings again with other seeds: each seed's LightFM best is that seed's target.
+  repeats = [(peer, ours)] if peer else []
+  for seed in range(1, plan.seeds if peer else 0):
+    peer_seed = train_lightfm(data, **lightfm_settings[lightfm_traces.index(peer)], seed=seed)
+    ours_seed = _muslse_run(config, data, plan.muslse_grid[muslse_traces.index(ours)], seed, plan,
+                            eval_every)
+    repeats.append((peer_seed, ours_seed))
+    loads.append(os.getloadavg()[0])
+
+  lines = [
+      f"WARP training, synthetic world {plan.size!r}: {len(train)} training songs, "
+      f"{len(data.splits['test'])} test songs, {num_tags} tags, {interactions} (song, tag) "
+      f"pairs; {data.info['num_features']} codewords, "
+      f"{data.info['avg_nonzero_features']:.0f} non-zero per song; d={dim}; "
+      f"{os.cpu_count()} CPUs, {NUM_THREADS} threads each; 1-min load average "
+      f"{min(loads):.1f}-{max(loads):.1f} (shared machine)",
+      f"budget {plan.budget_s:g} training s per setting, stop after {plan.patience} evaluations "
+      f"without a new best; LightFM evaluated every epoch, MUSLSE every {eval_every} steps "
+      f"(x{config.train.batch_size} = one LightFM epoch of updates); cores = process CPU s per "
+      f"training s; ratio = LightFM time / MUSLSE "
+      f"time to the target (> 1: MUSLSE is faster); target = LightFM's best "
+      f"test p@3" + (f" = {target:.4f} (standard error over the test songs: "
+                     f"{peer.stderr[peer.p_at_3.index(target)]:.4f})" if peer is not None
+                     else " (LightFM not installed)"),
+      "",
+      _HEADER,
+  ]
+  best_rows = ([peer] if peer else []) + [ours] + ([best_sgd] if best_sgd is not ours else [])
+  lines += [_row(t, target, lightfm_time) for t in best_rows]
+  lines += ["", "every setting:", "", _HEADER]
+  lines += [_row(t, target, lightfm_time) for t in lightfm_traces + muslse_traces]
+  if repeats:
+    lines += ["", _repeat_summary(repeats)]
+  return "\n".join(lines)
+
+
+def run(quick: bool = False, cache_dir: str = DEFAULT_CACHE_DIR) -> str:
+  """Runs the benchmark; prints and returns the table.
+
+  Args:
+    quick: the tiny world and 2 s per setting (a smoke run); otherwise the demo world (10 s per
+      setting) and the small world (45 s per setting), each grid point stopped early once it
+      stalls, then the chosen settings with two more seeds: 5-8 minutes on 2 cores, plus about
+      5 minutes the first time, to prepare the small world and its bag-of-frames.
+    cache_dir: where the synthetic worlds are prepared (reused between runs).
+
+  Returns:
+    The table(s) as one string. Without LightFM the MUSLSE half is still measured and the string
+    starts with how to install LightFM.
+  """
+  with_lightfm = lightfm_available()
+  sections = [] if with_lightfm else [INSTALL_HINT]
+  if not with_lightfm:
+    print(INSTALL_HINT)
+  for plan in QUICK_PLANS if quick else FULL_PLANS:
+    section = run_plan(plan, cache_dir, with_lightfm)
+    print(section + "\n", flush=True)
+    sections.append(section)
+  return "\n\n".join(sections)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,185 @@
+"""MUSLSE's five tasks as ranking problems on a batch, and the ranking loss of one task (§4).
+
+Each step's batch holds training-song row ids (`song` [B]); `_problem` turns a task into "rank Y
+labels for each query" with the query and label embeddings of eqs. (4)-(8), and `ranking_loss`
+applies WARP (sampled rank, Algorithm 1), exact-rank WARP or the AUC margin loss (eq. 9) to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from musemb.models import linear
+from musemb.objectives import ranking as ranking_losses
+from musemb.samplers import warp as warp_sampler
+from musemb.systems.muslse import data as bof_data
+
+
+def embed_songs(V: jax.Array, idx: jax.Array, val: jax.Array) -> jax.Array:
+  """Phi_Song(s) = V^T s for sparse bags: V [|S|, d], idx/val [..., P] -> [..., d]."""
+  return linear.apply_sparse(V, idx, val)
+
+
+@dataclasses.dataclass
+class _Problem:
+  """A ranking problem for one task on one batch: rank Y labels for each query."""
+
+  query: jax.Array                                   # [B, d]
+  positive: jax.Array                                # [B] label id
+  valid: jax.Array                                   # [B] bool: the example has a positive
+  num_labels: int
+  embed_labels: Callable[[jax.Array], jax.Array]     # ids [...] -> [..., d]
+  is_positive: Callable[[jax.Array], jax.Array]      # ids [B, K] -> bool [B, K]
+  positive_mask_all: Callable[[], jax.Array]         # -> bool [B, Y] (exact losses only)
+  # Songs as labels: embedding a candidate means gathering its whole bag, so the batch shares one
+  # row of candidate draws (each example's draws stay iid uniform; see `sample_warp(shared=True)`).
+  shared_candidates: bool = False
+
+
+def _random_positive(rng: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """A uniformly random True column per row of mask [B, Y] ("pick a random positive label")."""
+  logits = jnp.where(mask, 0.0, -jnp.inf)
+  choice = jax.random.categorical(rng, jnp.where(mask.any(-1, keepdims=True), logits, 0.0))
+  return choice.astype(jnp.int32), mask.any(-1)
+
+
+def _random_member(rng: jax.Array, table: jax.Array, exclude: jax.Array | None = None
+                   ) -> tuple[jax.Array, jax.Array]:
+  """A random non-padding (>= 0) entry per row of table [B, K], optionally != exclude [B]."""
+  ok = table >= 0
+  if exclude is not None:
+    ok &= table != exclude[:, None]
+  col, valid = _random_positive(rng, ok)
+  return jnp.take_along_axis(table, col[:, None], axis=1)[:, 0], valid
+
+
+def _problem(task: str, p: dict, batch: dict, tables: bof_data.BofTables, rng: jax.Array) -> _Problem:
+  """The batch holds training-song row ids (`song` [B]); their features are gathered on device."""
+  songs_emb = lambda ids: embed_songs(p["V"], tables.song_idx[ids], tables.song_val[ids])
+  song = batch["song"]
+  num_songs = tables.song_idx.shape[0]
+  song_artist = tables.song_artist
+  artist = song_artist[song]
+  has_artist = artist >= 0
+  artist_safe = jnp.maximum(artist, 0)
+  query_song = lambda: songs_emb(song)
+
+  if task == "tag_prediction":
+    tags = tables.song_tags[song]
+    pos, valid = _random_positive(rng, tags)
+    return _Problem(
+        query=query_song(), positive=pos, valid=valid,
+        num_labels=p["T"].shape[0], embed_labels=lambda ids: p["T"][ids],
+        is_positive=lambda ids: jnp.take_along_axis(tags, ids, axis=1),
+        positive_mask_all=lambda: tags)
+  if task == "artist_prediction":
+    num_artists = p["A"].shape[0]
+    return _Problem(
+        query=query_song(), positive=artist_safe,
+        valid=has_artist, num_labels=num_artists, embed_labels=lambda ids: p["A"][ids],
+        is_positive=lambda ids: ids == artist_safe[:, None],
+        positive_mask_all=lambda: jax.nn.one_hot(artist_safe, num_artists, dtype=bool))
+  if task == "song_prediction":
+    # Query: the artist; positive: this (training) song; negatives: songs by other artists.
+    return _Problem(
+        query=p["A"][artist_safe], positive=song, valid=has_artist, num_labels=num_songs,
+        embed_labels=songs_emb, is_positive=lambda ids: song_artist[ids] == artist_safe[:, None],
+        positive_mask_all=lambda: song_artist[None, :] == artist_safe[:, None],
+        shared_candidates=True)
+  if task == "similar_songs":
+    # Query: this song; positive: another song by the same artist (the paper's ground truth).
+    other, valid = _random_member(rng, tables.artist_songs[artist_safe], exclude=song)
+    return _Problem(
+        query=query_song(), positive=other,
+        valid=valid & has_artist, num_labels=num_songs, embed_labels=songs_emb,
+        is_positive=lambda ids: song_artist[ids] == artist_safe[:, None],
+        positive_mask_all=lambda: song_artist[None, :] == artist_safe[:, None],
+        shared_candidates=True)
+  if task == "similar_artists":
+    similar = tables.artist_similar[artist_safe]                      # [B, K], -1 padded
+    other, valid = _random_member(rng, similar)
+    num_artists = p["A"].shape[0]
+
+    def is_pos(ids):
+      return (ids[:, :, None] == similar[:, None, :]).any(-1) | (ids == artist_safe[:, None])
+
+    def mask_all():
+      onehots = jax.nn.one_hot(jnp.where(similar >= 0, similar, num_artists), num_artists + 1,
+                               dtype=bool)[..., :num_artists].any(1)
+      return onehots | jax.nn.one_hot(artist_safe, num_artists, dtype=bool)
+
+    return _Problem(query=p["A"][artist_safe], positive=other, valid=valid & has_artist,
+                    num_labels=num_artists, embed_labels=lambda ids: p["A"][ids],
+                    is_positive=is_pos, positive_mask_all=mask_all)
+  raise ValueError(f"unknown MUSLSE task {task!r}; expected one of {bof_data.TASKS}.")
+
+
+_ALPHA_KINDS = {"harmonic": "harmonic", "ones": "auc", "top_k": "top_k"}
+
+
+def _alpha(config: ml_collections.ConfigDict) -> tuple[str, int | None]:
+  """config.loss.alpha -> (kind for `rank_loss_weights`, k): harmonic 1/i, ones (AUC), top_k."""
+  if config.loss.alpha not in _ALPHA_KINDS:
+    raise ValueError(f"loss.alpha={config.loss.alpha!r}; expected one of {sorted(_ALPHA_KINDS)}.")
+  kind = _ALPHA_KINDS[config.loss.alpha]
+  return kind, (config.loss.top_k if kind == "top_k" else None)
+
+
+def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+  """Sum over valid examples of the configured ranking loss for one task."""
+  lc = config.loss
+  alpha_kind, alpha_k = _alpha(config)
+  pos_scores = jnp.einsum("bd,bd->b", prob.query, prob.embed_labels(prob.positive))
+  if lc.kind in ("warp_exact",):
+    scores = prob.query @ prob.embed_labels(jnp.arange(prob.num_labels)).T          # [B, Y]
+    per_example = ranking_losses.exact_warp_loss(
+        scores, prob.positive_mask_all(), prob.positive, kind=alpha_kind, k=alpha_k, margin=lc.margin)
+  else:
+    # Rejected positives use up draws too, so small label sets get up to 2Y draws (the sampler
+    # never counts more than Y-1 accepted ones); large ones are truncated at the budget.
+    budget = int(min(lc.budget, 2 * prob.num_labels))
+    stopped_query = jax.lax.stop_gradient(prob.query)
+
+    def score_candidates(ids):                                                      # [B, K]
+      if prob.shared_candidates:   # every row of ids is the same draw: embed it once
+        return stopped_query @ jax.lax.stop_gradient(prob.embed_labels(ids[0])).T
+      return jnp.einsum("bd,bkd->bk", stopped_query, jax.lax.stop_gradient(prob.embed_labels(ids)))
+
+    if lc.kind == "warp":
+      sample = warp_sampler.sample_warp(
+          rng, jax.lax.stop_gradient(pos_scores), score_candidates, prob.is_positive,
+          num_labels=prob.num_labels, budget=budget, margin=lc.margin,
+          shared=prob.shared_candidates)
+      viol_scores = jnp.einsum("bd,bd->b", prob.query, prob.embed_labels(sample.violator))
+      weights = ranking_losses.rank_loss_weights(sample.rank_estimate, kind=alpha_kind, k=alpha_k,
+                                               max_rank=prob.num_labels)
+      per_example = ranking_losses.warp_loss(pos_scores, viol_scores, weights, sample.found,
+                                             margin=lc.margin)
+    elif lc.kind == "auc":
+      batch = pos_scores.shape[0]
+      if prob.shared_candidates:
+        row = warp_sampler.draw_negative_candidates(rng, prob.num_labels, (budget,))
+        cands = jnp.broadcast_to(row, (batch, budget))
+        cand_scores = prob.query @ prob.embed_labels(row).T
+      else:
+        cands = warp_sampler.draw_negative_candidates(rng, prob.num_labels, (batch, budget))
+        cand_scores = jnp.einsum("bd,bkd->bk", prob.query, prob.embed_labels(cands))
+      cand_valid = ~prob.is_positive(cands)
+      # Mean hinge over the sampled negatives: eq. (9) divided by the number of negatives, i.e.
+      # SGD on random (positive, negative) pairs, so `loss=auc` and `loss=warp` share a sensible
+      # learning rate (the sum would scale the step by Y).
+      per_example = ranking_losses.sampled_auc_loss(pos_scores, cand_scores, cand_valid, 1,
+                                                    margin=lc.margin)
+    else:
+      raise ValueError(f"loss.kind={lc.kind!r}; expected warp, warp_exact or auc.")
+  return jnp.sum(jnp.where(prob.valid, per_example, 0.0))
+
+
+def task_loss(task, p, batch, tables, rng, config):
+  r_prob, r_loss = jax.random.split(rng)
+  return _ranking_loss(_problem(task, p, batch, tables, r_prob), r_loss, config)
