@@ -12,10 +12,11 @@ data set / paper table row; `key=value` items override the most common knobs:
 
 Variants: `tiny` (test size), `demo` (the world `make demo` uses), `tagatune` (MagnaTagATune: tag
 prediction only, as in Tables 2-5), `bigdata` (artist/song/similar-song tasks of Table 6).
-`key=value` items (applied after the named variants): `d=<total dim>` (d > 100 as an ensemble of
-d/100 members of 100, the paper's recipe; `--config.model.embed_dim` sets a single model's d),
-`loss=warp|warp_exact|auc`, `tasks=<name>+<name>...`, `ensemble=<members>`, `opt=sgd|adagrad`,
-`mode=random|sum`.
+`key=value` items (applied after the named variants, parsed by `configs.common.parse_arg`):
+`d=<total dim>` (d > 100 as an ensemble of d/100 members of 100, the paper's recipe;
+`--config.model.embed_dim` sets a single model's d), `loss=warp|warp_exact|auc`,
+`tasks=<name>+<name>...`, `ensemble=<members>`, `opt=sgd|adagrad`, `mode=random|sum`,
+`steps=<N>`.
 
 Expected on the demo world (`make demo`, ~5 min on 2 CPU cores): MUSLSE beats one-vs-rest on tag
 prediction p@3 and cosine similarity on similar songs; README "Reproducing the tables" has the numbers.
@@ -25,21 +26,24 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 ALL_TASKS = ("artist_prediction", "song_prediction", "similar_songs", "tag_prediction",
              "similar_artists")
+# The accepted items of the variant string (configs.common.parse_arg); one_vs_rest shares them.
+VARIANTS = dict(tiny=False, demo=False, tagatune=False, bigdata=False, d=0, loss="", tasks="",
+                ensemble=0, opt="", mode="", steps=0)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.system = "muslse"
-  c.seed = 0
-  # A prepared TFDS dataset (or a folder holding exactly one); "" = the built-in synthetic world,
-  # generated and prepared under <workdir>/data on first use.
-  c.data_dir = ""
+  c = base("muslse")
+  apply_variants(c, common.parse_arg(arg, **VARIANTS))
+  return c
 
-  c.data = ml_collections.ConfigDict()
-  c.data.synthetic_size = "demo"   # tiny | demo | small | large
-  c.data.synthetic_seed = 0
+
+def base(system: str) -> ml_collections.ConfigDict:
+  """Every key of a bag-of-frames system (MUSLSE and its one-vs-rest baseline), MUSLSE's defaults."""
+  c = common.base(system)
   c.data.sample_rate = 16000
   c.data.max_seconds = 30.0        # crop long tracks when preparing the built-in world
   c.data.split_seed = 0            # similar-artist edge split, per-artist song samples
@@ -51,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.features.kmeans_steps = 300
   c.features.n_mels = 40
   c.features.standardize = True
-  c.features.normalize = "l2"      # song vector s: l2 | l1 | none (scale of counts; see muslse.py)
+  c.features.normalize = "l2"      # song vector s: l2 | l1 | none (scale of counts; see muslse)
   c.features.seed = 0              # k-means; apart from `seed` so a seed sweep reuses the features
 
   c.model = ml_collections.ConfigDict()
@@ -71,29 +75,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.tasks.mode = "random"          # random: one task per step (§4.1) | sum: all tasks every step
   c.tasks.weights = ml_collections.ConfigDict({t: 1.0 for t in ALL_TASKS})
 
-  c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"         # sgd (fixed rate, as in the paper) | adagrad
   c.optimizer.learning_rate = 0.01
 
-  c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64          # examples per step; the loss is summed, so each acts as an SGD step
-  c.train.num_steps = 6000
+  common.set_steps(c, 6000)
   c.train.log_every = 200
   c.train.eval_every = 1000
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3
   c.train.patience = 4             # evaluations without improvement before stopping (Algorithm 1)
   c.train.eval_metric = "mean_p@3" # validation metric: mean p@3 over tasks, or "<task>/p@k"
-  c.train.num_devices = 0          # 0 = all visible devices
 
-  c.eval = ml_collections.ConfigDict()
   c.eval.ks = (1, 3, 6, 9, 12, 15)
   c.eval.query_chunk = 1024
   c.eval.item_chunk = 0            # 0 = rank all items of a query chunk at once
-  c.eval.split = "test"
-
-  if arg:
-    _apply_variants(c, arg)
   return c
 
 
@@ -105,58 +101,55 @@ def set_dim(c: ml_collections.ConfigDict, d: int) -> None:
     c.model.embed_dim, c.model.ensemble = d, 1
 
 
-def _apply_variants(c: ml_collections.ConfigDict, arg: str) -> None:
-  items = [item.strip() for item in arg.split(",") if item.strip()]
-  # Named variants first, then key=value items, so "d=100,tagatune" means what it says.
-  for item in sorted(items, key=lambda x: "=" in x):
-    if "=" in item:
-      key, value = item.split("=", 1)
-      if key == "d":
-        set_dim(c, int(value))
-      elif key == "loss":
-        c.loss.kind = value
-      elif key == "tasks":
-        c.tasks.names = value.replace("+", ",")
-      elif key == "ensemble":
-        c.model.ensemble = int(value)
-      elif key == "opt":
-        c.optimizer.name = value
-      elif key == "mode":
-        c.tasks.mode = value
-      else:
-        raise ValueError(f"unknown config item {key!r} in {arg!r}; use d=, loss=, tasks=, ensemble=, "
-                         "opt= or mode=, or override any key with --config.<key>=<value>.")
-    elif item == "tiny":
-      c.data.synthetic_size = "tiny"
-      c.features.n_codewords = 32
-      c.features.kmeans_frames = 20_000
-      c.features.kmeans_steps = 50
-      c.model.embed_dim = 16
-      c.loss.budget = 32
-      c.train.batch_size = 16
-      c.train.num_steps = 40
-      c.train.log_every = 10
-      c.train.eval_every = 20
-      c.train.checkpoint_every = 20
-      c.eval.query_chunk = 64
-    elif item == "demo":
+def apply_variants(c: ml_collections.ConfigDict, v: ml_collections.ConfigDict, *,
+                   tune_optimizer: bool = True) -> None:
+  """Named variants (in the order tiny, demo, tagatune, bigdata), then the key=value knobs.
+
+  `tune_optimizer=False` (one-vs-rest) keeps the caller's optimizer under the `demo` variant,
+  whose Adagrad setting was tuned for MUSLSE."""
+  if v.tiny:
+    c.data.synthetic_size = "tiny"
+    c.features.n_codewords = 32
+    c.features.kmeans_frames = 20_000
+    c.features.kmeans_steps = 50
+    c.model.embed_dim = 16
+    c.loss.budget = 32
+    c.train.batch_size = 16
+    common.set_steps(c, 40)
+    c.train.log_every = 10
+    c.train.eval_every = 20
+    c.train.checkpoint_every = 20
+    c.eval.query_chunk = 64
+  if v.demo:
+    c.data.synthetic_size = "demo"
+    if tune_optimizer:
       # Tuned on the demo world's validation split (README, "Reproducing the tables"): Adagrad
       # reached higher validation p@3 than SGD at any fixed rate tried (0.005-0.2).
-      c.data.synthetic_size = "demo"
       c.optimizer.name = "adagrad"
       c.optimizer.learning_rate = 0.1
-    elif item == "tagatune":
-      # MagnaTagATune (Tables 2-5): tag prediction only, d = 400 as 4 x 100 (Table 2's MUSLSE row);
-      # point --config.data_dir at the prepared set.
-      c.tasks.names = "tag_prediction"
-      set_dim(c, 400)
-      c.train.eval_metric = "tag_prediction/p@3"
-      c.train.num_steps = 200_000
-      c.train.eval_every = 10_000
-      c.train.checkpoint_every = 10_000
-    elif item == "bigdata":
-      c.tasks.names = "artist_prediction,song_prediction,similar_songs"
-      c.train.eval_metric = "mean_p@3"
-    else:
-      raise ValueError(f"unknown variant {item!r} of configs/muslse.py; expected tiny, demo, "
-                       "tagatune, bigdata or key=value.")
+  if v.tagatune:
+    # MagnaTagATune (Tables 2-5): tag prediction only, d = 400 as 4 x 100 (Table 2's MUSLSE row);
+    # point --config.data_dir at the prepared set.
+    c.tasks.names = "tag_prediction"
+    set_dim(c, 400)
+    c.train.eval_metric = "tag_prediction/p@3"
+    common.set_steps(c, 200_000)
+    c.train.eval_every = 10_000
+    c.train.checkpoint_every = 10_000
+  if v.bigdata:
+    c.tasks.names = "artist_prediction,song_prediction,similar_songs"
+    c.train.eval_metric = "mean_p@3"
+  if v.d:
+    set_dim(c, v.d)
+  if v.loss:
+    c.loss.kind = v.loss
+  if v.tasks:
+    c.tasks.names = v.tasks.replace("+", ",")
+  if v.ensemble:
+    c.model.ensemble = v.ensemble
+  if v.opt:
+    c.optimizer.name = v.opt
+  if v.mode:
+    c.tasks.mode = v.mode
+  if v.steps:
+    common.set_steps(c, v.steps)

@@ -14,28 +14,23 @@ Every key is declared here; variants pick a scale, `key=value` items the common 
 Variants: `tiny` (tests: six blocks over 2,187 samples, narrow), `demo` (the built-in demo world:
 Lee et al.'s nine blocks over 59,049 samples at an eighth of the width, so it trains on 2 CPU
 cores in minutes), `msd` (the thesis: full widths, batch 32, SGD with momentum from 0.5 and four
-drops by 5 on validation plateaus). `key=value`: `head=factors|tags`, `opt=sgd|adam`, `lr=`,
-`batch=`, `steps=`.
+drops by 5 on validation plateaus). `key=value` (`configs.common.parse_arg`): `head=factors|tags`,
+`opt=sgd|adam`, `lr=`, `batch=`, `steps=`.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from musemb.models import samplecnn as samplecnn_model
+from configs import common
+
+# Lee et al.'s nine block widths (musemb.models.samplecnn.LEE_WIDTHS; a test keeps them equal).
+LEE_WIDTHS = (128, 128, 256, 256, 256, 256, 256, 256, 512)
+HEADS = ("tags", "factors")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.system = "samplecnn"
-  c.seed = 0
-  # A prepared TFDS dataset (or a folder holding exactly one); "" = the built-in synthetic world,
-  # generated and prepared under <workdir>/data on first use.
-  c.data_dir = ""
-
-  c.data = ml_collections.ConfigDict()
-  c.data.synthetic_size = "demo"
-  c.data.synthetic_seed = 0
+  c = common.base("samplecnn")
   c.data.sample_rate = 16000       # the thesis downsampled to 16 kHz
   c.data.max_seconds = 20.0        # and stored 20 s per track (prepare crops to this)
   c.data.crop_samples = 3 ** 10    # 59,049 samples = 3.7 s, the 3^9 model's input
@@ -45,13 +40,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.head = "factors"         # factors (MSE to l2-normalised WMF factors) | tags (BCE)
-  c.model.widths = samplecnn_model.LEE_WIDTHS
+  c.model.widths = LEE_WIDTHS
   c.model.stem_width = 128
   c.model.final_width = 512        # 0 = no final 1x1 convolution
   c.model.dropout = 0.5
   c.model.bn_momentum = 0.99
 
-  c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"         # sgd (momentum, Lee et al. / Platt) | adam | adagrad
   c.optimizer.learning_rate = 0.01  # Lee et al.'s start; the thesis started at 0.5 (msd variant)
   c.optimizer.momentum = 0.9
@@ -60,19 +54,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.plateau_drops = 4    # divide the rate by 5 on a validation plateau, 4 times (§6.1)
   c.optimizer.plateau_factor = 0.2
 
-  c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32          # the thesis' batch (Lee et al. used 50)
-  c.train.num_steps = 200_000
+  common.set_steps(c, 200_000)
   c.train.log_every = 100
   c.train.eval_every = 2000
   c.train.eval_metric = "-factors/mse"   # validation loss of the head ("-" = smaller is better)
   c.train.patience = 3             # evaluations without improvement before a drop / the stop
   c.train.checkpoint_every = 2000
   c.train.keep_checkpoints = 3
-  c.train.num_devices = 0          # 0 = all visible devices
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.split = "test"
   c.eval.windows = 5               # average the first 5 adjacent crops (18.5 s of 20 s)
   c.eval.batch_size = 8            # tracks per prediction batch (x windows crops)
   c.eval.recommendation = True     # Table 6.1 (factors head)
@@ -85,71 +75,61 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.transfer.steps = 500
   c.eval.transfer.learning_rate = 0.05
 
-  if arg:
-    _apply_variants(c, arg)
+  _apply_variants(c, common.parse_arg(arg, tiny=False, demo=False, msd=False, head="", opt="",
+                                      lr=0.0, batch=0, steps=0))
   return c
 
 
 def _set_head(c: ml_collections.ConfigDict, head: str) -> None:
-  if head not in samplecnn_model.HEADS:
-    raise ValueError(f"head={head!r}; expected one of {samplecnn_model.HEADS}.")
+  if head not in HEADS:
+    raise ValueError(f"head={head!r}; expected one of {HEADS}.")
   c.model.head = head
   c.train.eval_metric = "-factors/mse" if head == "factors" else "tags/roc_auc"
 
 
-def _apply_variants(c: ml_collections.ConfigDict, arg: str) -> None:
-  items = [item.strip() for item in arg.split(",") if item.strip()]
-  for item in sorted(items, key=lambda x: "=" in x):
-    if "=" in item:
-      key, value = item.split("=", 1)
-      if key == "head":
-        _set_head(c, value)
-      elif key == "opt":
-        c.optimizer.name = value
-        if value == "adam":
-          c.optimizer.learning_rate = 1e-3
-      elif key == "lr":
-        c.optimizer.learning_rate = float(value)
-      elif key == "batch":
-        c.train.batch_size = int(value)
-      elif key == "steps":
-        c.train.num_steps = int(value)
-      else:
-        raise ValueError(f"unknown config item {key!r} in {arg!r}; use head=, opt=, lr=, batch= "
-                         "or steps=, or override any key with --config.<key>=<value>.")
-    elif item == "tiny":
-      c.data.synthetic_size = "tiny"
-      c.data.max_seconds = 0.0
-      c.data.crop_samples = 3 ** 7
-      c.model.widths = (8, 8, 16, 16, 16, 32)
-      c.model.stem_width = 8
-      c.model.final_width = 32
-      c.train.batch_size = 8
-      c.train.num_steps = 20
-      c.train.log_every = 5
-      c.train.eval_every = 10
-      c.train.checkpoint_every = 10
-      c.eval.windows = 5
-      c.eval.batch_size = 8
-      c.eval.transfer.steps = 100
-    elif item == "demo":
-      # The demo world's clips are 8 s: two whole 59,049-sample windows each.
-      c.data.synthetic_size = "demo"
-      c.model.widths = tuple(w // 8 for w in samplecnn_model.LEE_WIDTHS)
-      c.model.stem_width = 16
-      c.model.final_width = 64
-      c.optimizer.learning_rate = 0.05
-      c.train.batch_size = 16
-      c.train.num_steps = 1500
-      c.train.log_every = 50
-      c.train.eval_every = 250
-      c.train.checkpoint_every = 250
-      c.eval.windows = 2
-      c.eval.batch_size = 16
-    elif item == "msd":
-      c.data.synthetic_size = ""
-      c.optimizer.learning_rate = 0.5   # "We started with a higher learning rate (0.5)"
-      c.train.batch_size = 32
-    else:
-      raise ValueError(f"unknown variant {item!r} of configs/samplecnn.py; expected tiny, demo, "
-                       "msd or key=value.")
+def _apply_variants(c: ml_collections.ConfigDict, v: ml_collections.ConfigDict) -> None:
+  if v.tiny:
+    c.data.synthetic_size = "tiny"
+    c.data.max_seconds = 0.0
+    c.data.crop_samples = 3 ** 7
+    c.model.widths = (8, 8, 16, 16, 16, 32)
+    c.model.stem_width = 8
+    c.model.final_width = 32
+    c.train.batch_size = 8
+    common.set_steps(c, 20)
+    c.train.log_every = 5
+    c.train.eval_every = 10
+    c.train.checkpoint_every = 10
+    c.eval.windows = 5
+    c.eval.batch_size = 8
+    c.eval.transfer.steps = 100
+  if v.demo:
+    # The demo world's clips are 8 s: two whole 59,049-sample windows each.
+    c.data.synthetic_size = "demo"
+    c.model.widths = tuple(w // 8 for w in LEE_WIDTHS)
+    c.model.stem_width = 16
+    c.model.final_width = 64
+    c.optimizer.learning_rate = 0.05
+    c.train.batch_size = 16
+    common.set_steps(c, 1500)
+    c.train.log_every = 50
+    c.train.eval_every = 250
+    c.train.checkpoint_every = 250
+    c.eval.windows = 2
+    c.eval.batch_size = 16
+  if v.msd:
+    c.data.synthetic_size = ""
+    c.optimizer.learning_rate = 0.5   # "We started with a higher learning rate (0.5)"
+    c.train.batch_size = 32
+  if v.head:
+    _set_head(c, v.head)
+  if v.opt:
+    c.optimizer.name = v.opt
+    if v.opt == "adam":
+      c.optimizer.learning_rate = 1e-3
+  if v.lr:
+    c.optimizer.learning_rate = v.lr
+  if v.batch:
+    c.train.batch_size = v.batch
+  if v.steps:
+    common.set_steps(c, v.steps)

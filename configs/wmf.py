@@ -1,5 +1,5 @@
 r"""Weighted matrix factorisation (Hu, Koren & Volinsky 2008) of listening data: the latent factors
-of Platt's thesis (`004_*` paper, chapter 5), fitted by `musemb.wmf` through `launch.wmf`.
+of Platt's thesis (`004_*` paper, chapter 5), fitted by `musemb.systems.wmf` through `launch.wmf` (or `launch.train`).
 
 Every key is declared here with a default that runs on the built-in synthetic world's listeners:
 
@@ -17,8 +17,9 @@ Variants: `tiny` (test size), `demo` (the world `make demo` uses), `taste_profil
 Taste Profile triplets), `lfm1b` (LFM-1b listening events counted per (user, track), the thesis'
 80 factors), `lfm1b_msd` (LFM-1b matched to MSD track ids, duplicates merged: the factors the
 SampleCNN regresses from MSD audio, with the chapter-5 proxy task on Last.fm tags). `key=value`
-items override the common knobs: `factors=`, `iterations=`, `alpha=`, `reg=`, `solver=cg|exact`,
-`confidence=linear|log`.
+items (`configs.common.parse_arg`) override the common knobs: `factors=`, `iterations=`, `alpha=`,
+`reg=`, `solver=cg|exact`, `confidence=linear|log`. WMF is fitted by alternating least squares, not
+the gradient loop (`musemb.systems.wmf`), so it reads none of the loop's keys.
 
 A rerun with the same workdir resumes from the last saved iteration (`<workdir>/factors.npz`).
 """
@@ -26,6 +27,8 @@ A rerun with the same workdir resumes from the last saved iteration (`<workdir>/
 from __future__ import annotations
 
 import ml_collections
+
+from configs import common
 
 SOURCES = ("synthetic", "taste_profile", "lfm1b", "lfm1b_msd")
 
@@ -81,58 +84,48 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.proxy.steps = 500
   c.proxy.learning_rate = 0.05
 
-  if arg:
-    _apply_variants(c, arg)
+  _apply_variants(c, common.parse_arg(
+      arg, tiny=False, demo=False, taste_profile=False, lfm1b=False, lfm1b_msd=False, factors=0,
+      iterations=0, alpha=0.0, reg=0.0, solver="", confidence=""))
   return c
 
 
-def _apply_variants(c: ml_collections.ConfigDict, arg: str) -> None:
-  items = [item.strip() for item in arg.split(",") if item.strip()]
-  for item in sorted(items, key=lambda x: "=" in x):
-    if "=" in item:
-      key, value = item.split("=", 1)
-      if key == "factors":
-        c.wmf.factors = int(value)
-      elif key == "iterations":
-        c.wmf.iterations = int(value)
-      elif key == "alpha":
-        c.wmf.alpha = float(value)
-      elif key == "reg":
-        c.wmf.regularization = float(value)
-      elif key == "solver":
-        c.wmf.solver = value
-      elif key == "confidence":
-        c.wmf.confidence = value
-      else:
-        raise ValueError(f"unknown config item {key!r} in {arg!r}; use factors=, iterations=, "
-                         "alpha=, reg=, solver= or confidence=, or override any key with "
-                         "--config.<key>=<value>.")
-    elif item == "tiny":
-      c.data.source = "synthetic"
-      c.data.synthetic_size = "tiny"
-      c.wmf.factors = 8
-      c.wmf.iterations = 4
-      c.eval.user_chunk = 64
-    elif item == "demo":
-      c.data.source = "synthetic"
-      c.data.synthetic_size = "demo"
-      c.wmf.factors = 32
-      c.wmf.iterations = 10
-    elif item == "taste_profile":
-      c.data.source = "taste_profile"
-      c.wmf.factors = 50
-      c.eval.max_users = 20_000
-    elif item == "lfm1b_msd":
-      # The thesis' final factors: LFM-1b plays on tracks matched to the MSD, 80 factors.
-      c.data.source = "lfm1b_msd"
-      c.wmf.factors = 80
-      c.wmf.iterations = 40
-      c.eval.max_users = 20_000
-    elif item == "lfm1b":
-      # The thesis fits 80 factors to LFM-1b; evaluation ranks 2.3M items, so a user sample.
-      c.data.source = "lfm1b"
-      c.wmf.factors = 80
-      c.eval.max_users = 20_000
-    else:
-      raise ValueError(f"unknown variant {item!r} of configs/wmf.py; expected tiny, demo, "
-                       "taste_profile, lfm1b, lfm1b_msd or key=value.")
+def _apply_variants(c: ml_collections.ConfigDict, v: ml_collections.ConfigDict) -> None:
+  if v.tiny:
+    c.data.source = "synthetic"
+    c.data.synthetic_size = "tiny"
+    c.wmf.factors = 8
+    c.wmf.iterations = 4
+    c.eval.user_chunk = 64
+  if v.demo:
+    c.data.source = "synthetic"
+    c.data.synthetic_size = "demo"
+    c.wmf.factors = 32
+    c.wmf.iterations = 10
+  if v.taste_profile:
+    c.data.source = "taste_profile"
+    c.wmf.factors = 50
+    c.eval.max_users = 20_000
+  if v.lfm1b_msd:
+    # The thesis' final factors: LFM-1b plays on tracks matched to the MSD, 80 factors.
+    c.data.source = "lfm1b_msd"
+    c.wmf.factors = 80
+    c.wmf.iterations = 40
+    c.eval.max_users = 20_000
+  if v.lfm1b:
+    # The thesis fits 80 factors to LFM-1b; evaluation ranks 2.3M items, so a user sample.
+    c.data.source = "lfm1b"
+    c.wmf.factors = 80
+    c.eval.max_users = 20_000
+  if v.factors:
+    c.wmf.factors = v.factors
+  if v.iterations:
+    c.wmf.iterations = v.iterations
+  if v.alpha:
+    c.wmf.alpha = v.alpha
+  if v.reg:
+    c.wmf.regularization = v.reg
+  if v.solver:
+    c.wmf.solver = v.solver
+  if v.confidence:
+    c.wmf.confidence = v.confidence

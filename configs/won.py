@@ -2,7 +2,7 @@ r"""Multimodal metric learning for tag-based music retrieval (Won et al., ICASSP
 
 A tag branch over word vectors and a song branch over audio (short-chunk CNN), listening data
 (WMF item factors) or both, trained with the cosine triplet loss and the paper's samplers; see
-`musemb/systems/won.py`. Every key is declared here; variants pick a scale, `key=value` items the
+`musemb/systems/won/`. Every key is declared here; variants pick a scale, `key=value` items the
 paper's rows:
 
   python -m launch.wmf --config=configs/wmf.py:demo --workdir=workdirs/wmf       # factors first
@@ -34,14 +34,16 @@ use a device with the memory.
   sampling=random|balanced|weighted|cosine   Table 1's rows (+ the authors' code's weighting)
   branch=cultural|acoustic|hybrid|late_fusion   Table 2's columns (+ late fusion, ours)
   words=domain|<path>   word2vec on the dataset's reviews, or a word2vec/GloVe/.npz file
-  steps=N, batch=N, epochs=N
+  steps=N, batch=N, epochs=N   (the run's length is epochs of train.examples_per_epoch triplets,
+                               turned into steps by the loop: a changed batch size never leaves it
+                               stale; steps=N counts steps instead)
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from musemb.models import shortchunk
+from configs import common
 
 # sampling=<name> -> (anchors, negatives): the rows of Table 1 and the authors' code's variant.
 SAMPLING = {
@@ -51,22 +53,23 @@ SAMPLING = {
     "cosine": ("balanced", "cosine"),
 }
 BRANCHES = ("cultural", "acoustic", "hybrid", "late_fusion")
+# The short-chunk CNN's front end and shape (musemb.models.shortchunk; a test keeps them equal):
+# 22,050 Hz, 172 * 512 samples = 173 centred frames at hop 512, about 4 s.
+SAMPLE_RATE = 22050
+NUM_SAMPLES = 172 * 512
+TORCH_BN_MOMENTUM = 0.9          # PyTorch's BatchNorm momentum 0.1 in Flax's convention
+
+
+def won_widths(c: int = 128) -> tuple[int, ...]:
+  """The seven short-chunk CNN layer widths for base width c: (c, c, 2c, 2c, 2c, 2c, 4c)."""
+  return (c, c, 2 * c, 2 * c, 2 * c, 2 * c, 4 * c)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.system = "won"
-  c.seed = 0
-  # A prepared TFDS dataset (or a folder holding exactly one); "" = the built-in synthetic world,
-  # generated and prepared under <workdir>/data on first use.
-  c.data_dir = ""
-
-  c.data = ml_collections.ConfigDict()
-  c.data.synthetic_size = "demo"   # built-in world size when data_dir is empty
-  c.data.synthetic_seed = 0
-  c.data.sample_rate = shortchunk.SAMPLE_RATE   # 22,050 Hz, the short-chunk CNN's front end
+  c = common.base("won")
+  c.data.sample_rate = SAMPLE_RATE  # the short-chunk CNN's front end
   c.data.max_seconds = 0.0         # prepare crops clips to this (0 = keep whole clips)
-  c.data.crop_samples = shortchunk.NUM_SAMPLES  # 88,064 samples = 173 frames, about 4 s
+  c.data.crop_samples = NUM_SAMPLES  # 88,064 samples = 173 frames, about 4 s
   # The training split's int16 audio is kept on the device; refuse (with the estimate) above this.
   c.data.max_audio_gb = 8.0
   # WMF item factors (a launch.wmf workdir or its factors.npz), joined by track id: needed by the
@@ -82,8 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.words.min_count = 2            # domain word2vec: rarer words (and phrases) get no vector
   c.words.epochs = 20              # domain word2vec: passes over the (small) corpus
   c.words.phrase_min_count = 3     # domain word2vec: bigrams/trigrams rarer than this stay apart
-  # Report only (musemb.report_won, Table 3): a general embedding (e.g. Google News word2vec) shown
-  # beside the run's, and the words whose neighbours are listed ("" = zero-shot and best tags).
+  # Report only (musemb.systems.won.report, Table 3): a general embedding (e.g. Google News
+  # word2vec) shown beside the run's, and the words whose neighbours are listed ("" = zero-shot
+  # and best tags).
   c.words.general_path = ""
   c.words.query_words = ""
 
@@ -95,11 +99,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.branch = "acoustic"      # cultural | acoustic | hybrid | late_fusion
-  c.model.widths = shortchunk.WON_WIDTHS   # short-chunk CNN conv widths
+  c.model.widths = won_widths(128)  # short-chunk CNN conv widths
   c.model.hidden_dim = 512         # every branch's hidden layer (section 2.2)
   c.model.embed_dim = 256          # the shared embedding space
   c.model.dropout = 0.5
-  c.model.bn_momentum = shortchunk.TORCH_BN_MOMENTUM
+  c.model.bn_momentum = TORCH_BN_MOMENTUM
   c.model.late_fusion_weight = 0.5  # late_fusion: acoustic weight of the fused retrieval score
 
   c.sampling = ml_collections.ConfigDict()
@@ -107,26 +111,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sampling.negatives = "distance_weighted"   # random | distance_weighted | cosine
   c.sampling.margin = 0.4          # triplet margin delta (the authors' code)
 
-  c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"        # section 2.2.3: Adam, 1e-4, weight decay 1e-4
   c.optimizer.learning_rate = 1e-4
   c.optimizer.weight_decay = 1e-4
 
-  c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64          # triplets per step (the paper does not state it)
-  c.train.epochs = 200             # section 2.2.3: 200 epochs ...
-  c.train.triplets_per_epoch = 10_000   # ... of 10,000 triplets
-  c.train.num_steps = _steps(200, 10_000, 64)   # epochs * triplets_per_epoch / batch_size
+  common.set_epochs(c, 200, 10_000)  # section 2.2.3: 200 epochs of 10,000 triplets
   c.train.log_every = 50
   c.train.eval_every = 0           # validation every N steps (0 = only at the end)
   c.train.eval_metric = "retrieval/map"
   c.train.patience = 1000          # evaluations without improvement before stopping early
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 2
-  c.train.num_devices = 0          # 0 = all visible devices
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.split = "test"
   c.eval.chunks = 8                # a song's embedding: mean over this many evenly spaced chunks
   c.eval.batch_size = 16           # tracks per embedding batch (x chunks crops)
   c.eval.k = 10                    # P@k
@@ -134,100 +131,68 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.multi_tag_max_queries = 300   # tag pairs co-occurring on test songs (most frequent first)
   c.eval.multi_tag_min_songs = 1   # a pair needs this many test songs carrying both tags
 
-  if arg:
-    _apply_variants(c, arg)
+  _apply_variants(c, common.parse_arg(arg, tiny=False, demo=False, msd=False, sampling="",
+                                      branch="", words="", steps=0, batch=0, epochs=0.0))
   return c
 
 
-def _steps(epochs: int, triplets: int, batch: int) -> int:
-  return max(1, int(round(epochs * triplets / batch)))
-
-
-def _update_steps(c: ml_collections.ConfigDict) -> None:
-  c.train.num_steps = _steps(c.train.epochs, c.train.triplets_per_epoch, c.train.batch_size)
-
-
-def _apply_variants(c: ml_collections.ConfigDict, arg: str) -> None:
-  items = [item.strip() for item in arg.split(",") if item.strip()]
-  explicit_steps = None
-  for item in sorted(items, key=lambda x: "=" in x):
-    if "=" in item:
-      key, value = item.split("=", 1)
-      if key == "sampling":
-        if value not in SAMPLING:
-          raise ValueError(f"sampling={value!r}; expected one of {sorted(SAMPLING)}.")
-        c.sampling.anchors, c.sampling.negatives = SAMPLING[value]
-      elif key == "branch":
-        if value not in BRANCHES:
-          raise ValueError(f"branch={value!r}; expected one of {BRANCHES}.")
-        c.model.branch = value
-      elif key == "words":
-        if value == "domain":
-          c.words.source, c.words.path = "domain", ""
-        else:
-          c.words.source, c.words.path = "file", value
-      elif key == "steps":
-        explicit_steps = int(value)
-      elif key == "batch":
-        c.train.batch_size = int(value)
-        _update_steps(c)
-      elif key == "epochs":
-        c.train.epochs = int(value)
-        _update_steps(c)
-      else:
-        raise ValueError(f"unknown config item {key!r} in {arg!r}; use sampling=, branch=, words=, "
-                         "steps=, batch= or epochs=, or override any key with "
-                         "--config.<key>=<value>.")
-    elif item == "tiny":
-      c.data.synthetic_size = "tiny"
-      c.data.crop_samples = 16 * 512    # 8,192 samples (0.37 s): 17 frames for 4 layers
-      c.data.max_audio_gb = 1.0
-      c.words.dim = 32
-      c.words.min_count = 1
-      c.words.epochs = 10
-      c.words.phrase_min_count = 2
-      c.model.widths = shortchunk.won_widths(8)[:4]
-      c.model.hidden_dim = 32
-      c.model.embed_dim = 16
-      c.optimizer.learning_rate = 1e-3
-      c.train.batch_size = 16
-      c.train.epochs = 1
-      c.train.triplets_per_epoch = 160
-      _update_steps(c)
-      c.train.log_every = 5
-      c.train.eval_every = 5
-      c.train.checkpoint_every = 5
-      c.eval.chunks = 4
-      c.eval.batch_size = 16
-      c.eval.multi_tag_max_queries = 50
-    elif item == "demo":
-      c.data.synthetic_size = "demo"
-      c.data.max_audio_gb = 2.0
-      c.words.dim = 100
-      c.model.widths = shortchunk.won_widths(16)
-      c.model.hidden_dim = 256
-      c.model.embed_dim = 128
-      c.optimizer.learning_rate = 1e-3
-      c.train.batch_size = 32
-      c.train.epochs = 4
-      c.train.triplets_per_epoch = 10_000
-      _update_steps(c)
-      c.train.log_every = 50
-      c.train.eval_every = 250
-      c.train.checkpoint_every = 250
-      c.eval.batch_size = 8
-    elif item == "msd":
-      # Top-50 MSD tags (launch.prepare --source=msd) with its artist-level split; full model.
-      c.data.synthetic_size = ""
-      c.data.max_audio_gb = 60.0
-      c.zero_shot.tags = ""
-      c.train.batch_size = 128
-      c.train.epochs = 200
-      _update_steps(c)
-      c.train.eval_every = 2000
-      c.train.checkpoint_every = 2000
-    else:
-      raise ValueError(f"unknown variant {item!r} of configs/won.py; expected tiny, demo, msd or "
-                       "key=value.")
-  if explicit_steps is not None:
-    c.train.num_steps = explicit_steps
+def _apply_variants(c: ml_collections.ConfigDict, v: ml_collections.ConfigDict) -> None:
+  if v.tiny:
+    c.data.synthetic_size = "tiny"
+    c.data.crop_samples = 16 * 512    # 8,192 samples (0.37 s): 17 frames for 4 layers
+    c.data.max_audio_gb = 1.0
+    c.words.dim = 32
+    c.words.min_count = 1
+    c.words.epochs = 10
+    c.words.phrase_min_count = 2
+    c.model.widths = won_widths(8)[:4]
+    c.model.hidden_dim = 32
+    c.model.embed_dim = 16
+    c.optimizer.learning_rate = 1e-3
+    c.train.batch_size = 16
+    common.set_epochs(c, 1, 160)
+    c.train.log_every = 5
+    c.train.eval_every = 5
+    c.train.checkpoint_every = 5
+    c.eval.chunks = 4
+    c.eval.batch_size = 16
+    c.eval.multi_tag_max_queries = 50
+  if v.demo:
+    c.data.synthetic_size = "demo"
+    c.data.max_audio_gb = 2.0
+    c.words.dim = 100
+    c.model.widths = won_widths(16)
+    c.model.hidden_dim = 256
+    c.model.embed_dim = 128
+    c.optimizer.learning_rate = 1e-3
+    c.train.batch_size = 32
+    common.set_epochs(c, 4, 10_000)
+    c.train.log_every = 50
+    c.train.eval_every = 250
+    c.train.checkpoint_every = 250
+    c.eval.batch_size = 8
+  if v.msd:
+    # Top-50 MSD tags (launch.prepare --source=msd) with its artist-level split; full model.
+    c.data.synthetic_size = ""
+    c.data.max_audio_gb = 60.0
+    c.zero_shot.tags = ""
+    c.train.batch_size = 128
+    common.set_epochs(c, 200)
+    c.train.eval_every = 2000
+    c.train.checkpoint_every = 2000
+  if v.sampling:
+    if v.sampling not in SAMPLING:
+      raise ValueError(f"sampling={v.sampling!r}; expected one of {sorted(SAMPLING)}.")
+    c.sampling.anchors, c.sampling.negatives = SAMPLING[v.sampling]
+  if v.branch:
+    if v.branch not in BRANCHES:
+      raise ValueError(f"branch={v.branch!r}; expected one of {BRANCHES}.")
+    c.model.branch = v.branch
+  if v.words:
+    c.words.source, c.words.path = ("domain", "") if v.words == "domain" else ("file", v.words)
+  if v.batch:
+    c.train.batch_size = v.batch
+  if v.epochs:
+    common.set_epochs(c, v.epochs)
+  if v.steps:
+    common.set_steps(c, v.steps)
