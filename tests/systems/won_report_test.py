@@ -1,4 +1,4 @@
-"""Tests for musemb.report_won and the query mode of launch.predict, on fixture workdirs: tables
+"""Tests for musemb/systems/won/report.py and query.py, and the query mode of launch.predict, on fixture workdirs: tables
 parsed back against the fixture's numbers, brute-force nearest words, row order of Tables 1 and 2,
 the song ranking against numpy cosines and `late_fusion_scores`, and the launcher's usage errors."""
 
@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from musemb import report
-from musemb import report_won
+from musemb import systems
+from musemb.reports import tables as tables_lib
+from musemb.systems.won import query as won_query
+from musemb.systems.won import report as report_won
 from musemb.text import tags as text_tags
 from musemb.text import vectors as text_vectors
 from musemb.models import branches
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 WORDS = ("rock", "metal", "jazz", "piano", "dark", "ambient", "dark_ambient", "jungle",
          "breakbeat", "dub", "calm", "guitar")
@@ -37,7 +39,7 @@ def _word_vectors(seed=0, words=WORDS, dim=6):
 
 
 def _config(branch="acoustic", anchors="balanced", negatives="distance_weighted", **words):
-  return {"system": "won", "data_dir": "/data/msd_tiny",
+  return {"system": "won", "data_dir": "/data/msd_tiny", "data": {"sample_rate": 22050},
           "sampling": {"anchors": anchors, "negatives": negatives},
           "model": {"branch": branch}, "words": {"source": "domain", **words}}
 
@@ -138,7 +140,7 @@ def test_write_report_numbers_and_sections(tmp_path):
   base = _write_run(str(tmp_path / "cultural"), config=_config(branch="cultural"),
                     metrics=_metrics(map_=0.1155, p10=0.32,
                                      categories={"genre": (0.11, 10.0), "location": (0.2, 4.0)}))
-  path = report.write_report(workdir, baseline_workdirs=[base])  # dispatches on config.system
+  path = systems.for_workdir(workdir)[0].report(workdir, baseline_workdirs=[base])
   assert path == os.path.join(workdir, "report.md")
   text = open(path).read()
   assert "Balanced-weighted" in text and "2 tags out of" in text
@@ -177,7 +179,7 @@ def test_best_and_worst_tags_against_numpy(tmp_path):
   ranked = ok[np.argsort(-pt["ap"][ok])]
   assert [r[0] for r in best[1:]] == [str(pt["tag_names"][i]) for i in ranked[:10]]
   assert [r[0] for r in worst[1:]] == [str(pt["tag_names"][i]) for i in ranked[::-1][:10]]
-  assert best[1][1] == report.format_value(pt["ap"][ranked[0]])
+  assert best[1][1] == tables_lib.format_value(pt["ap"][ranked[0]])
   assert best[1][3] == ("seen" if pt["seen"][ranked[0]] else "zero-shot")
   # A small vocabulary is listed whole, best first, NaN APs left out.
   small = {"tag_names": np.array(["a", "b", "c"]), "ap": np.array([0.2, np.nan, 0.7])}
@@ -257,7 +259,7 @@ def test_compare_runs_tables_ordered_with_paper_rows(tmp_path):
                        categories={"genre": (m + 0.01, 3.0)})
     workdirs.append(_write_run(str(tmp_path / name), config=_config(branch, anchors, negatives),
                                metrics=metrics, per_tag=False, words=False))
-  out = report.compare_runs(workdirs, str(tmp_path / "tables.md"))  # dispatches on the systems
+  out = systems.get("won").compare(workdirs, str(tmp_path / "tables.md"))
   text = open(out).read()
 
   (t1,) = _tables(text, "Table 1")
@@ -322,22 +324,22 @@ def test_rank_songs_is_cosine_order():
   songs = rng.normal(size=(30, 8)).astype(np.float32) * rng.uniform(0.5, 3, size=(30, 1))
   q = rng.normal(size=8).astype(np.float32)
   cos = (songs / np.linalg.norm(songs, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
-  idx, scores = report_won.rank_songs(q, songs, 5)
+  idx, scores = won_query.rank_songs(q, songs, 5)
   assert idx.tolist() == np.argsort(-cos)[:5].tolist()
   np.testing.assert_allclose(scores, cos[idx], rtol=1e-5, atol=1e-6)
-  idx, _ = report_won.rank_songs(q, songs, 100)
+  idx, _ = won_query.rank_songs(q, songs, 100)
   assert len(idx) == 30
   # Ties keep index order.
   tied = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]], np.float32)
-  assert report_won.rank_songs(np.array([1.0, 0.0]), tied, 3)[0].tolist() == [0, 2, 1]
+  assert won_query.rank_songs(np.array([1.0, 0.0]), tied, 3)[0].tolist() == [0, 2, 1]
   with pytest.raises(ValueError, match="only apply to a late-fusion index"):
-    report_won.rank_songs(q, songs, 3, late_fusion_weight=0.3)
+    won_query.rank_songs(q, songs, 3, late_fusion_weight=0.3)
   with pytest.raises(ValueError, match="zero or not finite"):
-    report_won.rank_songs(np.zeros(8), songs, 3)
+    won_query.rank_songs(np.zeros(8), songs, 3)
   with pytest.raises(ValueError, match="has 7 values"):
-    report_won.rank_songs(np.ones(7), songs, 3)
+    won_query.rank_songs(np.ones(7), songs, 3)
   with pytest.raises(ValueError, match="positive int"):
-    report_won.rank_songs(q, songs, 0)
+    won_query.rank_songs(q, songs, 0)
 
 
 def test_rank_songs_late_fusion_uses_late_fusion_scores(monkeypatch):
@@ -350,7 +352,7 @@ def test_rank_songs_late_fusion_uses_late_fusion_scores(monkeypatch):
     hand = w * unit[:, 0] @ qu + (1 - w) * unit[:, 1] @ qu
     reference = np.asarray(branches.late_fusion_scores(q[None], songs, w))[0]
     np.testing.assert_allclose(reference, hand, rtol=1e-5, atol=1e-6)
-    idx, scores = report_won.rank_songs(q, songs, 7, late_fusion_weight=w)
+    idx, scores = won_query.rank_songs(q, songs, 7, late_fusion_weight=w)
     assert idx.tolist() == np.argsort(-hand)[:7].tolist()
     np.testing.assert_allclose(scores, hand[idx], rtol=1e-5, atol=1e-6)
   calls = []
@@ -361,17 +363,17 @@ def test_rank_songs_late_fusion_uses_late_fusion_scores(monkeypatch):
     return real(tag_emb, song_emb, acoustic_weight)
 
   monkeypatch.setattr(branches, "late_fusion_scores", spy)
-  report_won.rank_songs(q, songs, 3)
+  won_query.rank_songs(q, songs, 3)
   assert calls == [0.5]
   # Songs without WMF factors fall back to the acoustic cosine (late_fusion_scores with w = 1).
   has = np.arange(20) % 2 == 0
-  idx, scores = report_won.rank_songs(q, songs, 20, 0.3, has_factors=has)
+  idx, scores = won_query.rank_songs(q, songs, 20, 0.3, has_factors=has)
   assert calls[1:] == [0.3, 1.0]
   hand = np.where(has, 0.3 * unit[:, 0] @ qu + 0.7 * unit[:, 1] @ qu, unit[:, 0] @ qu)
   assert idx.tolist() == np.argsort(-hand).tolist()
   np.testing.assert_allclose(scores, hand[idx], rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="has 3 entries for 20 songs"):
-    report_won.rank_songs(q, songs, 3, has_factors=has[:3])
+    won_query.rank_songs(q, songs, 3, has_factors=has[:3])
 
 
 def test_rank_tags_is_cosine_order():
@@ -379,23 +381,23 @@ def test_rank_tags_is_cosine_order():
   tags = rng.normal(size=(12, 4)).astype(np.float32)
   a = rng.normal(size=4).astype(np.float32)
   cos = (tags / np.linalg.norm(tags, axis=1, keepdims=True)) @ (a / np.linalg.norm(a))
-  idx, scores = report_won.rank_tags(a, tags, 4)
+  idx, scores = won_query.rank_tags(a, tags, 4)
   assert idx.tolist() == np.argsort(-cos)[:4].tolist()
   np.testing.assert_allclose(scores, cos[idx], rtol=1e-5, atol=1e-6)
 
 
 def test_split_query_drops_oov_words():
   wv = _word_vectors()
-  q = report_won.split_query(wv, "Dark Ambient zzyzx piano")
+  q = won_query.split_query(wv, "Dark Ambient zzyzx piano")
   assert q.tokens == ("dark_ambient", "piano") and q.oov == ("zzyzx",)
   np.testing.assert_allclose(text_tags.query_vector(wv, q.text)[0],
                              (wv["dark_ambient"] + wv["piano"]) / 2, rtol=1e-6)
-  whole = report_won.split_query(wv, "jazz piano")
+  whole = won_query.split_query(wv, "jazz piano")
   assert whole.text == "jazz piano" and whole.oov == ()
   with pytest.raises(text_tags.OutOfVocabularyError, match=r"\['foo', 'bar'\]"):
-    report_won.split_query(wv, "foo bar")
+    won_query.split_query(wv, "foo bar")
   with pytest.raises(ValueError, match="empty query"):
-    report_won.split_query(wv, "  ")
+    won_query.split_query(wv, "  ")
 
 
 @pytest.mark.parametrize("late_fusion", [False, True])
@@ -406,7 +408,7 @@ def test_answer_queries_with_a_stand_in_tag_branch(tmp_path, late_fusion):
   if late_fusion:
     index_arrays["has_factors"] = np.arange(9) % 3 != 0  # songs 0, 3, 6: audio only
   workdir = _write_run(str(tmp_path / "run"), index=index_arrays)
-  index = report_won.load_song_index(workdir)
+  index = won_query.load_song_index(workdir)
   assert index.late_fusion == late_fusion
   proj = rng.normal(size=(wv.dim, 5)).astype(np.float32)
   seen = []
@@ -415,9 +417,9 @@ def test_answer_queries_with_a_stand_in_tag_branch(tmp_path, late_fusion):
     seen.append(text)
     return text_tags.query_vector(wv, text)[0] @ proj
 
-  queries = [report_won.split_query(wv, "dark ambient qqq piano"),
-             report_won.split_query(wv, "rock")]
-  out = report_won.answer_queries(index, queries, embed, 4, late_fusion_weight=0.25)
+  queries = [won_query.split_query(wv, "dark ambient qqq piano"),
+             won_query.split_query(wv, "rock")]
+  out = won_query.answer_queries(index, queries, embed, 4, late_fusion_weight=0.25)
   assert seen == ["dark ambient piano", "rock"]
   assert list(out) == ["dark ambient qqq piano", "rock"]
   assert out["dark ambient qqq piano"]["oov"] == ["qqq"]
@@ -440,28 +442,28 @@ def test_answer_queries_with_a_stand_in_tag_branch(tmp_path, late_fusion):
 def test_load_song_index_checks_shapes(tmp_path):
   rng = np.random.default_rng(5)
   with pytest.raises(FileNotFoundError, match="song_index.npz does not exist"):
-    report_won.load_song_index(str(tmp_path))
+    won_query.load_song_index(str(tmp_path))
   bad = _index(rng, names=False)
   bad["tag_embeddings"] = bad["tag_embeddings"][:, :3]
   np.savez(str(tmp_path / "song_index.npz"), **bad)
   with pytest.raises(ValueError, match="tag_embeddings has shape"):
-    report_won.load_song_index(str(tmp_path))
+    won_query.load_song_index(str(tmp_path))
   bad = _index(rng)
   bad["embeddings"] = bad["embeddings"][:-1]
   np.savez(str(tmp_path / "song_index.npz"), **bad)
   with pytest.raises(ValueError, match="song_embeddings has shape"):
-    report_won.load_song_index(str(tmp_path))
+    won_query.load_song_index(str(tmp_path))
   ok = _index(rng, names=False, key="song_embeddings")
   np.savez(str(tmp_path / "song_index.npz"), **ok)
-  index = report_won.load_song_index(str(tmp_path))
+  index = won_query.load_song_index(str(tmp_path))
   assert index.titles is None and index.artists is None
-  assert report_won.song_results(index, np.array([2]), np.array([0.5])) == [
+  assert won_query.song_results(index, np.array([2]), np.array([0.5])) == [
       {"track_id": "TR002", "score": 0.5}]
 
 
 def test_late_fusion_weight_from_config():
-  assert report_won.late_fusion_weight({"model": {"acoustic_weight": 0.8}}) == 0.8
-  assert report_won.late_fusion_weight({"model": {}}) == 0.5
+  assert won_query.late_fusion_weight({"model": {"acoustic_weight": 0.8}}) == 0.8
+  assert won_query.late_fusion_weight({"model": {}}) == 0.5
 
 
 # ------------------------------------------------------------------------------------------------
@@ -484,14 +486,14 @@ def test_predict_launcher_usage_errors(tmp_path):
   with open(os.path.join(muslse_dir, "config.json"), "w") as f:
     json.dump({"system": "muslse"}, f)
   cases = [
-      ((f"--workdir={muslse_dir}", "--query=rock"), "needs a tag-based retrieval (won) run"),
+      ((f"--workdir={muslse_dir}", "--query=rock"), "predicts from audio files only"),
       ((f"--workdir={won_dir}",), "give one or more audio files"),
       ((f"--workdir={won_dir}", "--query=rock", "a.wav"), "not both"),
       ((f"--workdir={won_dir}", "--query=rock", "--top_k=0"), "positive number"),
       ((f"--workdir={won_dir}", "--query= "), "--query is empty"),
       ((f"--workdir={won_dir}", "--query=rock", "--acoustic_weight=2"), "must be in [0, 1]"),
       ((f"--workdir={won_dir}", "--query=foo bar"), "no word of the query 'foo bar'"),
-      ((f"--workdir={cultural_dir}", "a.wav"), "need an acoustic or late_fusion run"),
+      ((f"--workdir={cultural_dir}", "a.wav"), "hears audio (acoustic or late_fusion)"),
   ]
   for args, message in cases:
     proc = _predict(*args)

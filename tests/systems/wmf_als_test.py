@@ -10,9 +10,9 @@ import scipy.sparse
 
 from musemb import metrics
 from musemb import sharding
-from musemb import wmf
+from musemb.systems.wmf import als as wmf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _random_counts(users=40, items=70, density=0.15, seed=0):
@@ -228,7 +228,8 @@ def test_planted_low_rank_recovers_held_out_items():
 _DEVICES = """
 import sys
 import numpy as np, scipy.sparse, jax
-from musemb import sharding, wmf
+from musemb import sharding
+from musemb.systems.wmf import als as wmf
 assert jax.device_count() == 8, jax.devices()
 rng = np.random.default_rng(0)
 dense = (rng.poisson(2.0, (37, 53)) + 1) * (rng.random((37, 53)) < 0.2)

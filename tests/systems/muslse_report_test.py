@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import scipy.stats
 from matplotlib import image as mpimg
-from sklearn.decomposition import PCA
 
-from musemb import report
+from musemb.reports import stats as stats_lib
+from musemb.systems.muslse import report
 
 TASKS = ("artist_prediction", "song_prediction", "similar_songs", "tag_prediction",
          "similar_artists")
 KS = (1, 3, 6, 9, 12, 15)
 TABLE6 = ("artist_prediction", "song_prediction", "similar_songs")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config(embed_dim=16, ensemble=1, loss="warp", tasks=TASKS, data_dir=""):
@@ -186,15 +186,9 @@ def test_wins_losses_draws_and_pvalues_match_a_hand_count_and_scipy(tmp_path):
     want_sum = scipy.stats.ranksums(a, b).pvalue
     np.testing.assert_allclose(float(row[5]), want_signed, rtol=1e-3)
     np.testing.assert_allclose(float(row[6]), want_sum, rtol=1e-3)
-    r = report.wins_losses_draws(np.array(a), np.array(b))
+    r = stats_lib.wins_losses_draws(np.array(a), np.array(b))
     assert r["signed_rank_p"] == pytest.approx(want_signed, rel=1e-12)
     assert r["rank_sum_p"] == pytest.approx(want_sum, rel=1e-12)
-
-
-def test_wins_losses_draws_without_differences_has_no_signed_rank_p():
-  r = report.wins_losses_draws(np.array([0.5, 1.0]), np.array([0.5, 1.0]))
-  assert (r["wins"], r["losses"], r["draws"], r["signed_rank_p"]) == (0, 0, 2, None)
-  assert report.wins_losses_draws(np.array([]), np.array([]))["rank_sum_p"] is None
 
 
 @pytest.mark.parametrize("n_tags,rows_shown", [(8, 8), (25, 10)])
@@ -225,17 +219,6 @@ def test_map_png_is_written_and_linked(tmp_path):
   assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
   assert "](map.png)" in md
   assert not [f for f in os.listdir(wd) if f.startswith(".tmp-")]
-
-
-def test_pca_2d_matches_sklearn_up_to_sign():
-  X = np.random.default_rng(4).normal(size=(30, 5)) * np.array([5.0, 3.0, 1.0, 0.5, 0.1])
-  coords, explained = report.pca_2d(X)
-  pca = PCA(n_components=2).fit(X)
-  ref = pca.transform(X)
-  np.testing.assert_allclose(np.abs(coords), np.abs(ref), atol=1e-9)
-  np.testing.assert_allclose(explained, pca.explained_variance_ratio_, rtol=1e-9)
-  one_dim, _ = report.pca_2d(X[:, :1])
-  assert one_dim.shape == (30, 2) and np.all(one_dim[:, 1] == 0)
 
 
 def test_table7_fills_the_complexity_formulas(tmp_path):
@@ -316,16 +299,6 @@ def test_merge_adds_baseline_keys_and_keeps_the_runs_own(tmp_path):
   # Running again is idempotent.
   report.write_report(wd, baseline_workdirs=[bd])
   assert json.load(open(os.path.join(wd, "metrics.json"))) == want
-
-
-def test_markdown_table_escapes_pipes_and_aligns():
-  md = report.markdown_table(["a", "b"], [["x|y", "1.000"], ["z", "10.500"]], [False, True])
-  lines = md.splitlines()
-  assert len({len(l) for l in lines}) == 1
-  assert lines[1] == "| ---- | -----: |"
-  assert "x\\|y" in lines[2]
-  assert report.format_value(0.0427) == "0.0427" and report.format_value(0.33) == "0.330"
-  assert report.format_value(None) == "-" and report.format_value(float("nan")) == "-"
 
 
 def _fake_run(root, name, rng, *, loss, d, ensemble=1, tasks=TASKS, metrics=None):

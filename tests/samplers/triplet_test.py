@@ -433,3 +433,27 @@ def test_jitted_triplet_step_samples_and_differentiates(negatives):
     assert valid[np.arange(16), neg][has].all()
     assert not labels[np.asarray(positive_song)[neg[has]], np.asarray(anchor_tag)[has]].any()
   assert len(traces) == 1                              # no recompilation across steps
+
+
+@pytest.mark.parametrize("method", triplet.ANCHOR_METHODS)
+def test_host_anchors_follow_the_device_sampler(method):
+  """`sample_anchors_host` (numpy, for step-indexed host batches) draws what `sample_anchors`
+  draws: the same tag distribution and, given the tag, the same song distribution."""
+  labels = _skewed_labels()
+  ann = triplet.annotations_from_multihot(labels)
+  dev_tags, dev_songs = _draw_anchors(method, labels, seed=3)
+  host_tags, host_songs = triplet.sample_anchors_host(np.random.default_rng(3), method, ann,
+                                                      NUM_DRAWS)
+  assert host_tags.dtype == host_songs.dtype == np.int32
+  assert labels[host_songs, host_tags].all()
+  tag_counts = np.stack([np.bincount(t, minlength=len(TAG_COUNTS))[:6]
+                         for t in (dev_tags, host_tags)])
+  assert stats.chi2_contingency(tag_counts).pvalue > P_MIN
+  # Songs given tag 0 (the frequent one): same distribution over its songs.
+  song_counts = np.stack([np.bincount(s[t == 0], minlength=NUM_SONGS)[labels[:, 0]]
+                          for t, s in ((dev_tags, dev_songs), (host_tags, host_songs))])
+  assert stats.chi2_contingency(song_counts + 1).pvalue > P_MIN
+  # A pure function of the generator's seed.
+  again = triplet.sample_anchors_host(np.random.default_rng(3), method, ann, NUM_DRAWS)
+  np.testing.assert_array_equal(again[0], host_tags)
+  np.testing.assert_array_equal(again[1], host_songs)

@@ -20,7 +20,7 @@ from musemb.data import prepared as prepared_lib
 from musemb.data.sources import folder
 from musemb.data.sources import synthetic
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _examples(builder, split):

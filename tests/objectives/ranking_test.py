@@ -178,3 +178,32 @@ def test_shape_errors_are_explained():
     ranking.one_vs_rest_hinge(jnp.zeros((2, 5)), jnp.zeros((2, 4), bool))
   with pytest.raises(ValueError, match="one shape"):
     ranking.warp_loss(jnp.zeros(2), jnp.zeros(3), jnp.zeros(2), jnp.ones(2, bool))
+
+
+def test_rank_loss_weights_by_hand():
+  ranks = jnp.array([0, 1, 2, 3, 4, 10])
+  harmonic = [0.0, 1.0, 1.5, 1.5 + 1 / 3, 1.5 + 1 / 3 + 0.25, sum(1 / i for i in range(1, 11))]
+  np.testing.assert_allclose(ranking.rank_loss_weights(ranks), harmonic, rtol=1e-6, atol=0)
+  np.testing.assert_allclose(ranking.rank_loss_weights(ranks, max_rank=4), harmonic, rtol=1e-6,
+                             atol=0)
+  np.testing.assert_allclose(ranking.rank_loss_weights(ranks, max_rank=20), harmonic, rtol=1e-7,
+                             atol=0)
+  assert float(ranking.rank_loss_weights(jnp.array(0))) == 0.0
+  np.testing.assert_array_equal(ranking.rank_loss_weights(ranks, kind="auc"), [0, 1, 2, 3, 4, 10])
+  np.testing.assert_array_equal(ranking.rank_loss_weights(ranks, kind="top_k", k=3),
+                                [0, 1, 2, 3, 3, 3])
+  np.testing.assert_array_equal(ranking.rank_loss_weights(ranks, kind="top_k", k=1),
+                                [0, 1, 1, 1, 1, 1])
+  big = jnp.array([1000, 100_000])
+  exact = [sum(1 / i for i in range(1, 1001)), float(np.sum(1 / np.arange(1, 100_001)))]
+  np.testing.assert_allclose(ranking.rank_loss_weights(big), exact, rtol=1e-6)
+  assert ranking.rank_loss_weights(ranks).dtype == jnp.float32
+
+
+def test_rank_loss_weights_errors():
+  with pytest.raises(ValueError, match="unknown kind"):
+    ranking.rank_loss_weights(jnp.array([1]), kind="ndcg")
+  with pytest.raises(ValueError, match="positive int k"):
+    ranking.rank_loss_weights(jnp.array([1]), kind="top_k")
+  with pytest.raises(ValueError, match="only meaningful"):
+    ranking.rank_loss_weights(jnp.array([1]), kind="harmonic", k=3)

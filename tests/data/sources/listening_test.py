@@ -262,40 +262,39 @@ def test_tags_db_without_the_tables_is_a_clear_error(tmp_path):
 def test_wmf_sources_keyed_by_msd_track_ids(lfm1b_dir, catalogue_path, tmp_path):
   """lfm1b_msd items are MSD track ids (the MSD audio's keys); Taste Profile songs map to tracks."""
   from configs import wmf as wmf_config
-  from musemb import wmf_run
   config = wmf_config.get_config("lfm1b_msd")
   config.data.path = lfm1b_dir
   config.data.msd_catalogue = catalogue_path
-  plays = wmf_run.load_plays(config)
+  plays = listening.load_plays(config.data)
   assert plays.items == ["TRMMMYQ128F932D901", "TRBJORK128F000001"]
   dense = dict(zip(zip(plays.rows.tolist(), plays.cols.tolist()), plays.counts.tolist()))
   # user 5: Yesterday 2 + YESTERDAY 3 merged; Hyperballad once.
   assert dense[(plays.users.index("5"), 0)] == 5
   config.data.msd_catalogue = ""
   with pytest.raises(ValueError, match="msd_catalogue"):
-    wmf_run.load_plays(config)
+    listening.load_plays(config.data)
 
   triplets = write(tmp_path / "train_triplets.txt", [
       "u1\tSOQMMHC12AB0180CB8\t3", "u1\tSOBJORK12A0000002\t1", "u2\tSONOTINCATALOGUE\t2"])
   config = wmf_config.get_config("taste_profile")
   config.data.path = triplets
   config.data.msd_catalogue = catalogue_path
-  plays = wmf_run.load_plays(config)
+  plays = listening.load_plays(config.data)
   assert sorted(plays.items) == ["SONOTINCATALOGUE", "TRBJORK128F000002", "TRMMMYQ128F932D901"]
 
 
 def test_proxy_tags_for_msd_items_come_from_the_lastfm_database(tags_db):
   from configs import wmf as wmf_config
-  from musemb import wmf_run
+  from musemb.systems.wmf import data as wmf_data
   config = wmf_config.get_config("lfm1b_msd")
   config.proxy.lastfm_tags = tags_db
   config.proxy.top_n_tags = 3
   items = ["TRA", "TRB1", "TRC", "TRNOTAGS"]
-  tags, names, labelled = wmf_run.proxy_tags(config, items)
+  tags, names, labelled = wmf_data.proxy_tags(config, items)
   # Counted over the given items: pop on 3, rock on 2, indie on 1 (TRB2 is not among them).
   assert names == ["pop", "rock", "indie"]
   np.testing.assert_array_equal(tags, [[1, 1, 0], [1, 1, 1], [1, 0, 0], [0, 0, 0]])
   # An item the database does not know is not a negative for every tag: left out.
   np.testing.assert_array_equal(labelled, [True, True, True, False])
   config.proxy.lastfm_tags = ""
-  assert wmf_run.proxy_tags(config, items) is None
+  assert wmf_data.proxy_tags(config, items) is None

@@ -20,7 +20,7 @@ from musemb.text import word2vec as text_word2vec
 from musemb.data.sources import records
 from musemb.data.sources import synthetic
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Words that exercise the readers: a phrase token, punctuation, non-ASCII (multi-byte UTF-8).
 WORDS = ("house", "deep_house", "hip-hop", "r&b", "café", "drum'n'bass", "日本", "jungle")

@@ -10,8 +10,9 @@ import pytest
 import scipy.sparse
 
 from configs import wmf as wmf_config
-from musemb import wmf_run
-from musemb.benchmarks import als
+from musemb.data.sources import listening
+from musemb.systems.wmf import fit as wmf_run
+from launch.benchmarks import als
 
 
 def _tiny(iterations: int = 4):
@@ -39,7 +40,7 @@ def test_writes_factors_with_ids_and_metrics_beating_random(straight):
     assert z["user_factors"].shape == (len(users), 8)
     assert z["item_factors"].shape == (len(items), 8)
     assert len(set(users.tolist())) == len(users) == 24
-    plays = wmf_run.load_plays(_tiny())
+    plays = listening.load_plays(_tiny().data)
     assert users.tolist() == plays.users and items.tolist() == plays.items
     losses = z["losses"]
   assert losses.shape == (4,)

@@ -13,9 +13,11 @@ from sklearn import metrics as sk_metrics
 from musemb import train
 from musemb.data import builders
 from musemb.data import prepared as prepared_lib
-from musemb.data import tag_data
 from musemb.data.sources import synthetic
 from musemb.systems import won
+from musemb.systems.won import data as tag_data
+from musemb.systems.won import evaluation as won_evaluation
+from musemb.systems.won import model as won_model
 
 KEYS = ["retrieval/map", "retrieval/p@10", "retrieval/num_tags", "zero_shot/map",
         "zero_shot/p@10", "zero_shot/random_map", "zero_shot/num_tags", "multi_tag/map",
@@ -33,7 +35,7 @@ def tiny22(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def tiny_factors(tmp_path_factory) -> str:
   from configs import wmf as wmf_config
-  from musemb import wmf_run
+  from musemb.systems.wmf import fit as wmf_run
   workdir = str(tmp_path_factory.mktemp("wmf"))
   wmf_run.fit_and_save(wmf_config.get_config("tiny"), workdir)
   return workdir
@@ -45,6 +47,8 @@ def _config(dataset_dir: str, factors: str = "", arg: str = "", **overrides
   config = won_config.get_config("tiny" + ("," + arg if arg else ""))
   config.data_dir = dataset_dir
   config.data.factors = factors
+  if "train.num_steps" in overrides:
+    config.train.epochs = 0.0        # the run's length in steps, not the variant's epochs
   for key, value in overrides.items():
     node = config
     *path, last = key.split(".")
@@ -129,11 +133,12 @@ def test_cultural_run_writes_every_key(cultural_runs):
 
 
 def test_resume_gives_the_same_parameters(cultural_runs):
-  """The step samples on the device from fold_in(rng, step): a restart replays it exactly."""
+  """Anchors drawn on the host from (seed, step), negatives on the device from fold_in(rng, step):
+  a restart replays the run exactly."""
   config, root, _ = cultural_runs
   data = tag_data.load_data(config, str(root / "straight"))
-  _, a = train.load_state(str(root / "straight"), config, data, best=False)
-  _, b = train.load_state(str(root / "resumed"), config, data, best=False)
+  _, a = train.load_variables(str(root / "straight"), won.SYSTEM, config, data.info, best=False)
+  _, b = train.load_variables(str(root / "resumed"), won.SYSTEM, config, data.info, best=False)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -186,7 +191,7 @@ def test_metrics_match_sklearn_on_the_saved_embeddings(acoustic_run, tiny22, tmp
   zs = ~seen & tags.any(axis=0)
   assert metrics["won/zero_shot/map"] == pytest.approx(per_tag["ap"][zs].mean())
   assert metrics["won/zero_shot/num_tags"] == zs.sum()
-  chance = np.mean([won.random_ranking_ap(len(tags), tags[:, i].sum()) for i in np.flatnonzero(zs)])
+  chance = np.mean([won_evaluation.random_ranking_ap(len(tags), tags[:, i].sum()) for i in np.flatnonzero(zs)])
   assert metrics["won/zero_shot/random_map"] == pytest.approx(chance)
   genre = ok & np.array([data.taxonomy.get(t) == "genre" for t in per_tag["tag_names"]])
   assert metrics["won/category/genre/map"] == pytest.approx(per_tag["ap"][genre].mean())
@@ -195,24 +200,29 @@ def test_metrics_match_sklearn_on_the_saved_embeddings(acoustic_run, tiny22, tmp
 def test_song_index_matches_embed_audio_and_embed_query(acoustic_run, tiny22, tmp_path):
   config, workdir, _ = acoustic_run
   data = tag_data.load_data(config, str(tmp_path))
-  variables = train.load_params(workdir, config, data)
+  _, variables = train.load_variables(workdir, won.SYSTEM, config, data.info)
   index = np.load(os.path.join(workdir, "song_index.npz"))
   track_id, _, audio = next(tag_data.split_audio(data.prepared, "test"))
   assert track_id == index["track_ids"][0]
-  np.testing.assert_allclose(won.embed_audio(variables, config, audio), index["embeddings"][0],
+  np.testing.assert_allclose(won_model.embed_audio(variables, config, audio), index["embeddings"][0],
                              atol=1e-5)
   tag = "rock"
   i = list(index["tag_names"]).index(tag)
-  q = won.embed_query(variables, {"words": os.path.join(workdir, "words.npz")}, config, tag)
+  q = won_model.embed_query(variables, {"words": os.path.join(workdir, "words.npz")}, config, tag)
   np.testing.assert_allclose(q, index["tag_embeddings"][i], atol=1e-5)
   assert np.linalg.norm(q) == pytest.approx(1.0, abs=1e-5)
   with pytest.raises(ValueError, match="no word of"):
-    won.embed_query(variables, data, config, "zzqx qqzx")
-  # load_run restores the same variables without the dataset.
-  run_config, run_vars, words = won.load_run(workdir)
-  assert run_config.model.branch == "acoustic" and len(words) == len(data.words)
-  for x, y in zip(jax.tree.leaves(variables), jax.tree.leaves(run_vars)):
+    won_model.embed_query(variables, data, config, "zzqx qqzx")
+  # The predictor restores the same variables from the workdir alone, without the dataset.
+  predictor = train.load_predictor(workdir)
+  assert predictor.config.model.branch == "acoustic" and len(predictor.words) == len(data.words)
+  assert predictor.sample_rate == 22050 and predictor.searches_text
+  for x, y in zip(jax.tree.leaves(variables), jax.tree.leaves(predictor.variables)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  found = predictor.search(tag, top=3)
+  assert found["words"] == [tag] and len(found["songs"]) == 3
+  tags = predictor.analyze(audio.astype(np.float32) / 32768.0, top=4)["tags"]
+  assert len(tags) == 4 and tags[0]["score"] >= tags[-1]["score"]
 
 
 def test_random_ranking_ap_is_the_exact_expectation():
@@ -223,16 +233,16 @@ def test_random_ranking_ap_is_the_exact_expectation():
     for perm in itertools.permutations(range(n)):
       scores = -np.asarray(perm, float)             # item perm[k] ranked k-th
       aps.append(sk_metrics.average_precision_score(rel, scores) if r < n or n == 1 else 1.0)
-    assert won.random_ranking_ap(n, r) == pytest.approx(np.mean(aps)), (n, r)
+    assert won_evaluation.random_ranking_ap(n, r) == pytest.approx(np.mean(aps)), (n, r)
   with pytest.raises(ValueError):
-    won.random_ranking_ap(3, 0)
+    won_evaluation.random_ranking_ap(3, 0)
 
 
 def test_multi_tag_relevance_is_the_and_of_the_tags():
   rng = np.random.default_rng(0)
   tags = rng.random((30, 6)) < 0.4
   usable = np.array([True, True, True, False, True, True])
-  pairs, relevance = won.multi_tag_queries(tags, usable, max_queries=100, min_songs=2)
+  pairs, relevance = won_evaluation.multi_tag_queries(tags, usable, max_queries=100, min_songs=2)
   co = tags.T.astype(int) @ tags.astype(int)
   expected = {(i, j) for i in range(6) for j in range(i + 1, 6)
               if usable[i] and usable[j] and co[i, j] >= 2}
@@ -241,7 +251,7 @@ def test_multi_tag_relevance_is_the_and_of_the_tags():
     np.testing.assert_array_equal(relevance[:, q], tags[:, i] & tags[:, j])
   counts = [co[i, j] for i, j in pairs]
   assert counts == sorted(counts, reverse=True)
-  top, rel3 = won.multi_tag_queries(tags, usable, max_queries=3, min_songs=1)
+  top, rel3 = won_evaluation.multi_tag_queries(tags, usable, max_queries=3, min_songs=1)
   assert top == pairs[:3] and rel3.shape == (30, 3)
 
 
@@ -251,7 +261,7 @@ def test_crop_audio_cuts_slices_within_each_clip():
   for s, n in enumerate(lengths):
     audio[s, :n] = 1000 * s + np.arange(n)
   songs = np.array([0, 1, 2, 0, 2, 1], np.int32)
-  crops = np.asarray(won.crop_audio(audio, lengths, songs, jax.random.key(3), 32)) * 32768.0
+  crops = np.asarray(won_model.crop_audio(audio, lengths, songs, jax.random.key(3), 32)) * 32768.0
   for row, s in enumerate(songs):
     start = int(round(crops[row, 0])) - 1000 * s
     assert 0 <= start <= lengths[s] - 32
@@ -259,9 +269,9 @@ def test_crop_audio_cuts_slices_within_each_clip():
 
 
 def test_chunks_are_evenly_spaced_and_padded():
-  np.testing.assert_array_equal(won.chunk_starts(100, 20, 5), [0, 20, 40, 60, 80])
-  np.testing.assert_array_equal(won.chunk_starts(10, 20, 3), [0, 0, 0])
-  chunks = won.audio_chunks(np.arange(10, dtype=np.float32), 20, 2)
+  np.testing.assert_array_equal(won_model.chunk_starts(100, 20, 5), [0, 20, 40, 60, 80])
+  np.testing.assert_array_equal(won_model.chunk_starts(10, 20, 3), [0, 0, 0])
+  chunks = won_model.audio_chunks(np.arange(10, dtype=np.float32), 20, 2)
   assert chunks.shape == (2, 20) and chunks[0, 9] == 9 and chunks[0, 10] == 0
 
 
@@ -285,17 +295,22 @@ def test_taxonomy_files_and_builtin(tmp_path):
 
 def test_config_rows_and_steps():
   from configs import won as won_config
+  steps = lambda c: train.resolve_num_steps(c, {})
   c = won_config.get_config("demo,sampling=random")
   assert (c.sampling.anchors, c.sampling.negatives) == ("random", "random")
-  assert c.train.num_steps == 4 * 10_000 // 32
+  assert steps(c) == 4 * 10_000 // 32
   c = won_config.get_config("tiny,sampling=weighted,batch=8")
   assert (c.sampling.anchors, c.sampling.negatives) == ("balanced", "distance_weighted")
-  assert c.train.num_steps == 160 // 8
-  assert won_config.get_config("msd,steps=7").train.num_steps == 7
+  assert steps(c) == 160 // 8
+  c.train.batch_size = 16          # an override after the variant: epochs, so no stale step count
+  assert steps(c) == 160 // 16
+  assert steps(won_config.get_config("msd,steps=7")) == 7
   full = won_config.get_config()
   assert (full.optimizer.name, full.optimizer.learning_rate, full.optimizer.weight_decay) == (
       "adam", 1e-4, 1e-4)
-  assert full.train.num_steps == round(200 * 10_000 / 64)
+  assert steps(full) == round(200 * 10_000 / 64)
+  full.train.epochs = 50
+  assert steps(full) == round(50 * 10_000 / 64)
   with pytest.raises(ValueError, match="sampling"):
     won_config.get_config("tiny,sampling=hard")
   with pytest.raises(ValueError, match="unknown"):
@@ -314,8 +329,8 @@ def test_late_fusion_scores_fall_back_to_audio_without_factors():
   cos_a = unit(songs[:, 0]) @ unit(tags).T
   cos_c = unit(songs[:, 1]) @ unit(tags).T
   expected = np.where(has[:, None], 0.25 * cos_a + 0.75 * cos_c, cos_a)
-  np.testing.assert_allclose(won.score(tags, songs, config, has), expected, atol=1e-12)
-  np.testing.assert_allclose(won.score(tags, songs[:, 0], config), cos_a, atol=1e-12)
+  np.testing.assert_allclose(won_evaluation.score(tags, songs, config, has), expected, atol=1e-12)
+  np.testing.assert_allclose(won_evaluation.score(tags, songs[:, 0], config), cos_a, atol=1e-12)
 
 
 def test_zero_shot_queries_find_synonym_related_songs_above_chance(tmp_path):
@@ -326,7 +341,7 @@ def test_zero_shot_queries_find_synonym_related_songs_above_chance(tmp_path):
   cultural branch: about 30 s)."""
   from configs import wmf as wmf_config
   from configs import won as won_config
-  from musemb import wmf_run
+  from musemb.systems.wmf import fit as wmf_run
   from musemb.text import vectors as text_vectors
   from musemb.data import pipeline
   dataset = builders.prepare(synthetic.SyntheticWorld("demo", seed=0, sample_rate=22050),
@@ -366,7 +381,55 @@ def test_zero_shot_queries_find_synonym_related_songs_above_chance(tmp_path):
       continue
     scores = index["embeddings"] @ tag_embedding[b]
     ours.append(sk_metrics.average_precision_score(related, scores))
-    chance.append(won.random_ranking_ap(len(related), int(related.sum())))
+    chance.append(won_evaluation.random_ranking_ap(len(related), int(related.sum())))
   assert len(ours) >= 3
   # Measured: mean AP 0.398 against 0.168 for a random ranking.
   assert np.mean(ours) > 1.75 * np.mean(chance), (ours, chance)
+
+
+_RUN = """
+import sys
+from absl import logging
+logging.set_verbosity(logging.WARNING)
+from configs import won as won_config
+from musemb import train
+c = won_config.get_config("tiny,branch=cultural,steps=6")
+c.data_dir, c.data.factors, workdir, c.train.num_devices = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+c.train.eval_every = 0
+train.train_and_evaluate(c, workdir)
+"""
+
+
+def test_eight_devices_follow_the_one_device_trajectory(tiny22, tiny_factors, tmp_path):
+  """The host-drawn (anchor, positive) batch is sharded over `data`; in-batch negatives still
+  come from the whole global batch, so 8 devices train what 1 device trains."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  for name, n in (("one", "1"), ("eight", "8")):
+    subprocess.run([sys.executable, "-c", _RUN, tiny22, tiny_factors, str(tmp_path / name), n],
+                   check=True, env=env, cwd=root, timeout=600)
+  config = _config(tiny22, tiny_factors, arg="branch=cultural")
+  data = tag_data.load_data(config, str(tmp_path / "one"))
+  _, a = train.load_variables(str(tmp_path / "one"), won.SYSTEM, config, data.info, best=False)
+  _, b = train.load_variables(str(tmp_path / "eight"), won.SYSTEM, config, data.info, best=False)
+  moved = [float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(a["params"])]
+  assert max(moved) > 0
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+def test_batches_are_a_pure_function_of_the_step(tiny22, tmp_path):
+  config = _config(tiny22, arg="branch=acoustic")
+  data = tag_data.load_data(config, str(tmp_path))
+  a, again, other = data.train_batch(3), data.train_batch(3), data.train_batch(4)
+  np.testing.assert_array_equal(a["anchor"], again["anchor"])
+  np.testing.assert_array_equal(a["positive"], again["positive"])
+  assert a["anchor"].shape == (config.train.batch_size,)
+  assert not np.array_equal(a["positive"], other["positive"])
+  # Every pair is an annotation of the (zero-shot-free) training index.
+  ann = data.annotations
+  for tag, song in zip(a["anchor"], a["positive"]):
+    assert tag in ann.song_tags[ann.song_offsets[song]:ann.song_offsets[song + 1]]

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from musemb import ops
 from musemb.models import samplecnn
 
 # A 3-block variant (3^4 = 81 samples) that trains in well under a second on CPU.
@@ -73,8 +74,8 @@ def test_loss_helpers_match_hand_computation():
 
 def test_l2_normalize_has_finite_gradient_at_zero():
   x = jnp.array([[0.0, 0.0], [3.0, 4.0]])
-  np.testing.assert_allclose(samplecnn.l2_normalize(x), [[0, 0], [0.6, 0.8]], rtol=1e-6)
-  grad = jax.grad(lambda v: samplecnn.l2_normalize(v).sum())(x)
+  np.testing.assert_allclose(ops.l2_normalize(x), [[0, 0], [0.6, 0.8]], rtol=1e-6)
+  grad = jax.grad(lambda v: ops.l2_normalize(v).sum())(x)
   assert np.all(np.isfinite(grad))
 
 
@@ -158,7 +159,7 @@ def test_eval_uses_running_averages_and_is_deterministic():
 
 
 def test_benchmark_quick_run_reports_throughput():
-  from musemb.benchmarks import samplecnn as bench
+  from launch.benchmarks import samplecnn as bench
   r = bench.measure(batch_size=2, steps=1)
-  assert r["examples_per_s"] > 0 and np.isfinite(r["loss"])
-  assert r["examples_per_s"] == pytest.approx(r["batch_size"] * r["steps"] / r["seconds"])
+  # A real training step of the full module ran (its timing logic: tests/benchmarks/timing_test.py).
+  assert np.isfinite(r["loss"]) and r["steps"] == 1 and r["batch_size"] == 2

@@ -177,7 +177,7 @@ def _mlp_reference(variables, x):
   """Eval-mode Won et al. MLP in numpy: dense, batch norm (running stats), ReLU, dense."""
   p, s = variables["params"], variables["batch_stats"]
   h = np.asarray(x, np.float64) @ np.asarray(p["hidden"]["kernel"])
-  h = h + np.asarray(p["hidden"]["bias"])
+  assert "bias" not in p["hidden"]          # batch norm follows: a bias would be redundant
   bn_p, bn_s = p["hidden_bn"], s["hidden_bn"]
   h = (h - np.asarray(bn_s["mean"])) / np.sqrt(np.asarray(bn_s["var"]) + 1e-5)
   h = np.maximum(h * np.asarray(bn_p["scale"]) + np.asarray(bn_p["bias"]), 0.0)
@@ -243,7 +243,7 @@ def test_hybrid_concatenates_penultimates():
   # The first half is the CNN's hidden layer, the second the cultural hidden layer.
   np.testing.assert_array_equal(concat[:, :6], inter["cnn"]["hidden"])
   p, s = variables["params"], variables["batch_stats"]
-  h_cf = factors @ p["cultural_hidden"]["kernel"] + p["cultural_hidden"]["bias"]
+  h_cf = factors @ p["cultural_hidden"]["kernel"]
   h_cf = (h_cf - s["cultural_hidden_bn"]["mean"]) / jnp.sqrt(s["cultural_hidden_bn"]["var"] + 1e-5)
   np.testing.assert_allclose(concat[:, 6:], np.maximum(h_cf, 0.0), rtol=1e-5, atol=1e-6)
   p = variables["params"]
@@ -364,9 +364,9 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_benchmark_measure_reports_throughput():
-  from musemb.benchmarks import shortchunk as bench
+  from launch.benchmarks import shortchunk as bench
   r = bench.measure(batch_size=2, steps=1, widths=(2,), mel=_MEL, num_samples=_N)
-  assert r["examples_per_s"] > 0 and np.isfinite(r["loss"])
-  assert r["examples_per_s"] == pytest.approx(r["batch_size"] * r["steps"] / r["seconds"])
+  # A real training step of the full module ran (its timing logic: tests/benchmarks/timing_test.py).
+  assert np.isfinite(r["loss"]) and r["steps"] == 1 and r["batch_size"] == 2
   with pytest.raises(ValueError, match="batch_size >= 2"):
     bench.measure(batch_size=1, steps=1)

@@ -7,14 +7,16 @@ import pytest
 from sklearn import linear_model
 from sklearn import metrics as skm
 
-from musemb import proxy
+from musemb import evaluate as proxy
+from musemb import utils
+from musemb.systems.wmf import data as wmf_data
 
 
 def _planted(seed: int = 0, n: int = 500, f: int = 16, tags: int = 8, noise: float = 0.1):
   """Factors whose directions linearly determine the tags (top 20% of a noisy logit per tag)."""
   rng = np.random.default_rng(seed)
   factors = rng.standard_normal((n, f)).astype(np.float32) * rng.uniform(0.5, 3, size=(n, 1))
-  logits = proxy.normalize_rows(factors) @ rng.standard_normal((f, tags))
+  logits = utils.normalize_rows(factors) @ rng.standard_normal((f, tags))
   logits += noise * rng.standard_normal(logits.shape)
   return factors, logits > np.quantile(logits, 0.8, axis=0)
 
@@ -60,7 +62,7 @@ def test_fit_matches_sklearn_logistic_regression():
   l2 = 1e-3
   scores, _, _ = proxy.fit_and_score(factors, tags, train, test, l2=l2, steps=1500,
                                      learning_rate=0.05)
-  x = proxy.normalize_rows(factors)
+  x = utils.normalize_rows(factors)
   c = 1.0 / (2 * len(train) * tags.shape[1] * l2)
   for t in range(tags.shape[1]):
     reference = linear_model.LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(
@@ -83,7 +85,7 @@ def test_deterministic_by_seed():
 
 def test_normalize_rows_keeps_zero_rows():
   x = np.array([[3.0, 4.0], [0.0, 0.0]])
-  np.testing.assert_allclose(proxy.normalize_rows(x), [[0.6, 0.8], [0.0, 0.0]])
+  np.testing.assert_allclose(utils.normalize_rows(x), [[0.6, 0.8], [0.0, 0.0]])
 
 
 @pytest.mark.parametrize("factors, tags, match", [
@@ -110,21 +112,21 @@ def test_bad_settings(kwargs, match):
 
 
 def test_tag_matrix_orders_columns_and_marks_unknown_items():
-  tags, labelled = proxy.tag_matrix(["a", "b", "z"], {"a": ["rock", "x"], "b": []},
+  tags, labelled = wmf_data.tag_matrix(["a", "b", "z"], {"a": ["rock", "x"], "b": []},
                                     ["pop", "rock"])
   np.testing.assert_array_equal(tags, [[False, True], [False, False], [False, False]])
   np.testing.assert_array_equal(labelled, [True, True, False])
   with pytest.raises(ValueError, match="duplicates"):
-    proxy.tag_matrix(["a"], {}, ["pop", "pop"])
+    wmf_data.tag_matrix(["a"], {}, ["pop", "pop"])
 
 
 def test_synthetic_item_tags_follow_the_world():
   from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
   world = synthetic.SyntheticWorld("tiny", seed=0)
   ids = [world.track_id(i) for i in (5, 0, 17)]
-  tags, names = proxy.synthetic_item_tags(ids, "tiny", 0)
+  tags, names = wmf_data.synthetic_item_tags(ids, "tiny", 0)
   assert names == list(world.tag_names)
   for row, i in zip(tags, (5, 0, 17)):
     assert [names[j] for j in np.flatnonzero(row)] == world.track_tags[i]
   with pytest.raises(ValueError, match="not tracks of the synthetic world"):
-    proxy.synthetic_item_tags(ids + ["nope"], "tiny", 0)
+    wmf_data.synthetic_item_tags(ids + ["nope"], "tiny", 0)

@@ -3,7 +3,8 @@
 import json
 import os
 
-from musemb import report
+from musemb.systems.samplecnn import report
+from musemb.systems.wmf import report as wmf_report
 
 
 def _workdir(path, config, metrics):
@@ -63,9 +64,21 @@ def test_wmf_runs_compare_as_tables_5x(tmp_path):
         "wmf/fit/num_items": 2_300_000, "wmf/fit/num_users": 120_000, "wmf/fit/factors": factors,
         "wmf/fit/iterations": 40, "wmf/fit/seconds": 125.0, "wmf/proxy_tags/roc_auc": auc,
         "wmf/proxy_tags/random_roc_auc": 0.5, "wmf/recommendation/map@500": 0.1}))
-  out = report.compare_runs(runs, str(tmp_path / "t.md"))
+  out = wmf_report.compare_runs(runs, str(tmp_path / "t.md"))
   rows = [line for line in open(out).read().splitlines() if line.startswith("| f")]
   assert len(rows) == 2
   assert "2,300,000" in rows[0] and " 32 |" in rows[0] and "0.749" in rows[0]
   assert "125 s" in rows[0]
   assert " 16 |" in rows[1] and "0.741" in rows[1]
+
+  # One run's own report has its row and the held-out recommendation next to chance.
+  with open(os.path.join(runs[0], "metrics.json")) as f:
+    metrics = json.load(f)
+  metrics.update({"wmf/recommendation/recall@50": 0.381, "wmf/recommendation/random_recall@50": 0.111,
+                  "wmf/recommendation/random_map@500": 0.028})
+  with open(os.path.join(runs[0], "metrics.json"), "w") as f:
+    json.dump(metrics, f)
+  text = open(wmf_report.write_report(runs[0])).read()
+  recall = [line for line in text.splitlines() if line.startswith("| recall@50")]
+  assert recall and "0.381" in recall[0] and "0.111" in recall[0]
+  assert "2,300,000" in text

@@ -214,35 +214,6 @@ def test_first_violator_by_hand():
   assert n_trials.dtype == jnp.int32 and position.dtype == jnp.int32
 
 
-def test_rank_loss_weights_by_hand():
-  ranks = jnp.array([0, 1, 2, 3, 4, 10])
-  harmonic = [0.0, 1.0, 1.5, 1.5 + 1 / 3, 1.5 + 1 / 3 + 0.25, sum(1 / i for i in range(1, 11))]
-  np.testing.assert_allclose(warp.rank_loss_weights(ranks), harmonic, rtol=1e-6, atol=0)
-  np.testing.assert_allclose(warp.rank_loss_weights(ranks, max_rank=4), harmonic, rtol=1e-6,
-                             atol=0)
-  np.testing.assert_allclose(warp.rank_loss_weights(ranks, max_rank=20), harmonic, rtol=1e-7,
-                             atol=0)
-  assert float(warp.rank_loss_weights(jnp.array(0))) == 0.0
-  np.testing.assert_array_equal(warp.rank_loss_weights(ranks, kind="auc"), [0, 1, 2, 3, 4, 10])
-  np.testing.assert_array_equal(warp.rank_loss_weights(ranks, kind="top_k", k=3),
-                                [0, 1, 2, 3, 3, 3])
-  np.testing.assert_array_equal(warp.rank_loss_weights(ranks, kind="top_k", k=1),
-                                [0, 1, 1, 1, 1, 1])
-  big = jnp.array([1000, 100_000])
-  exact = [sum(1 / i for i in range(1, 1001)), float(np.sum(1 / np.arange(1, 100_001)))]
-  np.testing.assert_allclose(warp.rank_loss_weights(big), exact, rtol=1e-6)
-  assert warp.rank_loss_weights(ranks).dtype == jnp.float32
-
-
-def test_rank_loss_weights_errors():
-  with pytest.raises(ValueError, match="unknown kind"):
-    warp.rank_loss_weights(jnp.array([1]), kind="ndcg")
-  with pytest.raises(ValueError, match="positive int k"):
-    warp.rank_loss_weights(jnp.array([1]), kind="top_k")
-  with pytest.raises(ValueError, match="only meaningful"):
-    warp.rank_loss_weights(jnp.array([1]), kind="harmonic", k=3)
-
-
 def test_rank_estimate_examples():
   np.testing.assert_array_equal(warp.warp_rank_estimate(20, jnp.array([1, 2, 3, 6, 19, 25])),
                                 [19, 9, 6, 3, 1, 0])
