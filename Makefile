@@ -7,6 +7,7 @@ DEMO_DIR ?= workdirs/demo
 DATA_DIR ?= data
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_ENABLE_ONEDNN_OPTS ?= 0
 
 .PHONY: demo demo-listening demo-won test install bench tables clean
 

@@ -2,6 +2,15 @@
 
 import logging
 import os
+import re
+import sys
+
+
+# TensorFlow only reads data here. Its oneDNN notice ("oneDNN custom operations are on ...") and the
+# absl C++ line that precedes it ignore TF_CPP_MIN_LOG_LEVEL; without oneDNN neither is printed
+# (no TensorFlow arithmetic reaches a result). Set before anything imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 class _QuietLibraries(logging.Filter):
@@ -37,3 +46,27 @@ def read_metrics(workdir: str) -> dict:
   import json  # pylint: disable=g-import-not-at-top
   with open(os.path.join(workdir, "metrics.json")) as f:
     return json.load(f)
+
+
+def fail(message: str, status: int = 2):
+  """Ends the launcher with `message` alone on stderr (a user's mistake needs no traceback)."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(status)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad `--config.x=y` override reported as its message alone.
+
+  ml_collections raises the "Did you mean ...?" errors from inside absl's parser, which would
+  otherwise print a fifty-line traceback around them. Pass as `app.run(main, flags_parser=...)`.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(f"{e}\nPass --help for the flags.")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    text = str(e.args[0] if e.args else e)
+    # ml_collections nests its KeyError's repr in the AttributeError: unwrap the quoting.
+    text = re.sub(r"\\n|\n", " ", text).replace("\\", "").replace("'", "").strip()
+    fail(f"bad --config override: {text}")

@@ -97,6 +97,8 @@ def main(argv):
       results[path] = predictor.analyze(wave, _TOP.value)
   json.dump(results, sys.stdout, indent=2)
   sys.stdout.write("\n")
+  if paths and all("error" in results[p] for p in paths):
+    sys.exit(1)      # every file failed: a script calling the tool should notice
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from launch import common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("source", None, ["synthetic", "mtat", "folder", "msd"],
                   "Which source to prepare.")
@@ -96,9 +98,7 @@ def make_source():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  # TensorFlow only reads data here; keep it off the accelerators that JAX uses.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
+  common.setup()   # TensorFlow quiet and off the accelerators (it only reads data here)
   from musemb import features  # pylint: disable=g-import-not-at-top
   from musemb.data import builders  # pylint: disable=g-import-not-at-top
   from musemb.data import prepared as prepared_lib  # pylint: disable=g-import-not-at-top

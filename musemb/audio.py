@@ -96,9 +96,14 @@ def load_audio(path: str | os.PathLike[str],
         frames = int(math.ceil((max_seconds + _CROP_MARGIN_SECONDS) * orig_sr))
       data = f.read(frames=frames, dtype="float32", always_2d=True)
   except (sf.SoundFileError, RuntimeError, OSError, EOFError) as e:
+    why = str(e)
+    if "possibly a pipe" in why or "not recognised" in why.lower():
+      # libsndfile's words for an existing file whose bytes are no audio format it knows (a text
+      # file named .mp3, say); the file does exist, so say what is true.
+      why = "its contents are not an audio format libsndfile recognises"
     raise AudioError(
         path_str, "unreadable",
-        f"Cannot decode audio file {path_str!r} ({e}). libsndfile "
+        f"Cannot decode audio file {path_str!r} ({why}). libsndfile "
         f"{sf.__libsndfile_version__} reads WAV, FLAC, OGG/Vorbis and MP3; convert other formats "
         "(e.g. `ffmpeg -i in.m4a out.flac`) or replace the corrupt file.") from e
   if data.shape[0] == 0:

@@ -77,6 +77,12 @@ def retrieval_metrics(queries: np.ndarray, items: np.ndarray, relevant: list[np.
   if len(queries) != len(relevant):
     raise ValueError(f"{len(queries)} queries but {len(relevant)} relevance lists.")
   k = min(max(ks), items.shape[0] - (0 if exclude is None else 1))
+  if k < 1:
+    # Nothing to rank (a split of one song asked for its similar songs): every query is excluded
+    # from the means, as a query without relevant items is, instead of an error mid-training.
+    per_query = _per_query(np.full((len(queries), 0), -1, np.int64),
+                           [np.zeros(0, np.int64)] * len(queries), ks)
+    return summarise(per_query), per_query
   _, top = ranking.top_k_scores(np.asarray(queries, np.float32), np.asarray(items, np.float32), k,
                                 query_chunk=query_chunk, item_chunk=item_chunk or None,
                                 exclude=exclude)

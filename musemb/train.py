@@ -64,6 +64,7 @@ import orbax.checkpoint as ocp
 from musemb import sharding
 from musemb import systems as systems_lib
 from musemb import utils
+from musemb import workdir as workdir_lib
 
 
 @flax.struct.dataclass
@@ -199,27 +200,40 @@ def resolve_num_steps(config: ml_collections.ConfigDict, info: dict) -> int:
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step (save, then exit)."""
+  """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a flag the loop checks after each step:
+  it saves a checkpoint, then exits. A second Ctrl-C interrupts at once, as usual."""
+
+  _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = threading.Event()
-    self._previous = None
+    self.signum = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    if signum == signal.SIGINT and self.requested.is_set():
+      raise KeyboardInterrupt        # a second Ctrl-C: the user means now
+    self.signum = signum
+    self.requested.set()
+    if signum == signal.SIGINT:
+      logging.warning("Ctrl-C: saving a checkpoint after this step (press it again to stop now).")
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, lambda *_: self.requested.set())
+      self._previous = {s: signal.signal(s, self._handle) for s in self._SIGNALS}
     return self
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
 
 
 class Preempted(SystemExit):
-  """Raised after the checkpoint on SIGTERM is written; the exit code tells schedulers to retry."""
+  """Raised after the checkpoint on SIGTERM / SIGINT is written: exit status 143 (SIGTERM, which
+  tells schedulers to retry) or 130 (Ctrl-C)."""
 
-  def __init__(self, step: int):
-    super().__init__(143)
+  def __init__(self, step: int, signum: int = signal.SIGTERM):
+    super().__init__(130 if signum == signal.SIGINT else 143)
     self.step = step
 
 
@@ -246,13 +260,14 @@ def _summarise(history: list[dict]) -> dict[str, float]:
   return out
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def run(config: ml_collections.ConfigDict, workdir: str, *, allow_changes: tuple[str, ...] = ()
+        ) -> dict[str, float]:
   """Runs `config.system` into `workdir`: its fit verb if it has one, else the training loop.
   Returns the final metrics as in metrics.json (`<key>/<metric>`)."""
   system = systems_lib.get(config.system)
   if system.fit is not None:
     return system.fit(config, workdir)
-  return train_and_evaluate(config, workdir)
+  return train_and_evaluate(config, workdir, allow_changes=allow_changes)
 
 
 def finish(system: systems_lib.System, variables: Any, data: Any,
@@ -266,20 +281,138 @@ def finish(system: systems_lib.System, variables: Any, data: Any,
   return prefixed
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+class ConfigError(ValueError):
+  """A config value the loop cannot run with (found before anything loads)."""
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The loop's own keys, checked before anything loads (a bad value fails in a second, naming
+  the key, instead of deep inside numpy or orbax)."""
+  t, o = config.train, config.optimizer
+  problems = []
+  for name, value, low in (("train.batch_size", t.batch_size, 1), ("train.num_steps", t.num_steps, 0),
+                           ("train.log_every", t.log_every, 0), ("train.eval_every", t.eval_every, 0),
+                           ("train.checkpoint_every", t.checkpoint_every, 0),
+                           ("train.keep_checkpoints", t.keep_checkpoints, 1),
+                           ("train.patience", t.patience, 1),
+                           ("train.examples_per_epoch", t.examples_per_epoch, 0),
+                           ("train.num_devices", t.num_devices, 0),
+                           ("optimizer.plateau_drops", o.plateau_drops, 0)):
+    if int(value) != value or value < low:
+      problems.append(f"{name}={value!r} (an integer >= {low})")
+  for name, value in (("train.epochs", t.epochs), ("optimizer.momentum", o.momentum),
+                      ("optimizer.weight_decay", o.weight_decay)):
+    if not np.isfinite(value) or value < 0:
+      problems.append(f"{name}={value!r} (a finite number >= 0)")
+  if not (np.isfinite(o.learning_rate) and o.learning_rate > 0):
+    problems.append(f"optimizer.learning_rate={o.learning_rate!r} (a finite number > 0)")
+  if not 0 < o.plateau_factor <= 1:
+    problems.append(f"optimizer.plateau_factor={o.plateau_factor!r} (in (0, 1])")
+  if o.name not in OPTIMIZERS:
+    problems.append(f"optimizer.name={o.name!r} (one of {', '.join(OPTIMIZERS)})")
+  if problems:
+    raise ConfigError("invalid config: " + "; ".join(problems) + ". Fix it with --config.<key>=.")
+  try:
+    resolve_num_steps(config, {"num_train_examples": 1})   # both or neither duration set
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+
+
+def _claim_workdir(config: ml_collections.ConfigDict, workdir: str, allow_changes: tuple[str, ...]
+                   ) -> workdir_lib.Lock | None:
+  """Process 0: takes the workdir's lock, checks a rerun against the saved config.json, then
+  writes config.json. Nothing is written when a check fails."""
+  if jax.process_index() != 0:
+    return None
+  lock = workdir_lib.Lock(os.path.join(workdir, ".lock"), f"a {config.system} training run")
+  new = json.loads(config.to_json_best_effort())
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    lock.acquire()
+    try:
+      changed = workdir_lib.check_resume(saved, new, allow_changes, workdir=workdir)
+    except BaseException:
+      lock.release()
+      raise
+    for k, (old, now) in changed.items():
+      logging.warning("Resuming %s with %s changed: %r -> %r.", workdir, k, old, now)
+  else:
+    lock.acquire()
+  utils.write_json_atomic(path, new)
+  return lock
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_changes: tuple[str, ...] = ()) -> dict[str, float]:
   """Trains `config.system` in `workdir` (resuming if it holds checkpoints); returns the final
-  metrics on `config.eval.split` as metrics.json holds them (`<key>/<metric>`)."""
+  metrics on `config.eval.split` as metrics.json holds them (`<key>/<metric>`).
+
+  A rerun must match the config the run started with (`musemb.workdir.check_resume`); the keys in
+  `allow_changes` (durations, the learning rate, ...) may differ. The workdir is locked for the
+  run's lifetime: a second run on it is refused (`musemb.workdir.WorkdirBusyError`).
+  """
   system = systems_lib.get(config.system)
   if system.loss is None:
     raise ValueError(f"system {system.name!r} is not trained by the loop; use train.run.")
-  key = system.key(config)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    utils.write_json_atomic(os.path.join(workdir, "config.json"),
-                            json.loads(config.to_json_best_effort()))
+  check_config(config)
   mesh = sharding.make_mesh(config.train.num_devices or None)
   sharding.check_batch_size(config.train.batch_size, mesh)
+  lock = _claim_workdir(config, workdir, tuple(allow_changes))
+  try:
+    return _train(system, config, workdir, mesh)
+  finally:
+    if lock is not None:
+      lock.release()
 
+
+def _restore_latest(ckpt_dir: str, abstract_state: TrainState, quarantine: bool
+                    ) -> tuple[int, Any, dict] | None:
+  """(step, state, progress) of the newest checkpoint that restores, or None when there is none.
+
+  A step that fails to restore (a truncated array file, an empty `_METADATA`) is logged with its
+  folder and the error, moved aside to `<workdir>/corrupt_checkpoints/` when `quarantine` (so the
+  run can save that step again), and the next older step is tried.
+
+  Raises:
+    RuntimeError: steps exist but none restores; names the folder.
+  """
+  if not os.path.isdir(ckpt_dir):
+    return None
+  with ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True)) as m:
+    steps = sorted(m.all_steps(), reverse=True)
+    failures = []
+    for s in steps:
+      try:
+        restored = m.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_like(abstract_state)),
+            progress=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore/json errors)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        logging.warning("Checkpoint step %d in %s does not restore (%s: %s)%s.", s, ckpt_dir,
+                        type(e).__name__, first, "; trying the previous one" if s != steps[-1]
+                        else "")
+        failures.append((s, f"{type(e).__name__}: {first}"))
+        continue
+      if failures and quarantine:
+        aside = os.path.join(os.path.dirname(ckpt_dir), "corrupt_checkpoints")
+        os.makedirs(aside, exist_ok=True)
+        for bad, _ in failures:
+          target = os.path.join(aside, f"{bad}-{int(time.time())}")
+          os.replace(os.path.join(ckpt_dir, str(bad)), target)
+          logging.warning("Moved the damaged step %d to %s; resuming from step %d.", bad, target, s)
+      return s, restored.state, dict(restored.progress)
+  if steps:
+    raise RuntimeError(f"no checkpoint in {ckpt_dir} restores (tried steps "
+                       f"{', '.join(f'{s} ({why})' for s, why in failures)}); move the folder "
+                       "aside to start the run afresh, or use a new --workdir.")
+  return None
+
+
+def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdir: str,
+           mesh) -> dict[str, float]:
+  key = system.key(config)
   data = system.load_data(config, workdir)
   num_steps = resolve_num_steps(config, data.info)
   tables = sharding.put_replicated(data.tables, mesh)
@@ -287,6 +420,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = create_train_state(system, config, data.info, tx, mesh)
 
   ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  # Before the managers open the folder: a damaged newest step is moved aside, an older one used.
+  found = _restore_latest(ckpt_dir, state, quarantine=jax.process_index() == 0)
   # Two managers may save the same step at once (a best validation on a checkpoint step); on
   # multi-host jobs their background commits meet at coordination barriers named by the step, so
   # each manager gets its own barrier prefix or the two race for one barrier.
@@ -303,11 +438,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   max_drops = int(config.optimizer.plateau_drops)
   drop_factor = float(config.optimizer.plateau_factor)
   progress["base_learning_rate"] = float(config.optimizer.learning_rate)
-  if manager.latest_step() is not None:
-    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_like(state)),
-        progress=ocp.args.JsonRestore()))
-    state, progress = restored.state, dict(restored.progress)
+  if found is not None:
+    _, state, progress = found
     logging.info("Resumed from %s at step %d.", ckpt_dir, int(state.step))
     state = _apply_config_learning_rate(state, progress, config, drop_factor)
   # `best/` is written apart from `checkpoints/`: a crash between the two leaves a best step the
@@ -327,7 +459,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   history: list[dict] = []
   clock = time.perf_counter()
   clock_step = step
-  start_time, start_step = clock, step
+  # The ETA counts from the first step's end, so the compilation is not projected onto the rest.
+  start_time, start_step = None, step
 
   def save(step: int, state: TrainState) -> None:
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -339,6 +472,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state, metrics = step_fn(state, batch, tables)
       history.append(metrics)
       step += 1
+      if start_time is None:
+        jax.block_until_ready(metrics["loss"])
+        start_time, start_step = time.perf_counter(), step
 
       preempted = preemption.requested.is_set()   # read once: a signal mid-step waits a step
       checkpoint_due = _periodic(step, config.train.checkpoint_every, num_steps) or preempted
@@ -366,7 +502,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         summary["examples_per_sec"] = rate * batch_size
         clock, clock_step = now, step
         writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-        eta = (num_steps - step) * (now - start_time) / max(step - start_step, 1)
+        eta = ((num_steps - step) * (now - start_time) / (step - start_step)
+               if step > start_step else float("nan"))
         logging.info("step %d/%d (%.0f%%) loss %.4f | %.1f steps/s | ETA %s", step, num_steps,
                      100 * step / num_steps, summary["loss"], rate, utils.format_seconds(eta))
 
@@ -374,8 +511,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         val = system.evaluate(jax.device_get(variables_of(state)), data, config, "valid")
         writer.write_scalars(step, {f"valid/{key}/{k}": v for k, v in val.items()})
         metric = utils.select_metric(val, config.train.eval_metric)
-        logging.info("step %d validation %s = %.4f (best %s at step %d)", step,
-                     config.train.eval_metric, metric, progress["best_metric"], progress["best_step"])
+        logging.info("step %d validation %s = %.4f (%s)", step, config.train.eval_metric, metric,
+                     "the first" if progress["best_metric"] is None else
+                     f"best {progress['best_metric']:.4f} at step {progress['best_step']}")
         if progress["best_metric"] is None or metric > progress["best_metric"]:
           progress.update(best_metric=float(metric), best_step=step, evals_without_improvement=0)
           best_manager.save(step, args=ocp.args.StandardSave(variables_of(state)), force=True)
@@ -404,10 +542,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if preempted:
         manager.wait_until_finished()
         best_manager.wait_until_finished()
-        logging.warning("SIGTERM: saved a checkpoint at step %d in %s; rerun the same command to "
-                        "resume.", step, ckpt_dir)
+        logging.warning("%s: saved a checkpoint at step %d in %s; rerun the same command to "
+                        "resume.", signal.Signals(preemption.signum).name, step, ckpt_dir)
         writer.close()
-        raise Preempted(step)
+        raise Preempted(step, preemption.signum)
 
   if manager.latest_step() != step:
     save(step, state)
@@ -463,14 +601,16 @@ def load_variables(workdir: str, system: systems_lib.System, config: ml_collecti
   if best and os.path.isdir(os.path.join(root, "best")):
     with ocp.CheckpointManager(os.path.join(root, "best"), options=options) as m:
       if m.latest_step() is not None:
-        return m.latest_step(), m.restore(m.latest_step(), args=ocp.args.StandardRestore(
-            variables_of(abstract)))
-  if os.path.isdir(os.path.join(root, "checkpoints")):
-    with ocp.CheckpointManager(os.path.join(root, "checkpoints"), options=options) as m:
-      if m.latest_step() is not None:
-        restored = m.restore(m.latest_step(), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
-        return m.latest_step(), variables_of(restored.state)
+        try:
+          return m.latest_step(), m.restore(m.latest_step(), args=ocp.args.StandardRestore(
+              variables_of(abstract)))
+        except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore/json errors)
+          logging.warning("best/%d in %s does not restore (%s: %s); using the latest checkpoint "
+                          "instead.", m.latest_step(), root, type(e).__name__,
+                          str(e).strip().splitlines()[0][:300] if str(e).strip() else "")
+  found = _restore_latest(os.path.join(root, "checkpoints"), abstract, quarantine=False)
+  if found is not None:
+    return found[0], variables_of(found[1])
   raise FileNotFoundError(f"no checkpoint in {workdir}/best or {workdir}/checkpoints; train first "
                           "with `python -m launch.train --workdir=...`.")
 

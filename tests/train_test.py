@@ -146,16 +146,27 @@ def test_bad_override_is_a_clear_error(tmp_path, override, message):
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path,
+                                                              monkeypatch):
+  import dataclasses
+  import jax.numpy as jnp
   workdir = str(tmp_path / "nan")
   tiny_config.train.num_steps = 10
   tiny_config.train.checkpoint_every = 5
   tiny_config.train.eval_every = 0
   train.train_and_evaluate(tiny_config, workdir)
   tiny_config.train.num_steps = 20
-  tiny_config.optimizer.learning_rate = float("nan")
+  # The resumed run diverges: its loss (and so every gradient) becomes NaN.
+  muslse = systems.get("muslse")
+
+  def nan_loss(*args):
+    value, aux = muslse.loss(*args)
+    return value * jnp.nan, aux
+
+  monkeypatch.setattr(systems, "get", lambda name: dataclasses.replace(muslse, loss=nan_loss))
   with pytest.raises(FloatingPointError, match="non-finite loss"):
-    train.train_and_evaluate(tiny_config, workdir)
+    train.train_and_evaluate(tiny_config, workdir, allow_changes=("train.num_steps",))
+  monkeypatch.undo()
   step, params = _final_params(workdir)
   assert step == 10
   assert all(np.isfinite(p).all() for p in params.values())

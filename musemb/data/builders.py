@@ -68,6 +68,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from musemb import audio as audio_lib
+from musemb import workdir as workdir_lib
 from musemb.data import prepared as prepared_lib
 from musemb.data.sources import records
 
@@ -474,6 +475,13 @@ class _MusembBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         metadata=metadata,
     )
 
+  # TFDS prints "Downloading and preparing dataset ..." to stdout; nothing is downloaded here.
+  def _log_download_bytes(self) -> None:
+    logging.info("Building %s from the source (nothing is downloaded).", self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("Prepared %s.", self.data_dir)
+
   def _download_and_prepare(self, dl_manager, download_config):
     # In-memory audio is decoded once, in the listing pass, and parked here until its split is
     # written (see `_list_tracks`); local disk beside the data when there is one.
@@ -810,6 +818,7 @@ def prepare(source: records.Source, data_dir: epath.PathLike, *, sample_rate: in
   Raises:
     TooManySkippedError: too much unusable audio in a split; nothing is written.
     ValueError: options that clash with an existing dataset or a reserved config name.
+    musemb.workdir.WorkdirBusyError: another live prepare is building into `data_dir`.
   """
   cls = builder_class(source.name)
   config = make_config(source, sample_rate=sample_rate, max_seconds=max_seconds,
@@ -825,6 +834,26 @@ def prepare(source: records.Source, data_dir: epath.PathLike, *, sample_rate: in
     logging.info("Reusing prepared dataset %s.", dataset_dir)
     return os.fspath(dataset_dir)
 
+  # One build per data_dir at a time: two would race for TFDS's final rename. Holding the lock
+  # also means whatever a killed build left behind is nobody's, so it is cleared first.
+  with workdir_lib.Lock(os.path.join(os.fspath(data_dir), ".musemb-prepare.lock"),
+                        f"launch.prepare of {cls.name}/{config.name}"):
+    if (dataset_dir / "dataset_info.json").exists():    # built while we waited for the lock
+      return os.fspath(dataset_dir)
+    _remove_leftovers(epath.Path(data_dir))
+    return _build(cls, source, config, data_dir, max_bad_fraction, num_workers)
+
+
+def _remove_leftovers(data_dir: epath.Path) -> None:
+  """Removes the `incomplete.*` build folders and spill folders of builds that were killed."""
+  leftovers = [*data_dir.glob("musemb_*/*/incomplete.*"), *data_dir.glob(".musemb-spill-*")]
+  for path in leftovers:
+    logging.warning("Removing %s, left by a prepare that did not finish.", path)
+    shutil.rmtree(os.fspath(path), ignore_errors=True)
+
+
+def _build(cls, source: records.Source, config: MusembConfig, data_dir: epath.PathLike,
+           max_bad_fraction: float, num_workers: int | None) -> str:
   predefined = {c.name: c for c in cls.BUILDER_CONFIGS}
   if config.name in predefined:
     if predefined[config.name].options() != config.options():

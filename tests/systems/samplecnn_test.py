@@ -168,7 +168,7 @@ def test_factor_regression_trains_resumes_and_reports(tiny_dataset_dir, tiny_fac
   config.train.num_steps = 10
   train.train_and_evaluate(config, resumed)
   config.train.num_steps = 20
-  train.train_and_evaluate(config, resumed)
+  train.train_and_evaluate(config, resumed, allow_changes=("train.num_steps",))
   data = samplecnn.load_data(config, resumed)
   _, a = train.load_variables(straight, samplecnn.SYSTEM, config, data.info, best=False)
   _, b = train.load_variables(resumed, samplecnn.SYSTEM, config, data.info, best=False)

@@ -123,7 +123,7 @@ def cultural_runs(tiny22, tiny_factors, tmp_path_factory):
   first = _config(tiny22, tiny_factors, arg="branch=cultural",
                   **{"train.num_steps": 2, "train.eval_every": 0})
   train.train_and_evaluate(first, str(root / "resumed"))
-  train.train_and_evaluate(straight, str(root / "resumed"))
+  train.train_and_evaluate(straight, str(root / "resumed"), allow_changes=("train.num_steps",))
   return straight, root, metrics
 
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import collections
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -209,8 +210,7 @@ class AudioFolder:
 
   def _read_csv(self, path: str) -> list[tuple[str, dict]]:
     """Well-formed rows as (where, row dict); the rest are counted."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-      table = list(csv.reader(f))
+    table = list(csv.reader(io.StringIO(records.read_text(path), newline="")))
     numbered = [(i + 1, r) for i, r in enumerate(table) if r and any(c.strip() for c in r)]
     if not numbered:
       raise ValueError(f"{path} is empty. {_LAYOUT_HELP}")
@@ -247,8 +247,7 @@ class AudioFolder:
   def _read_jsonl(self, path: str) -> list[tuple[str, dict]]:
     """Well-formed rows as (where, row dict); the rest are counted."""
     rows = []
-    with open(path, encoding="utf-8-sig") as f:
-      lines = f.read().splitlines()
+    lines = records.read_text(path).splitlines()
     for line, text in enumerate(lines, start=1):
       if not text.strip():
         continue
@@ -299,8 +298,7 @@ class AudioFolder:
     if not os.path.isfile(path):
       return {}
     try:
-      with open(path, encoding="utf-8-sig") as f:
-        data = json.load(f)
+      data = json.loads(records.read_text(path))
     except json.JSONDecodeError as e:
       raise ValueError(f"{path} is not valid JSON ({e}); expected an object mapping each artist "
                        "to a list of similar artists.") from e

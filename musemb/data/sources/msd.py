@@ -179,9 +179,8 @@ def _split_lists(directory: str) -> dict[str, str]:
 
 
 def _read_lines(path: str) -> list[tuple[int, str]]:
-  with open(path, encoding="utf-8-sig") as f:
-    return [(n, line.strip()) for n, line in enumerate(f, start=1)
-            if line.strip() and not line.lstrip().startswith("#")]
+  return [(n, line.strip()) for n, line in enumerate(records.read_text(path).splitlines(), start=1)
+          if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _check_track_id(track_id: str, path: str, line: int) -> None:

@@ -74,20 +74,9 @@ _LAYOUT_HELP = (
     "with the MP3s at each row's mp3_path (or pass audio_dir= where the folders live elsewhere).")
 
 
-def _read_text(path: str) -> str:
-  """Reads a metadata file as text; the release is mostly UTF-8, with a few legacy bytes."""
-  with open(path, "rb") as f:
-    data = f.read()
-  try:
-    return data.decode("utf-8-sig")
-  except UnicodeDecodeError:
-    # Latin-1 maps every byte, so an odd character in a title never stops the import.
-    return data.decode("latin-1")
-
-
 def _tsv_rows(path: str) -> list[list[str]]:
   """Rows of a TAB-separated file with double-quoted fields; blank lines are dropped."""
-  reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter="\t", quotechar='"')
+  reader = csv.reader(io.StringIO(records.read_text(path), newline=""), delimiter="\t", quotechar='"')
   return [row for row in reader if row and any(cell.strip() for cell in row)]
 
 
@@ -128,7 +117,7 @@ def read_split_file(path: str) -> tuple[str, dict[str, str]]:
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"MTAT split file {path} does not exist.")
-  text = _read_text(path)
+  text = records.read_text(path)
   first_line = text.split("\n", 1)[0]
   delimiter = "\t" if "\t" in first_line else ","
   rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"'))

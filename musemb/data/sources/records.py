@@ -131,3 +131,29 @@ class Source(Protocol):
   def tables(self) -> SourceTables: ...
 
   def description(self) -> str: ...
+
+
+def read_text(path: str) -> str:
+  """A metadata file's text, never refused for its encoding.
+
+  Each line is decoded as UTF-8 (a leading byte-order mark dropped); a line that is not UTF-8
+  (a Latin-1 or cp1252 byte in an artist's name) is decoded as Latin-1, which maps every byte, and
+  the file and line numbers are logged, so one legacy byte never aborts an import.
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  if data.startswith(b"\xef\xbb\xbf"):
+    data = data[3:]
+  lines, fallback = [], []
+  for number, raw in enumerate(data.splitlines(keepends=True), start=1):
+    try:
+      lines.append(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+      lines.append(raw.decode("latin-1"))
+      fallback.append(number)
+  if fallback:
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    logging.warning("%s: %d line(s) are not UTF-8 and were read as Latin-1: line %s.", path,
+                    len(fallback), ", ".join(map(str, fallback[:10])) +
+                    (" ..." if len(fallback) > 10 else ""))
+  return "".join(lines)
