@@ -378,7 +378,13 @@ def _restore_latest(ckpt_dir: str, abstract_state: TrainState, quarantine: bool
   Raises:
     RuntimeError: steps exist but none restores; names the folder.
   """
-  if not os.path.isdir(ckpt_dir):
+  exists = os.path.isdir(ckpt_dir)
+  if jax.process_count() > 1:
+    # Every process looks before any creates the folder (the managers that follow do), so all
+    # take the same branch and meet at the same orbax barriers.
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("musemb.train.checkpoints_scanned")
+  if not exists:
     return None
   with ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True)) as m:
     steps = sorted(m.all_steps(), reverse=True)
