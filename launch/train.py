@@ -32,8 +32,13 @@ _ALLOW_CHANGES = flags.DEFINE_list(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from musemb import workdir  # pylint: disable=g-import-not-at-top  (light: no JAX)
+  try:     # in a second, before TensorFlow and JAX load
+    workdir.preflight(_WORKDIR.value)
+  except workdir.WorkdirBusyError as e:
+    common.fail(str(e))
   common.setup()
-  from musemb import train, workdir  # pylint: disable=g-import-not-at-top
+  from musemb import train  # pylint: disable=g-import-not-at-top
   try:
     metrics = train.run(_CONFIG.value, _WORKDIR.value, allow_changes=tuple(_ALLOW_CHANGES.value))
   except (train.ConfigError, workdir.WorkdirBusyError, workdir.ConfigMismatchError) as e:

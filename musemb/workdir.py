@@ -163,6 +163,18 @@ class Lock:
       return self
     raise WorkdirBusyError(f"could not take {self.path}: another process keeps taking it.")
 
+  def check_free(self) -> None:
+    """Raises `WorkdirBusyError` now if a live process holds the lock (a cheap early check; the
+    atomic `acquire` decides)."""
+    holder = self._holder()
+    if holder and not (holder.get("host") == socket.gethostname()
+                       and isinstance(holder.get("pid"), int) and not _alive(holder["pid"])):
+      since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+      raise WorkdirBusyError(
+          f"{os.path.dirname(os.path.abspath(self.path))} is in use by {holder.get('what')} "
+          f"(host {holder.get('host')}, pid {holder.get('pid')}, since {since}); wait for it to "
+          f"finish or stop it. Two runs in one folder would overwrite each other's checkpoints.")
+
   def release(self) -> None:
     if self._held:
       self._held = False
@@ -176,3 +188,10 @@ class Lock:
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+
+def preflight(workdir: str) -> None:
+  """What a launcher checks before importing anything heavy: the workdir is not held by a live
+  run (the loop takes the lock atomically, and checks the config, afterwards)."""
+  Lock(os.path.join(workdir, ".lock"), "").check_free()
