@@ -128,6 +128,22 @@ class Lock:
     except (OSError, json.JSONDecodeError):
       return {}                # unreadable: a lock written halfway by a process that died
 
+  def _refuse_if_live(self, holder: dict[str, Any]) -> None:
+    """Raises `WorkdirBusyError` unless `holder` (the lock file's content) is a dead process of
+    this host, or unreadable (a lock written halfway by a process that died)."""
+    same_host = holder.get("host") == socket.gethostname()
+    pid = holder.get("pid")
+    if not holder or (same_host and isinstance(pid, int) and not _alive(pid)):
+      return
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    fix = (f"wait for it to finish or stop it (kill {pid})" if same_host else
+           f"if that run is gone (host {holder.get('host')} cannot be checked from here), "
+           f"delete {self.path}")
+    raise WorkdirBusyError(
+        f"{os.path.dirname(os.path.abspath(self.path))} is in use by {holder.get('what')} "
+        f"(host {holder.get('host')}, pid {pid}, since {since}); {fix}. Two runs in one "
+        "folder would overwrite each other's checkpoints.")
+
   def acquire(self) -> "Lock":
     os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
@@ -139,17 +155,7 @@ class Lock:
         holder = self._holder()
         if holder is None:
           continue             # released between our open and our read: try again
-        same_host = holder.get("host") == me["host"]
-        pid = holder.get("pid")
-        if holder and not (same_host and isinstance(pid, int) and not _alive(pid)):
-          since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
-          fix = (f"wait for it to finish or stop it (kill {pid})" if same_host else
-                 f"if that run is gone (host {holder.get('host')} cannot be checked from here), "
-                 f"delete {self.path}")
-          raise WorkdirBusyError(
-              f"{os.path.dirname(os.path.abspath(self.path))} is in use by {holder.get('what')} "
-              f"(host {holder.get('host')}, pid {pid}, since {since}); {fix}. Two runs in one "
-              "folder would overwrite each other's checkpoints.")
+        self._refuse_if_live(holder)
         logging.warning("Taking over %s: its holder %s is no longer running.", self.path,
                         holder or "(unreadable)")
         try:
@@ -167,13 +173,8 @@ class Lock:
     """Raises `WorkdirBusyError` now if a live process holds the lock (a cheap early check; the
     atomic `acquire` decides)."""
     holder = self._holder()
-    if holder and not (holder.get("host") == socket.gethostname()
-                       and isinstance(holder.get("pid"), int) and not _alive(holder["pid"])):
-      since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
-      raise WorkdirBusyError(
-          f"{os.path.dirname(os.path.abspath(self.path))} is in use by {holder.get('what')} "
-          f"(host {holder.get('host')}, pid {holder.get('pid')}, since {since}); wait for it to "
-          f"finish or stop it. Two runs in one folder would overwrite each other's checkpoints.")
+    if holder is not None:
+      self._refuse_if_live(holder)
 
   def release(self) -> None:
     if self._held:

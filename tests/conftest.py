@@ -23,3 +23,31 @@ def tiny_config(tiny_dataset_dir):
   config = muslse.get_config("tiny")
   config.data_dir = tiny_dataset_dir
   return config
+
+
+@pytest.fixture(scope="session")
+def repo_env():
+  """`repo_env(**extra)`: the environment a subprocess of the tests runs with (repo on the path,
+  CPU only, TensorFlow quiet), plus `extra`."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def make(**extra):
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    env.update(extra)
+    return env
+  return make
+
+
+@pytest.fixture(scope="session")
+def final_params():
+  """`final_params(workdir, best=False)`: (step, params as numpy) of a run's latest (or best)
+  checkpoint, restored onto this process's devices."""
+  def restore(workdir, best=False):
+    import jax
+    import numpy as np
+    from musemb import systems, train
+    system, config = systems.for_workdir(workdir)
+    data = system.load_data(config, workdir)
+    step, variables = train.load_variables(workdir, system, config, data.info, best=best)
+    return step, jax.tree.map(np.asarray, variables["params"])
+  return restore

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
@@ -19,21 +18,11 @@ from musemb.systems.muslse import evaluation as muslse_evaluation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _env(**extra):
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
-  env.update(extra)
-  return env
 
 
-def _final_params(workdir, best=False):
-  """(step, params) of the latest (or best) checkpoint, restored onto this process's devices."""
-  system, config = systems.for_workdir(workdir)
-  data = system.load_data(config, workdir)
-  step, variables = train.load_variables(workdir, system, config, data.info, best=best)
-  return step, jax.tree.map(np.asarray, variables["params"])
 
 
-def test_tiny_run_writes_metrics_and_checkpoints(tiny_config, tmp_path):
+def test_tiny_run_writes_metrics_and_checkpoints(tiny_config, tmp_path, final_params):
   workdir = str(tmp_path / "run")
   metrics = train.train_and_evaluate(tiny_config, workdir)
   with open(os.path.join(workdir, "metrics.json")) as f:
@@ -44,13 +33,13 @@ def test_tiny_run_writes_metrics_and_checkpoints(tiny_config, tmp_path):
     assert written[f"muslse/{task}/p@1"] == pytest.approx(metrics[f"muslse/{task}/p@1"]), task
   assert "cosine/similar_songs/p@1" in written
   # ... and the numbers are the best checkpoint's test precision, recomputed here.
-  _, best = _final_params(workdir, best=True)
+  _, best = final_params(workdir, best=True)
   data = systems.get("muslse").load_data(tiny_config, workdir)
   recomputed, _ = muslse_evaluation.evaluate_tasks(best, data, tiny_config, "test")
   for key, value in recomputed.items():
     assert metrics[f"muslse/{key}"] == pytest.approx(value, abs=1e-9), key
   # Max-norm constraints (1)-(3) hold for the trained parameters.
-  step, params = _final_params(workdir)
+  step, params = final_params(workdir)
   assert step == tiny_config.train.num_steps
   for name in ("V", "A", "T"):
     norms = np.linalg.norm(params[name], axis=-1)
@@ -92,14 +81,15 @@ train.train_and_evaluate(c, sys.argv[2])
 """
 
 
-def test_sigterm_checkpoint_and_exact_resume(tiny_dataset_dir, tmp_path):
+def test_sigterm_checkpoint_and_exact_resume(tiny_dataset_dir, tmp_path, repo_env, final_params):
   """A run killed with SIGTERM and restarted ends with exactly the uninterrupted run's parameters."""
   steps = "60"
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   subprocess.run([sys.executable, "-c", _RUN, tiny_dataset_dir, straight, steps, "1"], check=True,
-                 env=_env(), cwd=ROOT)
+                 env=repo_env(), cwd=ROOT)
   proc = subprocess.Popen([sys.executable, "-c", _RUN, tiny_dataset_dir, killed, steps, "1"],
-                          env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                          env=repo_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
   ckpt = os.path.join(killed, "checkpoints")
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -113,22 +103,23 @@ def test_sigterm_checkpoint_and_exact_resume(tiny_dataset_dir, tmp_path):
   interrupted_at = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
   assert interrupted_at < int(steps), "the run finished before SIGTERM; the test proves nothing"
   subprocess.run([sys.executable, "-c", _RUN, tiny_dataset_dir, killed, steps, "1"], check=True,
-                 env=_env(), cwd=ROOT)
-  step_a, a = _final_params(straight)
-  step_b, b = _final_params(killed)
+                 env=repo_env(), cwd=ROOT)
+  step_a, a = final_params(straight)
+  step_b, b = final_params(killed)
   assert step_a == step_b == int(steps)
   for name in a:
     np.testing.assert_array_equal(a[name], b[name])
 
 
-def test_eight_devices_follow_the_one_device_trajectory(tiny_dataset_dir, tmp_path):
+def test_eight_devices_follow_the_one_device_trajectory(tiny_dataset_dir, tmp_path, repo_env,
+                                                       final_params):
   one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
-  env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = repo_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
   for workdir, n in ((one, "1"), (eight, "8")):
     subprocess.run([sys.executable, "-c", _RUN, tiny_dataset_dir, workdir, "30", n], check=True,
                    env=env, cwd=ROOT)
-  _, a = _final_params(one)
-  _, b = _final_params(eight)
+  _, a = final_params(one)
+  _, b = final_params(eight)
   for name in a:
     np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5)
 
@@ -137,9 +128,9 @@ def test_eight_devices_follow_the_one_device_trajectory(tiny_dataset_dir, tmp_pa
     ("--config.model.embed_dimm=3", "embed_dimm"),
     ("--config.model.embed_dim=abc", "embed_dim"),
 ])
-def test_bad_override_is_a_clear_error(tmp_path, override, message):
+def test_bad_override_is_a_clear_error(tmp_path, override, message, repo_env):
   proc = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/muslse.py:tiny",
-                         f"--workdir={tmp_path}", override], env=_env(), cwd=ROOT,
+                         f"--workdir={tmp_path}", override], env=repo_env(), cwd=ROOT,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
   assert message in proc.stderr
@@ -147,7 +138,7 @@ def test_bad_override_is_a_clear_error(tmp_path, override, message):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path,
-                                                              monkeypatch):
+                                                              monkeypatch, final_params):
   import dataclasses
   import jax.numpy as jnp
   workdir = str(tmp_path / "nan")
@@ -167,12 +158,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_p
   with pytest.raises(FloatingPointError, match="non-finite loss"):
     train.train_and_evaluate(tiny_config, workdir, allow_changes=("train.num_steps",))
   monkeypatch.undo()
-  step, params = _final_params(workdir)
+  step, params = final_params(workdir)
   assert step == 10
   assert all(np.isfinite(p).all() for p in params.values())
 
 
-def test_crash_between_best_and_checkpoint_saves_resumes(tiny_config, tmp_path):
+def test_crash_between_best_and_checkpoint_saves_resumes(tiny_config, tmp_path, final_params):
   """A crash after best/N but before checkpoints/N is written must not wedge the next run."""
   import shutil
   workdir = str(tmp_path / "crash")
@@ -183,7 +174,7 @@ def test_crash_between_best_and_checkpoint_saves_resumes(tiny_config, tmp_path):
   shutil.rmtree(os.path.join(workdir, "checkpoints", "20"))
   again = train.train_and_evaluate(tiny_config, workdir)
   assert again["muslse/tag_prediction/p@3"] == pytest.approx(first["muslse/tag_prediction/p@3"])
-  assert _final_params(workdir)[0] == 20
+  assert final_params(workdir)[0] == 20
 
 
 def test_the_jitted_step_compiles_once(tiny_config):

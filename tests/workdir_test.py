@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
@@ -21,17 +20,8 @@ from musemb import workdir as workdir_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _env(**extra):
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
-  env.update(extra)
-  return env
 
 
-def _params(workdir, best=False):
-  system, config = systems.for_workdir(workdir)
-  data = system.load_data(config, workdir)
-  step, variables = train.load_variables(workdir, system, config, data.info, best=best)
-  return step, jax.tree.map(np.asarray, variables["params"])
 
 
 @pytest.fixture
@@ -63,7 +53,7 @@ def test_a_rerun_with_another_shape_is_refused_and_the_run_still_evaluates(short
     train.train_and_evaluate(other, workdir, allow_changes=("model.embed_dim",))
 
 
-def test_resumable_keys_change_only_when_asked(short, tmp_path):
+def test_resumable_keys_change_only_when_asked(short, tmp_path, final_params):
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(short, workdir)
   longer = short.copy_and_resolve_references()
@@ -72,7 +62,7 @@ def test_resumable_keys_change_only_when_asked(short, tmp_path):
   with pytest.raises(workdir_lib.ConfigMismatchError, match="--allow_changes=train.num_steps"):
     train.train_and_evaluate(longer, workdir)
   train.train_and_evaluate(longer, workdir, allow_changes=("train.num_steps",))
-  assert _params(workdir)[0] == 60
+  assert final_params(workdir)[0] == 60
   assert json.load(open(os.path.join(workdir, "config.json")))["train"]["num_steps"] == 60
 
 
@@ -85,7 +75,8 @@ def _largest_file(folder):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "empty_metadata"])
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_step(short, tmp_path, damage):
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_step(short, tmp_path, damage,
+                                                                     final_params):
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(short, workdir)
   latest = os.path.join(workdir, "checkpoints", "40")
@@ -113,7 +104,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_step(short, tmp_
   assert any("Checkpoint step 40" in r and "does not restore" in r for r in records), records
   assert any("resuming from step 20" in r for r in records), records
   assert os.listdir(os.path.join(workdir, "corrupt_checkpoints"))
-  assert _params(workdir)[0] == 60
+  assert final_params(workdir)[0] == 60
 
 
 def test_no_restorable_checkpoint_names_the_folder(short, tmp_path):
@@ -138,22 +129,22 @@ with workdir.Lock(sys.argv[1], "a test holder"):
 """
 
 
-def _holder(path):
-  proc = subprocess.Popen([sys.executable, "-c", _HOLD, path], env=_env(), cwd=ROOT,
+def _holder(path, env):
+  proc = subprocess.Popen([sys.executable, "-c", _HOLD, path], env=env, cwd=ROOT,
                           stdout=subprocess.PIPE, text=True)
   assert proc.stdout.readline().strip() == "held"
   return proc
 
 
 def test_a_second_run_on_a_live_workdir_is_refused_before_it_loads_anything(short, tmp_path,
-                                                                            monkeypatch):
+                                                                            monkeypatch, repo_env):
   import dataclasses
   workdir = str(tmp_path / "run")
-  holder = _holder(os.path.join(workdir, ".lock"))
+  holder = _holder(os.path.join(workdir, ".lock"), repo_env())
   try:
     # The launcher refuses before TensorFlow or JAX load ...
     proc = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/muslse.py:tiny",
-                           f"--workdir={workdir}"], env=_env(), cwd=ROOT, capture_output=True,
+                           f"--workdir={workdir}"], env=repo_env(), cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and f"pid {holder.pid}" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
@@ -178,7 +169,7 @@ def test_a_second_run_on_a_live_workdir_is_refused_before_it_loads_anything(shor
   assert not os.path.exists(os.path.join(workdir, ".lock"))   # released at the end
 
 
-def test_prepare_is_one_at_a_time_and_clears_what_a_killed_one_left(tmp_path):
+def test_prepare_is_one_at_a_time_and_clears_what_a_killed_one_left(tmp_path, repo_env):
   from musemb.data import builders
   from musemb.data.sources import synthetic
   data_dir = tmp_path / "data"
@@ -187,7 +178,7 @@ def test_prepare_is_one_at_a_time_and_clears_what_a_killed_one_left(tmp_path):
   leftover.mkdir(parents=True)
   spill.mkdir()
   world = synthetic.SyntheticWorld("tiny", seed=0)
-  holder = _holder(str(data_dir / ".musemb-prepare.lock"))
+  holder = _holder(str(data_dir / ".musemb-prepare.lock"), repo_env())
   try:
     with pytest.raises(workdir_lib.WorkdirBusyError, match="in use by a test holder"):
       builders.prepare(world, str(data_dir))
@@ -224,9 +215,9 @@ def test_a_split_of_one_song_evaluates_instead_of_crashing():
   assert per_query["p@3"].shape == (1,)
 
 
-def test_an_unknown_override_prints_its_message_alone(tmp_path):
+def test_an_unknown_override_prints_its_message_alone(tmp_path, repo_env):
   proc = subprocess.run([sys.executable, "-m", "launch.train", "--config=configs/muslse.py:tiny",
-                         f"--workdir={tmp_path}/w", "--config.model.embed_dimm=3"], env=_env(),
+                         f"--workdir={tmp_path}/w", "--config.model.embed_dimm=3"], env=repo_env(),
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert "Traceback" not in proc.stderr
@@ -266,9 +257,10 @@ train.train_and_evaluate(c, sys.argv[2])
 """
 
 
-def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes(tiny_dataset_dir, tmp_path):
+def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes(tiny_dataset_dir, tmp_path, repo_env,
+                                                        final_params):
   workdir = str(tmp_path / "interrupted")
-  proc = subprocess.Popen([sys.executable, "-c", _RUN, tiny_dataset_dir, workdir], env=_env(),
+  proc = subprocess.Popen([sys.executable, "-c", _RUN, tiny_dataset_dir, workdir], env=repo_env(),
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   started = os.path.join(workdir, "checkpoints")   # made just before the loop begins
   deadline = time.time() + 240
@@ -282,9 +274,9 @@ def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes(tiny_dataset_dir, tmp_p
   steps = [int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()]
   assert steps and max(steps) < 400, steps
   assert f"SIGINT: saved a checkpoint at step {max(steps)}" in out, out[-3000:]
-  subprocess.run([sys.executable, "-c", _RUN, tiny_dataset_dir, workdir], check=True, env=_env(),
-                 cwd=ROOT, timeout=600)
-  assert _params(workdir)[0] == 400
+  subprocess.run([sys.executable, "-c", _RUN, tiny_dataset_dir, workdir], check=True,
+                 env=repo_env(), cwd=ROOT, timeout=600)
+  assert final_params(workdir)[0] == 400
 
 
 # ----------------------------------------------------------------------------- 7. what a user reads
@@ -319,7 +311,7 @@ def test_launchers_print_no_tensorflow_start_up_lines_and_prepare_no_download(tm
   assert "Downloading" not in both
 
 
-def test_predict_names_a_text_file_as_not_audio_and_fails_when_every_file_fails(tmp_path):
+def test_predict_names_a_text_file_as_not_audio_and_fails_when_every_file_fails(tmp_path, repo_env):
   from musemb import audio
   fake = tmp_path / "song.mp3"
   fake.write_text("these are not samples\n" * 50)
@@ -337,6 +329,6 @@ def test_predict_names_a_text_file_as_not_audio_and_fails_when_every_file_fails(
   from musemb.text import vectors as text_vectors
   text_vectors.WordVectors(("rock",), np.ones((1, 3), np.float32)).save(str(run / "words.npz"))
   proc = subprocess.run([sys.executable, "-m", "launch.predict", f"--workdir={run}", str(fake)],
-                        env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        env=repo_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert "not an audio format" in json.loads(proc.stdout)[str(fake)]["error"]
