@@ -31,25 +31,56 @@ built in two stages.
    log-weights:
 
    * `"random"`: uniform over the valid songs (random and balanced sampling of the paper).
-   * `"distance_weighted"`: Wu et al.'s distance-weighted sampling (the paper's balanced-weighted
-     sampling). For points uniform on the unit sphere in R^n the pairwise distance has density
-     `q(d) ∝ d^(n-2) [1 - d^2/4]^((n-3)/2)`; a negative is drawn with weight `min(lambda,
-     q(d)^-1)`, which spreads draws evenly over distances instead of concentrating them near
-     sqrt(2). As in the reference implementation, the cap lambda is applied by clipping the
-     distance below at `cutoff` (0.5) before computing `q^-1`, the weights live in log space
-     (`-(n-2) log d - ((n-3)/2) log(1 - d^2/4)`), and songs at distance >= `nonzero_loss_cutoff`
-     (1.4) get weight 0 (Wu et al.'s margin loss is zero there). Distances are Euclidean
-     (chordal) distances between the l2-normalised anchor-tag and song embeddings, d =
-     sqrt(2 - 2 cos) in [0, 2]; 1.4 is cos = 0.02, cosine distance 0.98. n is the embedding size.
-   * `"cosine"`: what the authors' public code does for `is_weighted`: probability proportional to
-     `(cos(a, s) + 1) / 2` over the valid songs, a mild preference for harder (closer) negatives.
+   * `"distance_weighted"`: Wu et al.'s distance-weighted sampling, the method the paper's text
+     cites for its balanced-weighted row (the authors' code that produced the row's numbers does
+     `"cosine"` below instead). For points uniform on the unit sphere in R^n the pairwise distance
+     has density `q(d) ∝ d^(n-2) [1 - d^2/4]^((n-3)/2)`; a negative is drawn with weight
+     `min(lambda, q(d)^-1)`, which spreads draws evenly over distances instead of concentrating
+     them near sqrt(2). As in the reference implementation, the cap lambda is applied by clipping
+     the distance below at `cutoff` (0.5) before computing `q^-1`, and the weights live in log
+     space (`-(n-2) log d - ((n-3)/2) log(1 - d^2/4)`). Distances are Euclidean (chordal) distances
+     between the l2-normalised anchor-tag and song embeddings, d = sqrt(2 - 2 cos) in [0, 2]; n is
+     the embedding size.
+
+     Zero-loss negatives. Wu et al. also give weight 0 to negatives at d >= 1.4 because their
+     margin loss is zero there: a negative costs `(alpha + beta - d)_+`, beta 1.2, alpha 0.2. That
+     1.4 is a property of their loss, not of this one. Under the cosine triplet loss
+     `[delta - cos(a, p) + cos(a, n)]_+` (delta 0.4, `musemb.objectives.triplet`) a negative's
+     hinge is zero iff `cos(a, n) <= cos(a, p) - delta`, i.e. iff `d(a, n)^2 >= d(a, p)^2 +
+     2 delta`: the cut-off is a distance per anchor, set by its positive. No fixed distance does
+     the job, since every negative has a non-zero hinge against a positive with cos(a, p) <
+     cos(a, n) + delta, and cos(a, n) + delta > -1. The fixed 1.4 is also harmful at
+     initialisation: the cosines are then about N(0, 1/n), d = 1.414 +- 0.044 at n = 256, and
+     d < 1.4 (cos > 0.02) keeps only about a third of the negatives, all of which have a non-zero
+     hinge. So `nonzero_loss_cutoff` is None by default (no cut), a float for a loss with a fixed
+     zero-loss distance (Wu et al.'s own 1.4), or [B] distances per anchor:
+     `zero_hinge_distance(anchor, positive, margin)` gives `sqrt(d(a, p)^2 + 2 delta)` for the
+     cosine triplet loss, and `musemb.systems.won` passes it (at initialisation, cos(a, p) ~ 0, it
+     cuts only negatives below cos -0.4). Without a cut the weights are nearly symmetric in cos
+     (`log q^-1 = -((n-2)/2) log(1 - cos) - ((n-3)/2) log(1 + cos) + const`), so an easy negative
+     at cos -0.5 (zero hinge unless cos(a, p) < -0.1) weighs as much as a hard one at +0.5; the
+     per-anchor cut is what keeps those wasted draws out.
+
+     At the real dimension. `q^-1` is about `(1 - cos^2)^(-n/2) ~ exp(n cos^2 / 2)`, steep in cos
+     at n = 256 (`configs/won.py`'s embedding). At initialisation (cos spread 1/sqrt(n)) the draw
+     is already uneven: about 33 effective negatives of the 167 in a batch of 168, the top one
+     about 12% of the mass. Once the space spreads (a positive at cos 0.5, the negatives' cosines
+     around 0.1) the nearest negative takes about 85% of the mass at a spread of 0.1 and all but
+     1e-5 of it at 0.2 (ties only closer than the cap, cos 0.875). Wu et al.'s weighting at this
+     size thus degenerates into hardest-negative mining (within the zero-hinge cut) as training
+     proceeds; `tests/samplers/triplet_test.py` pins these numbers at n = 256.
+   * `"cosine"`: what the authors' public code does for `is_weighted`, the weighting behind the
+     paper's balanced-weighted numbers: probability proportional to `(cos(a, s) + 1) / 2` over the
+     valid songs, a mild preference for harder (closer) negatives at any n: on the spread rows
+     above the nearest negative gets under 1%, against a uniform 0.6%.
 
    Anchors without any valid negative (every song of the batch carries the tag) get
    `has_negative = False` and index 0; mask them out of the loss (`triplet_loss(mask=...)`).
    Departure from Wu et al.'s code: where an anchor has valid negatives but none with positive
    weight (all beyond `nonzero_loss_cutoff`, or all at cos = -1 for `"cosine"`), the draw falls back
-   to uniform over the valid negatives; the reference code falls back to uniform over the whole
-   batch, same-class examples included.
+   to uniform over the valid negatives (under the zero-hinge cut they all meet the margin already,
+   so the triplet costs nothing); the reference code falls back to uniform over the whole batch,
+   same-class examples included.
 
    Note on the authors' code: its mask `1 - tag_binary @ song_binary.T` is indexed `[i]` after the
    two multi-hot arguments were passed in swapped order, so row i marks the anchors j whose tag
@@ -357,6 +388,40 @@ def negative_mask_from_annotations(
   return _apply_example_mask("negative_mask_from_annotations", valid, example_mask)
 
 
+def zero_hinge_distance(anchor_emb: jax.Array, positive_emb: jax.Array,
+                        margin: float) -> jax.Array:
+  """Per anchor, the distance beyond which a negative's cosine triplet hinge is zero.
+
+  The hinge `[margin - cos(a, p) + cos(a, n)]_+` vanishes iff `cos(a, n) <= cos(a, p) - margin`;
+  with chordal distances `d^2 = 2 - 2 cos` that is `d(a, n) >= sqrt(d(a, p)^2 + 2 margin)`. It is
+  the cosine triplet loss's counterpart of Wu et al.'s fixed `nonzero_loss_cutoff` (1.4 for their
+  margin loss), to pass as `sample_negatives(..., nonzero_loss_cutoff=...)` so that no draw is
+  wasted on a negative that already satisfies the margin. Values above 2 cut nothing.
+
+  Args:
+    anchor_emb: [B, dim] anchor tag embeddings (need not be normalised; no gradient flows).
+    positive_emb: [B, dim] each anchor's positive song embedding.
+    margin: delta of the triplet loss (0.4 in `configs/won.py`), >= 0.
+
+  Returns:
+    [B] float32 distances in [sqrt(2 margin), sqrt(4 + 2 margin)].
+  """
+  if anchor_emb.ndim != 2 or anchor_emb.shape != positive_emb.shape:
+    raise ValueError(
+        "musemb/samplers/triplet.py zero_hinge_distance: expected anchor_emb and positive_emb "
+        f"[B, dim] of one shape; got {anchor_emb.shape} and {positive_emb.shape}.")
+  if not isinstance(margin, (int, float, np.floating)) or isinstance(margin, bool) or margin < 0:
+    raise ValueError(
+        "musemb/samplers/triplet.py zero_hinge_distance: margin must be a number >= 0 (the "
+        f"triplet loss's delta, 0.4 in configs/won.py); got {margin!r}.")
+  a = ops.l2_normalize(jax.lax.stop_gradient(anchor_emb).astype(jnp.float32), axis=1,
+                       eps=_NORM_EPS)
+  p = ops.l2_normalize(jax.lax.stop_gradient(positive_emb).astype(jnp.float32), axis=1,
+                       eps=_NORM_EPS)
+  cos_p = jnp.clip(jnp.sum(a * p, axis=1), -1.0, 1.0)
+  return jnp.sqrt(2.0 - 2.0 * cos_p + 2.0 * float(margin))
+
+
 def negative_log_weights(
     method: str,
     anchor_emb: jax.Array,
@@ -364,7 +429,7 @@ def negative_log_weights(
     valid_mask: jax.Array,
     *,
     cutoff: float = 0.5,
-    nonzero_loss_cutoff: float | None = 1.4,
+    nonzero_loss_cutoff: float | jax.Array | None = None,
     dim: int | None = None,
 ) -> jax.Array:
   """The masked log-weights `sample_negatives` draws from (up to a per-row constant).
@@ -411,19 +476,13 @@ def negative_log_weights(
         raise ValueError(
             "musemb/samplers/triplet.py sample_negatives: cutoff (the distance below which "
             f"weights are capped) must lie in (0, 2); got {cutoff!r}. Wu et al. use 0.5.")
-      if nonzero_loss_cutoff is not None and not cutoff < nonzero_loss_cutoff:
-        raise ValueError(
-            "musemb/samplers/triplet.py sample_negatives: nonzero_loss_cutoff must exceed cutoff "
-            f"(got {nonzero_loss_cutoff!r} <= {cutoff!r}), else no song can be drawn. Wu et al. "
-            "use 1.4; None disables it.")
+      limit = _nonzero_loss_limit(nonzero_loss_cutoff, cutoff, valid.shape[0])
       distance = jnp.sqrt(jnp.maximum(2.0 - 2.0 * cos, 0.0))
       clipped = jnp.maximum(distance, cutoff)
       # log q(d)^-1 = -(n - 2) log d - ((n - 3) / 2) log(1 - d^2 / 4)   (Wu et al., section 4).
       log_w = (-(n - 2.0) * jnp.log(clipped)
                - ((n - 3.0) / 2.0) * jnp.log(jnp.maximum(1.0 - 0.25 * clipped**2, _TINY)))
-      drawable = valid
-      if nonzero_loss_cutoff is not None:
-        drawable = drawable & (distance < nonzero_loss_cutoff)
+      drawable = valid if limit is None else valid & (distance < limit)
   has_drawable = jnp.any(drawable, axis=1, keepdims=True)
   has_valid = jnp.any(valid, axis=1, keepdims=True)
   neg_inf = jnp.float32(-jnp.inf)
@@ -439,7 +498,7 @@ def negative_probabilities(
     valid_mask: jax.Array,
     *,
     cutoff: float = 0.5,
-    nonzero_loss_cutoff: float | None = 1.4,
+    nonzero_loss_cutoff: float | jax.Array | None = None,
     dim: int | None = None,
 ) -> jax.Array:
   """[B, M] probabilities of `sample_negatives`'s draws; all-zero rows for anchors without any."""
@@ -457,21 +516,25 @@ def sample_negatives(
     valid_mask: jax.Array,
     *,
     cutoff: float = 0.5,
-    nonzero_loss_cutoff: float | None = 1.4,
+    nonzero_loss_cutoff: float | jax.Array | None = None,
     dim: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Draws one in-batch negative per anchor; see the module docstring for the methods.
 
   Args:
     key: a `jax.random.key`.
-    method: one of `NEGATIVE_METHODS` (static): "random", "distance_weighted" (Wu et al.; the
-      paper's balanced-weighted) or "cosine" (the authors' code, p ∝ (cos + 1) / 2).
+    method: one of `NEGATIVE_METHODS` (static): "random", "distance_weighted" (Wu et al., what
+      the paper's text cites) or "cosine" (the authors' code, p ∝ (cos + 1) / 2, which produced
+      the paper's balanced-weighted numbers).
     anchor_emb: [B, dim] anchor tag embeddings (need not be normalised; no gradient flows).
     song_emb: [M, dim] candidate song embeddings, usually the batch's B positive songs.
     valid_mask: [B, M] bool, True where song j is a negative of anchor i (`negative_mask`).
     cutoff: "distance_weighted" only: distances are clipped below at this value (Wu et al.: 0.5).
-    nonzero_loss_cutoff: "distance_weighted" only: songs at distance >= this get weight 0 (Wu et
-      al.: 1.4); None keeps all.
+    nonzero_loss_cutoff: "distance_weighted" only: songs at distance >= this from anchor i get
+      weight 0, because their loss would be zero. None (default) keeps all; a float is one
+      distance for every anchor (Wu et al.'s 1.4 belongs to their margin loss); a [B] array is a
+      distance per anchor, e.g. `zero_hinge_distance(anchor_emb, positive_emb, margin)` for the
+      cosine triplet loss (see the module docstring).
     dim: "distance_weighted" only: n in q(d); None uses the embedding size.
 
   Returns:
@@ -483,6 +546,28 @@ def sample_negatives(
   has_negative = jnp.any(valid_mask.astype(bool), axis=1)
   negative = jax.random.categorical(key, logits, axis=1).astype(jnp.int32)
   return jnp.where(has_negative, negative, 0), has_negative
+
+
+def _nonzero_loss_limit(value: float | jax.Array | None, cutoff: float,
+                        batch: int) -> jax.Array | None:
+  """`nonzero_loss_cutoff` as None, a scalar or a [B, 1] column to compare the [B, M] distances
+  with; a static number must exceed `cutoff`, else nothing could be drawn."""
+  if value is None:
+    return None
+  if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool):
+    if not cutoff < value:
+      raise ValueError(
+          "musemb/samplers/triplet.py sample_negatives: nonzero_loss_cutoff must exceed cutoff "
+          f"(got {value!r} <= {cutoff!r}), else no song can be drawn. Wu et al. use 1.4 with "
+          "their margin loss; None (the default) keeps every negative.")
+    return jnp.float32(value)
+  limit = jnp.asarray(value, jnp.float32)
+  if limit.shape not in ((), (batch,)):
+    raise ValueError(
+        "musemb/samplers/triplet.py sample_negatives: nonzero_loss_cutoff must be None, a number "
+        f"or one distance per anchor, shape ({batch},); got shape {limit.shape}. "
+        "zero_hinge_distance(anchor_emb, positive_emb, margin) builds the per-anchor one.")
+  return limit if limit.ndim == 0 else limit[:, None]
 
 
 def _pairwise_cosine(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -332,11 +332,13 @@ def test_negative_draw_frequencies_match_targets(method):
   s = songs / np.linalg.norm(songs, axis=1, keepdims=True)
   np.testing.assert_allclose(np.sqrt(2 - 2 * s @ a0)[:len(ROW0_DISTANCES)], ROW0_DISTANCES,
                              atol=1e-9)
+  # Wu et al.'s fixed 1.4 (their margin loss's zero-loss distance); the other methods ignore it.
+  wu_cut = {"nonzero_loss_cutoff": 1.4}
   probs = np.asarray(triplet.negative_probabilities(
       method, jnp.asarray(anchors, jnp.float32), jnp.asarray(songs, jnp.float32),
-      jnp.asarray(valid)))
+      jnp.asarray(valid), **wu_cut))
   np.testing.assert_allclose(probs, target, rtol=1e-4, atol=1e-6)
-  draws, has_negative = _draw_negatives(method, anchors, songs, valid)
+  draws, has_negative = _draw_negatives(method, anchors, songs, valid, **wu_cut)
   np.testing.assert_array_equal(has_negative, np.broadcast_to(valid.any(1), has_negative.shape))
   for i in np.flatnonzero(valid.any(1)):
     assert valid[i, draws[:, i]].all()                 # only valid negatives are ever drawn
@@ -359,7 +361,8 @@ def test_distance_weighted_falls_back_to_uniform_beyond_the_nonzero_loss_cutoff(
   valid = valid.copy()
   valid[0] = False
   valid[0, [6, 7]] = True
-  draws, has_negative = _draw_negatives("distance_weighted", anchors, songs, valid)
+  draws, has_negative = _draw_negatives("distance_weighted", anchors, songs, valid,
+                                        nonzero_loss_cutoff=1.4)
   assert has_negative[:, 0].all()
   assert set(np.unique(draws[:, 0])) == {6, 7}
   assert abs((draws[:, 0] == 6).mean() - 0.5) < 5 * np.sqrt(0.25 / NUM_DRAWS)
@@ -367,8 +370,11 @@ def test_distance_weighted_falls_back_to_uniform_beyond_the_nonzero_loss_cutoff(
 
 def test_distance_weighted_dimension_and_cutoff_options():
   anchors, songs, valid = _controlled_batch()
-  for kwargs in ({"dim": 9, "cutoff": 0.6}, {"nonzero_loss_cutoff": None}):
-    full = {"cutoff": 0.5, "nonzero_loss_cutoff": 1.4, **kwargs}
+  # A per-anchor cut: anchor 0 keeps d < 1.1, the others d < 1.6.
+  per_anchor = np.array([1.1, 1.6, 1.6, 1.6], np.float32)
+  for kwargs in ({"dim": 9, "cutoff": 0.6, "nonzero_loss_cutoff": 1.4}, {},
+                 {"nonzero_loss_cutoff": jnp.asarray(per_anchor)}):
+    full = {"cutoff": 0.5, "nonzero_loss_cutoff": None, **kwargs}
     probs = np.asarray(triplet.negative_probabilities(
         "distance_weighted", jnp.asarray(anchors, jnp.float32), jnp.asarray(songs, jnp.float32),
         jnp.asarray(valid), **kwargs))
@@ -378,7 +384,8 @@ def test_distance_weighted_dimension_and_cutoff_options():
     dc = np.maximum(d, full["cutoff"])
     n = full.get("dim", DIM)
     log_w = -(n - 2) * np.log(dc) - (n - 3) / 2 * np.log(1 - dc**2 / 4)
-    keep = valid if full["nonzero_loss_cutoff"] is None else valid & (d < 1.4)
+    limit = full["nonzero_loss_cutoff"]
+    keep = valid if limit is None else valid & (d < np.reshape(np.asarray(limit), (-1, 1)))
     w = np.where(keep, np.exp(log_w - log_w.max()), 0.0)
     total = w.sum(1, keepdims=True)
     w = np.where((total == 0) & valid, 1.0, w)
@@ -387,7 +394,12 @@ def test_distance_weighted_dimension_and_cutoff_options():
     np.testing.assert_allclose(probs, expected, rtol=2e-4, atol=1e-6)
   with pytest.raises(ValueError, match="nonzero_loss_cutoff must exceed"):
     triplet.sample_negatives(jax.random.key(0), "distance_weighted", jnp.asarray(anchors),
-                             jnp.asarray(songs), jnp.asarray(valid), cutoff=1.5)
+                             jnp.asarray(songs), jnp.asarray(valid), cutoff=1.5,
+                             nonzero_loss_cutoff=1.4)
+  with pytest.raises(ValueError, match=r"one distance per anchor, shape \(4,\)"):
+    triplet.sample_negatives(jax.random.key(0), "distance_weighted", jnp.asarray(anchors),
+                             jnp.asarray(songs), jnp.asarray(valid),
+                             nonzero_loss_cutoff=jnp.ones(3))
   with pytest.raises(ValueError, match="unknown method"):
     triplet.sample_negatives(jax.random.key(0), "hard", jnp.asarray(anchors), jnp.asarray(songs),
                              jnp.asarray(valid))
@@ -457,3 +469,201 @@ def test_host_anchors_follow_the_device_sampler(method):
   again = triplet.sample_anchors_host(np.random.default_rng(3), method, ann, NUM_DRAWS)
   np.testing.assert_array_equal(again[0], host_tags)
   np.testing.assert_array_equal(again[1], host_songs)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Wu et al.'s weights at the embedding size the configs use (configs/won.py: model.embed_dim 256;
+# the authors' batch of 168, so 167 candidates per anchor), where q(d) peaks sharply at sqrt(2).
+
+WU_DIM = 256
+WU_BATCH = 168
+MARGIN = 0.4
+
+
+def _init_like_batch(seed=0):
+  """Anchor and song embeddings as at initialisation: independent directions in R^256, so the
+  cosines are about N(0, 1 / 256); song i is anchor i's positive, every other song a negative."""
+  rng = np.random.default_rng(seed)
+  anchors = rng.normal(size=(WU_BATCH, WU_DIM))
+  songs = rng.normal(size=(WU_BATCH, WU_DIM))
+  return anchors, songs, ~np.eye(WU_BATCH, dtype=bool)
+
+
+def _at_cosines(rng, cos):
+  """[K] cosines -> [K, WU_DIM] unit vectors at those cosines from e0 (random directions else)."""
+  u = rng.normal(size=(len(cos), WU_DIM - 1))
+  u /= np.linalg.norm(u, axis=1, keepdims=True)
+  return np.concatenate([cos[:, None], np.sqrt(1 - cos[:, None]**2) * u], axis=1)
+
+
+def _spread_rows(seed, mean, std, cos_positive=0.5, rows=64):
+  """Trained-like rows: anchor e0, its positive at `cos_positive`, WU_BATCH - 1 negatives with
+  cosines ~ N(mean, std) (clipped to +-0.95). Returns anchor [rows, 1, n], positive [rows, 1, n],
+  negatives [rows, M, n] and their cosines [rows, M]."""
+  rng = np.random.default_rng(seed)
+  m = WU_BATCH - 1
+  cos = np.clip(rng.normal(mean, std, size=(rows, m)), -0.95, 0.95)
+  anchor = np.zeros((rows, 1, WU_DIM))
+  anchor[:, 0, 0] = 1.0
+  positive = np.stack([_at_cosines(rng, np.array([cos_positive])) for _ in range(rows)])
+  negatives = np.stack([_at_cosines(rng, c) for c in cos])
+  return anchor, positive, negatives, cos
+
+
+def _row_log_weights(method, anchor, positive, negatives, cut):
+  """Per row (vmap): the sampler's log-weights over the row's negatives, [rows, M]; `cut` is
+  "zero_hinge" (the cosine triplet loss's per-anchor cut, as musemb.systems.won passes), or None."""
+  def one(a, p, n):
+    limit = triplet.zero_hinge_distance(a, p, MARGIN) if cut == "zero_hinge" else None
+    return triplet.negative_log_weights(method, a, n, jnp.ones((1, n.shape[0]), bool),
+                                        nonzero_loss_cutoff=limit)[0]
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  return np.asarray(jax.jit(jax.vmap(one))(f32(anchor), f32(positive), f32(negatives)),
+                    np.float64)
+
+
+def _normalised(log_w):
+  p = np.exp(log_w - log_w.max(axis=-1, keepdims=True))
+  return p / p.sum(axis=-1, keepdims=True)
+
+
+def _np_cosines(a, b):
+  a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+  b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+  return np.clip(a @ b.T, -1, 1)
+
+
+def test_distance_weighted_at_initialisation_keeps_the_negatives_drawable():
+  """Wu et al.'s 1.4 cut-off belongs to their margin loss (zero beyond beta + alpha = 1.2 + 0.2);
+  at initialisation the distances sit at sqrt(2) = 1.414 > 1.4, so that cut-off dropped about
+  two thirds of the negatives. Under the cosine triplet loss they all have a non-zero hinge."""
+  anchors, songs, valid = _init_like_batch()
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  probs = np.asarray(triplet.negative_probabilities(
+      "distance_weighted", f32(anchors), f32(songs), jnp.asarray(valid)))
+  drawable = (probs > 0)[valid].mean()
+  assert drawable > 0.99, f"only {drawable:.1%} of the valid negatives can be drawn at init"
+  # The cut derived from the loss (per anchor, from its positive) keeps them too: at init
+  # cos(a, p) ~ 0, so only negatives below cos -0.4 (none here) have a zero hinge.
+  limit = triplet.zero_hinge_distance(f32(anchors), f32(songs), MARGIN)
+  probs = np.asarray(triplet.negative_probabilities(
+      "distance_weighted", f32(anchors), f32(songs), jnp.asarray(valid),
+      nonzero_loss_cutoff=limit))
+  assert (probs > 0)[valid].mean() > 0.99
+  # Wu et al.'s own 1.4, still available, is what dropped them.
+  probs = np.asarray(triplet.negative_probabilities(
+      "distance_weighted", f32(anchors), f32(songs), jnp.asarray(valid), nonzero_loss_cutoff=1.4))
+  assert (probs > 0)[valid].mean() < 0.5
+
+
+def test_zero_hinge_distance_is_where_the_triplet_hinge_vanishes():
+  rng = np.random.default_rng(1)
+  anchors, positives, negatives = (rng.normal(size=(32, 6)) for _ in range(3))
+  limit = np.asarray(triplet.zero_hinge_distance(jnp.asarray(anchors, jnp.float32),
+                                                 jnp.asarray(positives, jnp.float32), MARGIN))
+  d = np.sqrt(2 - 2 * np.diagonal(_np_cosines(anchors, negatives)))
+  hinge = np.asarray(triplet_objective.triplet_losses(
+      jnp.asarray(anchors), jnp.asarray(positives), jnp.asarray(negatives), MARGIN))
+  clear = np.abs(d - limit) > 1e-4
+  assert clear.sum() > 28 and (d < limit).any() and (d >= limit).any()
+  np.testing.assert_array_equal((hinge > 0)[clear], (d < limit)[clear])
+  with pytest.raises(ValueError, match="margin must be a number >= 0"):
+    triplet.zero_hinge_distance(jnp.asarray(anchors), jnp.asarray(positives), -0.1)
+  with pytest.raises(ValueError, match="of one shape"):
+    triplet.zero_hinge_distance(jnp.asarray(anchors), jnp.asarray(positives[:3]), MARGIN)
+
+
+def test_distance_weighted_mass_at_the_embedding_size():
+  """At n = 256 the weights q(d)^-1 ~ exp(n cos^2 / 2) are steep in cos: even at initialisation
+  a few negatives carry most of the mass, and once the cosines spread the nearest negative takes
+  nearly all of it (hardest-negative mining). The authors' (cos + 1) / 2 stays close to uniform."""
+  anchors, songs, valid = _init_like_batch()
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  limit = triplet.zero_hinge_distance(f32(anchors), f32(songs), MARGIN)
+  log_w = np.asarray(triplet.negative_log_weights(
+      "distance_weighted", f32(anchors), f32(songs), jnp.asarray(valid),
+      nonzero_loss_cutoff=limit), np.float64)
+  p = _normalised(log_w)
+  effective = 1 / (p**2).sum(axis=1)               # the number of equally weighted negatives
+  top = p.max(axis=1)
+  # At init: uneven already (about 25 effective negatives of 167), but no single negative rules.
+  assert 10 < np.median(effective) < 60, np.median(effective)
+  assert np.median(top) < 0.3, np.median(top)
+  # A wrong dimension (n = 5, the small tests' size) would leave the draw nearly uniform.
+  p5 = _normalised(np.asarray(triplet.negative_log_weights(
+      "distance_weighted", f32(anchors), f32(songs), jnp.asarray(valid), dim=5,
+      nonzero_loss_cutoff=limit), np.float64))
+  assert np.median(1 / (p5**2).sum(axis=1)) > 160
+
+  # Spread: positive at cos 0.5, negatives' cosines ~ N(0.1, 0.2).
+  anchor, positive, negatives, cos = _spread_rows(3, 0.1, 0.2)
+  nearest = cos.argmax(axis=1)
+  rows = np.arange(len(cos))
+  p = _normalised(_row_log_weights("distance_weighted", anchor, positive, negatives, "zero_hinge"))
+  assert np.median(p[rows, nearest]) > 0.99, np.median(p[rows, nearest])
+  assert np.mean(p[rows, nearest] > 0.5) > 0.9
+  # Cosines spread by 0.1: the nearest already takes most of the mass.
+  anchor1, positive1, negatives1, cos1 = _spread_rows(4, 0.1, 0.1)
+  p1 = _normalised(_row_log_weights("distance_weighted", anchor1, positive1, negatives1,
+                                    "zero_hinge"))
+  assert np.median(p1[rows, cos1.argmax(axis=1)]) > 0.8
+  # The authors' weighting on the same spread rows: the nearest gets under twice the uniform 1/167.
+  p_authors = _normalised(_row_log_weights("cosine", anchor, positive, negatives, None))
+  assert (p_authors[rows, nearest] < 2 / cos.shape[1]).all()
+  assert np.median(1 / (p_authors**2).sum(axis=1)) > 150
+
+
+def test_distance_weighted_needs_the_zero_hinge_cut_once_spread():
+  """Without a cut, q^-1 is nearly symmetric in cos: an anti-similar negative (zero hinge) weighs
+  as much as a hard one, and in about half the rows it is the one drawn. The per-anchor cut
+  leaves only negatives whose hinge is non-zero."""
+  anchor, positive, negatives, cos = _spread_rows(5, 0.0, 0.3)
+  cos_p = np.array([_np_cosines(a, p)[0, 0] for a, p in zip(anchor, positive)])
+  hinge = MARGIN - cos_p[:, None] + cos                # [rows, M]
+  rows = np.arange(len(cos))
+  uncut = _row_log_weights("distance_weighted", anchor, positive, negatives, None)
+  assert np.mean(hinge[rows, uncut.argmax(axis=1)] <= 0) > 0.25
+  cut = _row_log_weights("distance_weighted", anchor, positive, negatives, "zero_hinge")
+  drawable = np.isfinite(cut)
+  clear = np.abs(hinge) > 1e-4
+  np.testing.assert_array_equal(drawable[clear], (hinge > 0)[clear])
+  assert (hinge[rows, cut.argmax(axis=1)] > 0).all()
+  # The top weight is the nearest negative's, shared by any other closer than the cap d = 0.5
+  # (cos 0.875).
+  top_cos = cos[rows, cut.argmax(axis=1)]
+  assert (top_cos >= np.minimum(cos.max(axis=1), 0.875) - 1e-6).all()
+
+
+def test_distance_weighted_draws_match_the_weights_at_the_embedding_size():
+  """Draws from sample_negatives at n = 256 (8 anchors of an init-like batch of 168, with the
+  zero-hinge cut) against the weights computed here in float64 from Wu et al.'s q(d)."""
+  anchors, songs, valid = _init_like_batch(seed=6)
+  anchors, valid = anchors[:8], valid[:8]
+  limit = np.sqrt(2 - 2 * np.diagonal(_np_cosines(anchors, songs[:8])) + 2 * MARGIN)
+  d = np.sqrt(np.maximum(2 - 2 * _np_cosines(anchors, songs), 0))
+  dc = np.maximum(d, 0.5)
+  log_w = -(WU_DIM - 2) * np.log(dc) - (WU_DIM - 3) / 2 * np.log(1 - dc**2 / 4)
+  keep = valid & (d < limit[:, None])
+  w = np.where(keep, np.exp(log_w - np.where(keep, log_w, -np.inf).max(1, keepdims=True)), 0.0)
+  target = w / w.sum(1, keepdims=True)
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  draw = jax.jit(jax.vmap(lambda key: triplet.sample_negatives(
+      key, "distance_weighted", f32(anchors), f32(songs), jnp.asarray(valid),
+      nonzero_loss_cutoff=triplet.zero_hinge_distance(f32(anchors), f32(songs[:8]), MARGIN))))
+  draws, has_negative = draw(jax.random.split(jax.random.key(7), NUM_DRAWS))
+  draws = np.asarray(draws)
+  assert np.asarray(has_negative).all()
+  for i in range(len(anchors)):
+    counts = np.bincount(draws[:, i], minlength=WU_BATCH)
+    assert counts[target[i] == 0].sum() == 0
+    expected = target[i] * NUM_DRAWS
+    # Pool the negatives expected fewer than 5 times into one bin (chi-square's validity).
+    big = expected >= 5
+    assert big.sum() > 10
+    if expected[~big].sum() > 0:
+      observed = np.append(counts[big], counts[~big].sum())
+      expected = np.append(expected[big], expected[~big].sum())
+    else:
+      observed, expected = counts[big], expected[big]
+    assert stats.chisquare(observed, expected).pvalue > P_MIN, (i, observed, expected)

@@ -143,7 +143,7 @@ def test_write_report_numbers_and_sections(tmp_path):
   path = systems.for_workdir(workdir)[0].report(workdir, baseline_workdirs=[base])
   assert path == os.path.join(workdir, "report.md")
   text = open(path).read()
-  assert "Balanced-weighted" in text and "2 tags out of" in text
+  assert "Balanced, Wu et al. distance-weighted" in text and "2 tags out of" in text
   assert "prepared data set at `/data/msd_tiny`" in text
 
   (retrieval,) = _tables(text, "Tag-based retrieval")
@@ -265,21 +265,28 @@ def test_compare_runs_tables_ordered_with_paper_rows(tmp_path):
   (t1,) = _tables(text, "Table 1")
   assert t1[0] == ["Sampling", "Runs", "Cultural MAP", "Cultural P@10", "Acoustic MAP",
                    "Acoustic P@10", "Late fusion MAP", "Late fusion P@10"]
+  # The paper's balanced-weighted row is two: the authors' (cos + 1) / 2 and Wu et al.'s.
+  authors, wu = "Balanced-weighted, authors' (cos + 1) / 2", "Balanced, Wu et al. distance-weighted"
   assert t1[1:5] == [
       ["Random", "rnd_ac", "-", "-", "0.160", "0.290", "-", "-"],
       ["Balanced", "bal_ac", "-", "-", "0.170", "-", "-", "-"],
-      ["Balanced-weighted", "bw_cul, bw_ac", "0.120", "0.300", "0.190", "0.360", "-", "-"],
-      ["Cosine (authors' code)", "cos_lf", "-", "-", "-", "-", "0.210", "0.410"]]
+      [authors, "cos_lf", "-", "-", "-", "-", "0.210", "0.410"],
+      [wu, "bw_cul, bw_ac", "0.120", "0.300", "0.190", "0.360", "-", "-"]]
+  # The paper's numbers sit on the authors' row, and the text says so.
   assert t1[5:] == [["Random", "paper, MSD100", "-", "-", "0.1658", "0.2990", "-", "-"],
                     ["Balanced", "paper, MSD100", "-", "-", "0.1675", "0.3160", "-", "-"],
-                    ["Balanced-weighted", "paper, MSD100", "-", "-", "0.1852", "0.3500", "-",
-                     "-"]]
+                    [authors, "paper, MSD100", "-", "-", "0.1852", "0.3500", "-", "-"]]
+  table1 = text[text.index("## Table 1"):text.index("## Table 2")]
+  assert ("balanced-weighted numbers (0.1852 / 0.3500) were produced by the authors' code, i.e. "
+          "the `authors` row") in table1
+  assert "hardest-negative mining" in table1
 
   (t2,) = _tables(text, "Table 2")
   ours = [r for r in t2[1:] if not r[1].startswith("paper")]
   assert [r[1] for r in ours] == ["bw_cul", "rnd_ac", "bal_ac", "bw_ac", "cos_lf"]
   assert ours[2][4:] == ["0.170", "-"]
   paper = [r for r in t2[1:] if r[1].startswith("paper, MSD")]
+  assert {r[2] for r in paper} == {authors}
   assert [(r[0], r[1], r[4], r[5]) for r in paper] == [
       ("Cultural (Cul-E)", "paper, MSD100", "0.1155", "0.3200"),
       ("Acoustic", "paper, MSD100", "0.1852", "0.3500"),
@@ -293,7 +300,7 @@ def test_compare_runs_tables_ordered_with_paper_rows(tmp_path):
   assert rows["bal_ac"] == ["-", "-", "-", "-"]
   assert rows["bw_ac"] == ["5", "0.0912", "0.0304", "0.140"]
   (cat,) = _tables(text, "MAP per tag category")
-  assert cat[0][2:] == [f"{n} MAP" for n in ("rnd_ac", "bal_ac", "bw_cul", "bw_ac", "cos_lf")]
+  assert cat[0][2:] == [f"{n} MAP" for n in ("rnd_ac", "bal_ac", "cos_lf", "bw_cul", "bw_ac")]
 
 
 def test_compare_runs_rejects_other_systems(tmp_path):
@@ -308,8 +315,12 @@ def test_compare_runs_rejects_other_systems(tmp_path):
 def test_sampling_key():
   assert report_won.sampling_key(_config(anchors="random", negatives="random")) == "random"
   assert report_won.sampling_key(_config(anchors="balanced", negatives="random")) == "balanced"
-  assert report_won.sampling_key(_config()) == "balanced_weighted"
-  assert report_won.sampling_key(_config(anchors="random", negatives="cosine")) == "cosine"
+  assert report_won.sampling_key(_config()) == "wu"
+  assert report_won.sampling_key(_config(anchors="balanced", negatives="cosine")) == "authors"
+  assert report_won.sampling_key(_config(anchors="random", negatives="cosine")) == (
+      "random_authors")
+  assert report_won.sampling_key(_config(anchors="random", negatives="distance_weighted")) == (
+      "random_wu")
   assert report_won.sampling_key(_config(anchors="song_uniform", negatives="random")) == (
       "song_uniform")
   assert report_won.sampling_key(_config(anchors="x", negatives="y")) == "x/y"

@@ -60,9 +60,10 @@ def _config(dataset_dir: str, factors: str = "", arg: str = "", **overrides
 
 @pytest.fixture(scope="module")
 def acoustic_run(tiny22, tmp_path_factory):
-  """A short acoustic run (balanced-weighted sampling): (config, workdir, metrics)."""
+  """A short acoustic run (Wu et al.'s weighting, the sampler with the most code): (config,
+  workdir, metrics)."""
   workdir = str(tmp_path_factory.mktemp("won_acoustic"))
-  config = _config(tiny22, arg="sampling=weighted", **{"train.num_steps": 4,
+  config = _config(tiny22, arg="sampling=wu", **{"train.num_steps": 4,
                                                        "train.eval_every": 2})
   metrics = train.train_and_evaluate(config, workdir)
   return config, workdir, metrics
@@ -299,9 +300,17 @@ def test_config_rows_and_steps():
   c = won_config.get_config("demo,sampling=random")
   assert (c.sampling.anchors, c.sampling.negatives) == ("random", "random")
   assert steps(c) == 4 * 10_000 // 32
-  c = won_config.get_config("tiny,sampling=weighted,batch=8")
+  c = won_config.get_config("tiny,sampling=wu,batch=8")
   assert (c.sampling.anchors, c.sampling.negatives) == ("balanced", "distance_weighted")
   assert steps(c) == 160 // 8
+  # The paper's balanced-weighted numbers came from the authors' (cos + 1) / 2: the default.
+  assert (won_config.get_config("demo,sampling=authors").sampling.negatives
+          == won_config.get_config().sampling.negatives == "cosine")
+  assert won_config.get_config("msd").train.batch_size == 168     # the authors' main.py
+  for old in ("weighted", "cosine"):
+    with pytest.raises(ValueError, match=r"sampling=wu.*sampling=authors|sampling=authors.*"
+                                         r"sampling=wu"):
+      won_config.get_config(f"tiny,sampling={old}")
   c.train.batch_size = 16          # an override after the variant: epochs, so no stale step count
   assert steps(c) == 160 // 16
   assert steps(won_config.get_config("msd,steps=7")) == 7
@@ -315,6 +324,24 @@ def test_config_rows_and_steps():
     won_config.get_config("tiny,sampling=hard")
   with pytest.raises(ValueError, match="unknown"):
     won_config.get_config("tiny,colour=red")
+
+
+def test_wu_negatives_are_drawn_only_where_the_hinge_is_non_zero():
+  """The won step passes the zero-hinge cut derived from its triplet loss to Wu et al.'s
+  sampler. Anchor i: its positive song i at cos 0.714, song i + 1 at cos 0.7 (hinge 0.386), the
+  other two at cos 0 (hinge 0). Uncut, Wu's weights at n = 8 give the zero-hinge pair 17%."""
+  songs = np.eye(8, dtype=np.float32)[:4]                         # song i = e_i in R^8
+  tags = songs + 0.98 * np.roll(songs, -1, axis=0)                 # e_i + 0.98 e_((i+1) mod 4)
+  cos = tags @ songs.T / np.linalg.norm(tags, axis=1, keepdims=True)
+  np.testing.assert_allclose(np.diagonal(cos), 0.714, atol=1e-3)
+  np.testing.assert_allclose(np.diagonal(np.roll(cos, -1, axis=1)), 0.7, atol=1e-3)
+  songs, tags = jax.numpy.asarray(songs), jax.numpy.asarray(tags)
+  valid = jax.numpy.asarray(~np.eye(4, dtype=bool))
+  for seed in range(10):
+    _, with_negative, active = won._triplets(jax.random.key(seed), "distance_weighted", tags,
+                                             songs, valid, 0.4)
+    assert float(with_negative) == 1.0
+    assert float(active) == 1.0, seed
 
 
 def test_late_fusion_scores_fall_back_to_audio_without_factors():

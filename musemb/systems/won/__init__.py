@@ -19,8 +19,10 @@ Retrieval* (ICASSP 2021) and its code (minzwon/tag-based-music-retrieval):
   the batch's positive songs that lack the anchor tag (`negative_mask_from_annotations`), drawn by
   `config.sampling.negatives` (random | distance_weighted | cosine) from the current embeddings;
   the cosine triplet loss with margin 0.4 (eq. 2) over the anchors that found a negative. Table 1's
-  rows are sampling=random (random anchors, random negatives), balanced (balanced, random) and
-  weighted (balanced, distance_weighted); `cosine` is the authors' code's weighting.
+  rows are sampling=random (random anchors, random negatives), balanced (balanced, random),
+  authors (balanced, cosine: the (cos + 1) / 2 weighting of the authors' code, which produced the
+  paper's balanced-weighted numbers) and wu (balanced, distance_weighted: Wu et al.'s weighting,
+  which the paper's text cites, with the zero-loss cut derived from this loss).
 * **Optimisation** (section 2.2.3): Adam, learning rate 1e-4, weight decay 1e-4 (an L2 term added
   to the gradient, PyTorch's `weight_decay`), epochs of 10,000 triplets:
   `train.epochs` of `train.examples_per_epoch` triplets, turned into steps by the loop.
@@ -92,8 +94,14 @@ def init(config: ml_collections.ConfigDict, info: dict, rng: jax.Array) -> dict:
 
 def _triplets(key, method, tag_emb, song_emb, valid, margin):
   """One in-batch negative per anchor, then the masked triplet loss; also the fraction of anchors
-  with a negative and, among those, the fraction with a non-zero hinge (logged)."""
-  negative, has_negative = triplet_sampler.sample_negatives(key, method, tag_emb, song_emb, valid)
+  with a negative and, among those, the fraction with a non-zero hinge (logged).
+
+  Wu et al.'s sampler skips negatives whose loss is zero; for this loss that distance depends on
+  each anchor's positive (song_emb[i]), not Wu's fixed 1.4 (samplers/triplet.py)."""
+  cut = (triplet_sampler.zero_hinge_distance(tag_emb, song_emb, margin)
+         if method == "distance_weighted" else None)
+  negative, has_negative = triplet_sampler.sample_negatives(key, method, tag_emb, song_emb, valid,
+                                                            nonzero_loss_cutoff=cut)
   hinge = triplet_objective.triplet_losses(tag_emb, song_emb, song_emb[negative], margin)
   value = triplet_objective.triplet_loss(tag_emb, song_emb, song_emb[negative], margin,
                                          mask=has_negative)
