@@ -5,9 +5,11 @@ r"""Fits implicit-feedback WMF factors to listening data; resumes from the workd
   python -m launch.wmf --config=configs/wmf.py:taste_profile --workdir=W \
       --config.data.path=data/msd/train_triplets.txt
 
-Writes <workdir>/factors.npz (ids and factors, after every iteration) and the held-out recall@50 /
-mAP@500 to <workdir>/metrics.json (see musemb.systems.wmf). Rerun the same command to resume;
-`launch.train` with the same config does the same (WMF's fit verb).
+Writes <workdir>/factors.npz (ids and the factors fitted on all plays, after every iteration: what
+SampleCNN and the cultural branch read) and, with eval.heldout_fit (on for the built-in world),
+heldout_factors.npz from a second fit without 20% of each user's pairs, whose held-out recall@50 /
+mAP@500 go to <workdir>/metrics.json (see musemb.systems.wmf.fit). Rerun the same command to
+resume; `launch.train` with the same config does the same (WMF's fit verb).
 """
 
 from absl import app
@@ -29,7 +31,7 @@ def main(argv):
   common.setup()
   from musemb import train  # pylint: disable=g-import-not-at-top
   metrics = train.run(_CONFIG.value, _WORKDIR.value)
-  logging.info("Done. Held-out metrics:\n%s", common.metrics_lines(metrics))
+  logging.info("Done. Metrics:\n%s", common.metrics_lines(metrics))
 
 
 if __name__ == "__main__":

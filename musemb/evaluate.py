@@ -169,6 +169,23 @@ def pk_table(metrics: dict[str, float], ks: Sequence[int] = (1, 3, 6, 9, 12, 15)
   return "\n".join(lines)
 
 
+def user_vectors(train_plays, train_vectors: np.ndarray) -> np.ndarray:
+  """[users, f] Platt §6.2.1's user vectors: play counts over the training songs times the songs'
+  l2-normalised vectors, l2-normalised.
+
+  The thesis multiplies by the predicted song factors, which its network l2-normalises; the
+  normalisation here makes the upper bound (the WMF factors, whose norms grow with popularity) a
+  weighted average of directions too, built exactly as the predicted row is, instead of one that
+  weighs a song by its factors' norm. Predictions that are unit vectors already are unchanged.
+
+  Args:
+    train_plays: [users, train songs] play counts (scipy sparse or dense).
+    train_vectors: [train songs, f] song vectors.
+  """
+  unit = utils.normalize_rows(np.asarray(train_vectors, np.float32))
+  return utils.normalize_rows(np.asarray(train_plays @ unit, np.float32))
+
+
 def recommendation_metrics(counts, train_cols: np.ndarray, test_cols: np.ndarray,
                            train_vectors: np.ndarray | None, test_vectors: np.ndarray | None, *,
                            n: int = 500, user_chunk: int = 2048, seed: int = 0
@@ -176,8 +193,9 @@ def recommendation_metrics(counts, train_cols: np.ndarray, test_cols: np.ndarray
   """Recommendation from song vectors as in Platt §6.2.1 (after van den Oord et al. 2013).
 
   Each user's vector is their row of play counts over the training songs times the training songs'
-  vectors, l2-normalised ("effectively a weighted average of the factors of the training songs that
-  user listened to"); every test song (vector l2-normalised) is scored by its dot product with it,
+  l2-normalised vectors, l2-normalised (`user_vectors`: "effectively a weighted average of the
+  factors of the training songs that user listened to"); predicted and WMF factors go through the
+  same function. Every test song (vector l2-normalised) is scored by its dot product with it,
   and a test song is relevant when the user played it. Per user: ROC AUC over the test songs and
   the MSD challenge's AP@n (`metrics.map_at_n`); both are averaged over the users who played at
   least one training song and at least one test song (AUC also needs an unplayed test song).
@@ -216,8 +234,7 @@ def recommendation_metrics(counts, train_cols: np.ndarray, test_cols: np.ndarray
     if test_unit is None:
       scores = rng.random(relevance.shape)
     else:
-      user_vectors = utils.normalize_rows(np.asarray(train_plays[rows] @ train_vectors, np.float32))
-      scores = user_vectors @ test_unit.T
+      scores = user_vectors(train_plays[rows], train_vectors) @ test_unit.T
     aucs.append(metrics_lib.roc_auc(scores, relevance, reduce="none"))
     aps.append(metrics_lib.map_at_n(scores, relevance, n=n, reduce="none"))
   auc = np.concatenate(aucs) if aucs else np.zeros(0)

@@ -238,7 +238,13 @@ FACTORS_FILE = "factors.npz"
 
 
 def load_factor_targets(path: str) -> TrackTargets:
-  """Item factors fitted by `launch.wmf`: a workdir holding factors.npz, or the file itself."""
+  """Item factors fitted by `launch.wmf`: a workdir holding factors.npz, or the file itself.
+
+  One row per track: a file that lists `track_ids` / `track_items` (every MSD track of a matched
+  (artist, title) key, or of a Taste Profile song) gives each of them its item's factors, so any of
+  the MSD's copies of a song trains and evaluates; older files and hand-made ones hold one row per
+  item id.
+  """
   file = os.path.join(path, FACTORS_FILE) if os.path.isdir(path) else path
   if not os.path.exists(file):
     raise FileNotFoundError(
@@ -249,6 +255,12 @@ def load_factor_targets(path: str) -> TrackTargets:
     if missing:
       raise ValueError(f"{file} lacks {sorted(missing)}: not a factors.npz written by launch.wmf.")
     ids, values = z["item_ids"].astype(str), z["item_factors"].astype(np.float32)
+    if "track_ids" in z.files:
+      rows = z["track_items"].astype(np.int64)
+      if rows.shape != z["track_ids"].shape or (len(rows) and not 0 <= rows.min() <= rows.max()
+                                                  < len(ids)):
+        raise ValueError(f"{file}: track_items must hold one row of item_factors per track id.")
+      ids, values = z["track_ids"].astype(str), values[rows]
   if not np.isfinite(values).all():
     raise ValueError(f"{file} holds non-finite factors; refit them with launch.wmf.")
   return TrackTargets(ids=ids, values=values)

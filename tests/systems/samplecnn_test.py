@@ -10,6 +10,7 @@ from sklearn import metrics as sk_metrics
 
 from musemb import evaluate
 from musemb import train
+from musemb import utils
 from musemb.data import pipeline
 from musemb.data import prepared as prepared_lib
 from musemb.systems.samplecnn import data as audio_data
@@ -64,7 +65,8 @@ def test_recommendation_metrics_match_a_hand_computation():
   dense = counts.toarray()
   aucs, aps = [], []
   for u in (0, 1):
-    user = unit(dense[u, train_cols] @ train_vectors)
+    # The training songs' vectors are l2-normalised first, as the network's predictions are.
+    user = unit(dense[u, train_cols] @ unit(train_vectors))
     scores = unit(test_vectors) @ user
     relevant = dense[u, test_cols] > 0
     aucs.append(sk_metrics.roc_auc_score(relevant, scores))
@@ -82,6 +84,54 @@ def test_recommendation_metrics_match_a_hand_computation():
   assert chance["roc_auc"] == pytest.approx(0.5, abs=0.02)
   with pytest.raises(ValueError, match="both"):
     evaluate.recommendation_metrics(counts, train_cols, test_cols, train_vectors, None)
+
+
+def test_user_vectors_ignore_the_norms_of_the_song_vectors():
+  """Predicted factors are unit vectors (the head's l2 normalisation); the upper bound's WMF factors
+  are not. Users are built from unit song vectors in both rows, so a song's norm never weighs it."""
+  counts = scipy.sparse.random(40, 30, density=0.3, random_state=2, format="csr") * 10
+  rng = np.random.default_rng(3)
+  train_cols, test_cols = np.arange(20), np.arange(20, 30)
+  train_vectors, test_vectors = rng.normal(size=(20, 5)), rng.normal(size=(10, 5))
+  scale = rng.uniform(0.1, 10.0, size=(20, 1))
+  a, _ = evaluate.recommendation_metrics(counts, train_cols, test_cols, train_vectors, test_vectors)
+  b, _ = evaluate.recommendation_metrics(counts, train_cols, test_cols, scale * train_vectors,
+                                         test_vectors)
+  assert a == pytest.approx(b, rel=1e-6)
+  np.testing.assert_allclose(
+      evaluate.user_vectors(counts[:, train_cols], scale * train_vectors),
+      utils.normalize_rows(counts[:, train_cols] @ utils.normalize_rows(train_vectors)), rtol=1e-5,
+      atol=1e-6)
+
+
+def test_upper_bound_is_the_predicted_row_fed_the_wmf_factors(tiny_factors):
+  """Table 6.1's two rows differ only in the song vectors: predictions equal to the unit WMF factors
+  score exactly the upper bound."""
+  targets = pipeline.load_factor_targets(tiny_factors)
+  n = len(targets.ids)
+  order = np.random.default_rng(0).permutation(n)
+  def pred(rows):
+    factors = targets.values[rows]
+    return {"track_ids": targets.ids[rows], "factors": factors,
+            "outputs": utils.normalize_rows(factors), "has_factors": np.ones(len(rows), bool)}
+  config = _config("", tiny_factors)
+  out = samplecnn_evaluation.recommendation(pred(order[:n // 2]), pred(order[n // 2:]), config)
+  assert out["recommendation/roc_auc"] == pytest.approx(out["recommendation/upper_roc_auc"])
+  assert out["recommendation/map@500"] == pytest.approx(out["recommendation/upper_map@500"])
+
+
+def test_song_columns_join_every_track_of_a_column_once():
+  """Two MSD tracks of one matched key share a play-count column: the first (training split
+  first) stands for it, so a column is never both a user-vector song and a ranked test song."""
+  column_of = {"TRA1": 0, "TRA2": 0, "TRB": 1, "TRC": 2, "TRD": 3}
+  pred = lambda ids, has: {"track_ids": np.asarray(ids), "has_factors": np.asarray(has)}
+  keep_train, train_cols, keep_test, test_cols = samplecnn_evaluation.song_columns(
+      pred(["TRB", "TRA2", "TRX", "TRD"], [True, True, True, False]),
+      pred(["TRA1", "TRC", "TRC", "TRD"], [True, True, True, True]), column_of)
+  np.testing.assert_array_equal(keep_train, [True, True, False, False])   # TRX: no column
+  np.testing.assert_array_equal(train_cols, [1, 0])
+  np.testing.assert_array_equal(keep_test, [False, True, False, True])    # TRA1: TRA2's column
+  np.testing.assert_array_equal(test_cols, [2, 3])
 
 
 # ----------------------------------------------------------------------------- data

@@ -66,10 +66,14 @@ def test_resume_matches_straight_run(straight, tmp_path):
     np.testing.assert_allclose(b["user_factors"], a["user_factors"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(b["item_factors"], a["item_factors"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(b["losses"], a["losses"], rtol=1e-5)
-  quality = lambda m: {k: v for k, v in m.items() if not k.startswith("wmf/fit/")}
+  quality = lambda m: {k: v for k, v in m.items()
+                       if not k.startswith(("wmf/fit/", "wmf/heldout_fit/"))}
   assert quality(again) == pytest.approx(quality(metrics), abs=1e-6)
-  assert again["wmf/fit/resumed_from"] == 2 and metrics["wmf/fit/resumed_from"] == 0
-  assert again["wmf/fit/seconds"] > 0
+  for fit in ("fit", "heldout_fit"):
+    assert again[f"wmf/{fit}/resumed_from"] == 2 and metrics[f"wmf/{fit}/resumed_from"] == 0
+    assert again[f"wmf/{fit}/seconds"] > 0
+  with np.load(os.path.join(resumed, "heldout_factors.npz")) as z:
+    assert int(z["iteration"]) == 4 and str(z["fitted_on"]) == "train_split"
 
 
 def test_resume_refuses_other_factor_count(straight, tmp_path):
@@ -151,3 +155,55 @@ def test_taste_profile_source_reads_triplets(tmp_path):
   assert {k for k in metrics if k.startswith("wmf/recommendation/")} == {
       f"wmf/recommendation/{k}" for k in ("recall@5", "map@10", "random_recall@5", "random_map@10")}
   assert metrics["wmf/fit/num_users"] == 12 and metrics["wmf/fit/factors"] == 4
+
+
+def test_factor_file_holds_the_fit_on_all_plays(straight):
+  """Platt §6.2.1 fits the factors on all users and tracks: the file SampleCNN and the cultural
+  branch read is the ALS fit of every play, not of the 80% training split."""
+  from musemb.systems.wmf import als as wmf_als
+  workdir, _ = straight
+  config = _tiny(4)
+  w = config.wmf
+  counts = listening.load_plays(config.data).to_csr()
+  _, y = wmf_als.fit(counts, factors=w.factors, regularization=w.regularization, alpha=w.alpha,
+                     confidence=w.confidence, eps=w.eps, iterations=w.iterations, solver=w.solver,
+                     cg_steps=w.cg_steps, seed=config.seed, chunk_cells=w.chunk_cells)
+  with np.load(os.path.join(workdir, "factors.npz")) as z:
+    np.testing.assert_allclose(z["item_factors"], y, rtol=1e-4, atol=1e-5)
+
+
+def test_lfm1b_configs_follow_the_thesis():
+  """Tables 5.1-5.4 fit 40 factors for 40 iterations; chapter 6's factors are 80 factors, 80
+  iterations, on the matched tracks plus the 2M most-played LFM-1b tracks."""
+  lfm1b = wmf_config.get_config("lfm1b")
+  assert (lfm1b.data.source, lfm1b.wmf.factors, lfm1b.wmf.iterations) == ("lfm1b", 40, 40)
+  final = wmf_config.get_config("lfm1b_msd")
+  assert (final.data.source, final.wmf.factors, final.wmf.iterations) == ("lfm1b_msd", 80, 80)
+  assert final.data.top_n_tracks == lfm1b.data.top_n_tracks == 2_000_000
+  assert wmf_config.get_config("demo").data.top_n_tracks == 0
+
+
+def test_without_the_heldout_fit_the_metrics_are_omitted_and_said_to_be(tmp_path):
+  from musemb.systems.wmf import report as wmf_report
+  config = _tiny(2)
+  config.eval.heldout_fit = False
+  workdir = str(tmp_path / "w")
+  metrics = wmf_run.fit_and_save(config, workdir)
+  assert not any(k.startswith(("wmf/recommendation/", "wmf/heldout_fit/")) for k in metrics)
+  assert "wmf/proxy_tags/roc_auc" in metrics and metrics["wmf/fit/iterations"] == 2
+  assert not os.path.exists(os.path.join(workdir, "heldout_factors.npz"))
+  with np.load(os.path.join(workdir, "factors.npz")) as z:
+    assert str(z["fitted_on"]) == "all_plays"
+  text = open(wmf_report.write_report(workdir)).read()
+  assert "Omitted" in text and "eval.heldout_fit=False" in text
+
+
+def test_resume_refuses_a_factor_file_fitted_on_the_training_split(straight, tmp_path):
+  """A factors.npz from before the all-plays fit holds the 80% fit: resuming would pass it on."""
+  workdir, _ = straight
+  with np.load(os.path.join(workdir, "factors.npz")) as z:
+    old = {k: z[k] for k in z.files if k not in ("fitted_on", "track_ids", "track_items")}
+  os.makedirs(tmp_path / "old")
+  np.savez(tmp_path / "old" / "factors.npz", **old)
+  with pytest.raises(ValueError, match="fitted on train_split"):
+    wmf_run.fit_and_save(_tiny(4), str(tmp_path / "old"))

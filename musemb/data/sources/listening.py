@@ -28,7 +28,14 @@ Choices, all visible in the return values and in the `SkipCounter`s:
   trimming, no fuzzy matching. Several LFM-1b tracks that fall on the same key are duplicates of one
   song; they become one column whose play counts are the sums (the thesis' Table 5.3 merge). A key
   can name several MSD tracks (the MSD distinguishes songs from tracks); the column then stands for
-  all of them, listed in `CatalogueMatch.msd_tracks`.
+  all of them, listed in `CatalogueMatch.msd_tracks` and in `PlayCounts.item_tracks`, so that every
+  one of them gets the column's factors (the thesis matched an MSD track to one arbitrary factor).
+* Popular tracks (`top_n_tracks`, the thesis' chapter 5.3): LFM-1b's 30M tracks are too many to fit,
+  so a fit can keep the N tracks with the most listening events (ties: the smaller track id). For
+  `match_lfm1b_to_msd` they come on top of the matched ones (the thesis' final factors: the matched
+  tracks plus the 2M most played, an overlap of ~300k counted once); an unmatched one is its own
+  column named by its LFM-1b id. That path counts every (user, track) pair before choosing, so its
+  memory grows like `read_lfm1b_plays`', not like the matched tracks'.
 * Play counts: a Taste Profile line is one (user, song, count); LFM-1b events are counted per (user,
   track). A (user, item) pair that occurs several times is summed.
 * Tags: a track carries a tag when its score is above `min_score` (50, the split of Choi et al.'s
@@ -139,6 +146,10 @@ class PlayCounts:
     cols: [nnz] int32 column (item) index of each non-zero.
     counts: [nnz] int64 positive play counts; each (row, col) pair occurs once, sorted by row then
       column.
+    item_tracks: [items] the track ids each item stands for, or None when every item is one track
+      (its id). An LFM-1b column matched to the MSD stands for every MSD track of its (artist,
+      title) key, a Taste Profile song for every MSD track of the song: all of them get the item's
+      factors (`track_items`).
   """
 
   users: list[str]
@@ -146,6 +157,7 @@ class PlayCounts:
   rows: np.ndarray
   cols: np.ndarray
   counts: np.ndarray
+  item_tracks: list[tuple[str, ...]] | None = None
 
   def __post_init__(self):
     n = len(self.counts)
@@ -158,6 +170,9 @@ class PlayCounts:
                        f"{len(self.items)} items.")
     if n and self.counts.min() < 1:
       raise ValueError("PlayCounts: play counts must be positive; leave zero pairs out.")
+    if self.item_tracks is not None and len(self.item_tracks) != len(self.items):
+      raise ValueError(f"PlayCounts: item_tracks has {len(self.item_tracks)} entries for "
+                       f"{len(self.items)} items.")
 
   @classmethod
   def from_coordinates(cls, users: list[str], items: list[str], rows: np.ndarray,
@@ -202,9 +217,57 @@ class PlayCounts:
     return scipy.sparse.csr_matrix((self.counts, (self.rows, self.cols)),
                                    shape=(len(self.users), len(self.items)))
 
+  def track_items(self) -> tuple[list[str], np.ndarray]:
+    """(track ids [T], their item [T] int64): every track an item stands for, items in order.
+
+    Without `item_tracks` these are the items themselves. A track named by two items (it cannot
+    happen with the readers here) is an error: its factors would be ambiguous.
+    """
+    if self.item_tracks is None:
+      return list(self.items), np.arange(len(self.items), dtype=np.int64)
+    tracks, owners = [], []
+    for i, (item, names) in enumerate(zip(self.items, self.item_tracks)):
+      names = names or (item,)
+      tracks += names
+      owners += [i] * len(names)
+    if len(set(tracks)) != len(tracks):
+      raise ValueError("PlayCounts: a track id is listed under two items in item_tracks.")
+    return tracks, np.asarray(owners, np.int64)
+
   def plays(self) -> Iterator[records.Play]:
     for r, c, n in zip(self.rows.tolist(), self.cols.tolist(), self.counts.tolist()):
       yield records.Play(self.users[r], self.items[c], n)
+
+
+def most_played(plays: np.ndarray, n: int) -> np.ndarray:
+  """Increasing indices of the `n` largest of `plays` [tracks] (ties: the smaller index).
+
+  Args:
+    plays: [tracks] listening events per track.
+    n: how many to keep, >= 1; all of them when there are fewer.
+  """
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f"top_n_tracks={n!r} must be a positive integer (0 in a config keeps all).")
+  plays = np.asarray(plays)
+  order = np.lexsort((np.arange(len(plays)), -plays))
+  return np.sort(order[:n])
+
+
+def keep_most_played(plays: PlayCounts, n: int) -> PlayCounts:
+  """The `n` items with the most plays (ties: the earlier column), in their column order; users
+  left without a play are dropped."""
+  per_item = np.bincount(plays.cols, weights=plays.counts, minlength=len(plays.items))
+  keep = most_played(per_item, n)
+  new_col = np.full(len(plays.items), -1, np.int64)
+  new_col[keep] = np.arange(len(keep))
+  hit = new_col[plays.cols] >= 0
+  users, rows = np.unique(plays.rows[hit], return_inverse=True)
+  out = PlayCounts.from_coordinates([plays.users[u] for u in users.tolist()],
+                                    [plays.items[i] for i in keep.tolist()], rows.ravel(),
+                                    new_col[plays.cols[hit]], plays.counts[hit])
+  if plays.item_tracks is not None:
+    out.item_tracks = [plays.item_tracks[i] for i in keep.tolist()]
+  return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -442,14 +505,16 @@ class CoverageReport:
     lfm1b_tracks: usable rows of LFM-1b_tracks.txt.
     lfm1b_tracks_matched: those whose (artist, title) names an MSD track.
     lfm1b_tracks_unmatched: the others.
-    duplicates_merged: matched LFM-1b tracks folded into another one's column (matched - items).
-    items: columns of the play counts (distinct matched keys).
+    duplicates_merged: matched LFM-1b tracks folded into another one's column.
+    items: columns of the play counts (distinct matched keys, plus `popular_tracks_added`).
     msd_tracks: usable rows of unique_tracks.txt.
     msd_tracks_matched: MSD tracks that some column stands for.
     plays: well-formed events on known tracks.
-    plays_covered: those on matched tracks.
+    plays_covered: those on a track with a column (matched, or among the `top_n_tracks`).
     users: distinct users among `plays`.
     users_kept: users with at least one covered play (the rows of the play counts).
+    popular_tracks_added: unmatched LFM-1b tracks among the `top_n_tracks` most played, each its
+      own column (0 without `top_n_tracks`).
   """
 
   lfm1b_tracks: int
@@ -463,6 +528,7 @@ class CoverageReport:
   plays_covered: int
   users: int
   users_kept: int
+  popular_tracks_added: int = 0
 
   @property
   def plays_covered_fraction(self) -> float:
@@ -478,8 +544,10 @@ class CatalogueMatch:
 
   Attributes:
     plays: users are LFM-1b user ids; items are the first MSD track id (in unique_tracks.txt order)
-      of each matched (artist, title) key.
-    msd_tracks: [items] every MSD track id the column stands for (the item id first).
+      of each matched (artist, title) key, then the LFM-1b id of each unmatched popular track
+      (`top_n_tracks`), increasing; `plays.item_tracks` lists every track an item stands for.
+    msd_tracks: [items] every MSD track id the column stands for (the item id first); empty for a
+      popular unmatched track.
     lfm1b_tracks: [items] the LFM-1b track ids merged into the column, increasing.
     coverage: the counts of `CoverageReport`.
   """
@@ -492,11 +560,13 @@ class CatalogueMatch:
 
 def match_lfm1b_to_msd(lfm1b_dir: str, msd_catalogue_path: str,
                        skipped: records.SkipCounter | None = None, *,
-                       chunk_rows: int = 1_000_000) -> CatalogueMatch:
+                       chunk_rows: int = 1_000_000, top_n_tracks: int = 0) -> CatalogueMatch:
   """Matches LFM-1b tracks to the MSD and counts plays per (user, matched song).
 
   `lfm1b_dir` holds LFM-1b_LEs.txt, LFM-1b_tracks.txt and LFM-1b_artists.txt; see the module
-  docstring for the matching rule. Users without a play on a matched track are left out of the
+  docstring for the matching rule. With `top_n_tracks` > 0 the `top_n_tracks` most-played LFM-1b
+  tracks are kept too, the unmatched ones as columns of their own after the matched ones (the
+  thesis' final factors, chapter 5.3). Users without a play on a kept track are left out of the
   play counts (and counted in `coverage`).
   """
   skipped = skipped if skipped is not None else records.SkipCounter()
@@ -530,30 +600,51 @@ def match_lfm1b_to_msd(lfm1b_dir: str, msd_catalogue_path: str,
   order = np.argsort(np.array(matched_tracks, np.int64), kind="stable")
   column_tracks = np.array(matched_tracks, np.int64)[order]
   column_of = np.array(matched_columns, np.int64)[order]
-  users, cols, counts, totals = _count_events(
-      os.path.join(lfm1b_dir, LFM1B_EVENTS_FILE), skipped, known_sorted, column_tracks, column_of,
-      chunk_rows)
+  events = os.path.join(lfm1b_dir, LFM1B_EVENTS_FILE)
+  popular: list[int] = []
+  if top_n_tracks:
+    # Which tracks are the most played is known only after the last event: count every (user,
+    # track) pair, then give the popular unmatched tracks their columns and fold the rest away.
+    users, track_rows, counts, totals = _count_events(
+        events, skipped, known_sorted, known_sorted, np.arange(len(known_sorted)), chunk_rows)
+    top = most_played(np.bincount(track_rows, weights=counts, minlength=len(known_sorted)),
+                      int(top_n_tracks))
+    column_of_row = np.full(len(known_sorted), -1, np.int64)
+    column_of_row[np.searchsorted(known_sorted, column_tracks)] = column_of
+    popular = [int(t) for t in known_sorted[top[column_of_row[top] < 0]].tolist()]
+    column_of_row[np.searchsorted(known_sorted, popular)] = len(keys_in_order) + np.arange(
+        len(popular))
+    cols = column_of_row[track_rows]
+    hit = cols >= 0
+    users, cols, counts = users[hit], cols[hit], counts[hit]
+    totals["covered"] = int(counts.sum())
+    totals["users_kept"] = len(np.unique(users))
+  else:
+    users, cols, counts, totals = _count_events(events, skipped, known_sorted, column_tracks,
+                                                column_of, chunk_rows)
 
   user_ids, rows = np.unique(users, return_inverse=True)
-  msd_tracks = [tuple(msd_of_key[key]) for key in keys_in_order]
-  lfm1b_of_column: list[list[int]] = [[] for _ in keys_in_order]
+  msd_tracks = [tuple(msd_of_key[key]) for key in keys_in_order] + [()] * len(popular)
+  lfm1b_of_column: list[list[int]] = [[] for _ in keys_in_order] + [[t] for t in popular]
   for track_id, column in zip(column_tracks.tolist(), column_of.tolist()):
     lfm1b_of_column[column].append(track_id)
-  plays = PlayCounts.from_coordinates([str(u) for u in user_ids.tolist()],
-                                      [tracks[0] for tracks in msd_tracks], rows.ravel(), cols,
-                                      counts)
+  items = [tracks[0] for tracks in msd_tracks[:len(keys_in_order)]] + [str(t) for t in popular]
+  plays = PlayCounts.from_coordinates([str(u) for u in user_ids.tolist()], items, rows.ravel(),
+                                      cols, counts)
+  plays.item_tracks = [tracks or (item,) for tracks, item in zip(msd_tracks, items)]
   coverage = CoverageReport(
       lfm1b_tracks=len(known_sorted),
       lfm1b_tracks_matched=len(matched_tracks),
       lfm1b_tracks_unmatched=len(known_sorted) - len(matched_tracks),
       duplicates_merged=len(matched_tracks) - len(keys_in_order),
-      items=len(keys_in_order),
+      items=len(items),
       msd_tracks=len(catalogue.track_ids),
       msd_tracks_matched=sum(len(tracks) for tracks in msd_tracks),
       plays=totals["events"],
       plays_covered=totals["covered"],
       users=totals["users"],
-      users_kept=totals["users_kept"])
+      users_kept=totals["users_kept"],
+      popular_tracks_added=len(popular))
   return CatalogueMatch(plays, msd_tracks, [tuple(t) for t in lfm1b_of_column], coverage)
 
 
@@ -646,18 +737,24 @@ def msd_track_tags(db_path: str, skipped: records.SkipCounter | None = None, *,
 
 def load_plays(data: Any) -> PlayCounts:
   """The play counts named by a config's `data` block (`configs/wmf.py`: source, path,
-  msd_catalogue, synthetic_size, synthetic_seed).
+  msd_catalogue, top_n_tracks, synthetic_size, synthetic_seed).
 
   Sources: `synthetic` (the built-in world's listeners), `taste_profile` (train_triplets.txt; with
   `data.msd_catalogue` its MSD song ids become the first MSD track id of each song, so the factors
-  join the MSD audio), `lfm1b` (LFM-1b track ids) and `lfm1b_msd` (LFM-1b matched to the MSD by
-  case-insensitive artist and title, duplicates merged, items are MSD track ids: the thesis' data).
+  join the MSD audio, and `item_tracks` lists all the song's tracks), `lfm1b` (LFM-1b track ids)
+  and `lfm1b_msd` (LFM-1b matched to the MSD by case-insensitive artist and title, duplicates
+  merged, items are MSD track ids: the thesis' data). `data.top_n_tracks` > 0 keeps the most-played
+  items only; for `lfm1b_msd` the most-played LFM-1b tracks join the matched ones instead
+  (`match_lfm1b_to_msd`).
   """
   source = data.source
+  # config.json files written before the key existed reload with every track.
+  top_n = int(data.get("top_n_tracks", 0))
   if source == "synthetic":
     from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
     world = synthetic.SyntheticWorld(data.synthetic_size, seed=data.synthetic_seed)
-    return PlayCounts.from_plays(world.tables().plays)
+    plays = PlayCounts.from_plays(world.tables().plays)
+    return keep_most_played(plays, top_n) if top_n else plays
   if not data.path:
     raise ValueError(f"data.source={source!r} needs data.path: the Taste Profile's "
                      "train_triplets.txt file, or the LFM-1b folder (--data.path=...).")
@@ -673,7 +770,7 @@ def load_plays(data: Any) -> PlayCounts:
     if not catalogue_path:
       raise ValueError("data.source='lfm1b_msd' needs --data.msd_catalogue=<the MSD's "
                        "unique_tracks.txt> to match LFM-1b tracks to MSD tracks.")
-    match = match_lfm1b_to_msd(data.path, catalogue_path, skipped)
+    match = match_lfm1b_to_msd(data.path, catalogue_path, skipped, top_n_tracks=top_n)
     logging.info("wmf: LFM-1b matched to the MSD: %s", match.coverage)
     plays = match.plays
   else:
@@ -682,18 +779,24 @@ def load_plays(data: Any) -> PlayCounts:
   if skipped.counts:
     logging.warning("wmf: rows skipped while reading %s: %s", data.path,
                     dict(skipped.counts))
+  if top_n and source != "lfm1b_msd":
+    plays = keep_most_played(plays, top_n)
+    logging.info("wmf: kept the %d most-played of the items (data.top_n_tracks=%d).",
+                 len(plays.items), top_n)
   return plays
 
 
 def _song_ids_to_track_ids(plays: PlayCounts,
                            catalogue: MsdCatalogue) -> PlayCounts:
-  """Renames MSD song ids (SO...) to their first track id (TR...) in catalogue order; songs the
-  catalogue lacks keep their song id (counted in the log)."""
-  first_track: dict[str, str] = {}
+  """Renames MSD song ids (SO...) to their first track id (TR...) in catalogue order, listing all
+  the song's tracks in `item_tracks`; songs the catalogue lacks keep their song id (counted in the
+  log)."""
+  tracks_of: dict[str, list[str]] = {}
   for track_id, song_id in zip(catalogue.track_ids, catalogue.song_ids):
-    first_track.setdefault(song_id, track_id)
-  items = [first_track.get(song, song) for song in plays.items]
-  unmapped = sum(song not in first_track for song in plays.items)
+    tracks_of.setdefault(song_id, []).append(track_id)
+  item_tracks = [tuple(tracks_of.get(song, (song,))) for song in plays.items]
+  unmapped = sum(song not in tracks_of for song in plays.items)
   logging.info("wmf: %d of %d Taste Profile songs mapped to MSD track ids (%d not in the "
-               "catalogue keep their song id).", len(items) - unmapped, len(items), unmapped)
-  return dataclasses.replace(plays, items=items)
+               "catalogue keep their song id).", len(item_tracks) - unmapped, len(item_tracks),
+               unmapped)
+  return dataclasses.replace(plays, items=[t[0] for t in item_tracks], item_tracks=item_tracks)

@@ -23,7 +23,8 @@ report (`report.py`):
   and the l2-normalised factors, and their mean cosine;
 * recommendation (§6.2.1, Table 6.1): users' play-weighted sums of the training songs' predicted
   factors rank the test songs; per-user ROC AUC and mAP@500 next to random scores and the upper
-  bound from the WMF factors themselves (`musemb.evaluate.recommendation_metrics`);
+  bound from the WMF factors themselves, fitted on all plays and turned into user vectors by the
+  same `musemb.evaluate.user_vectors` (`musemb.evaluate.recommendation_metrics`);
 * transfer (§6.2.1 "Tag prediction", Table 6.2): a logistic regression from predicted factors to
   tags (trained on the training split's predictions, scored on the test split's) next to the same
   regression on the WMF factors; the tags head's own test ROC AUC is the direct-tagging row;

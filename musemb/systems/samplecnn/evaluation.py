@@ -107,19 +107,48 @@ def _load_plays(config: ml_collections.ConfigDict):
   return listening.load_plays(wmf_config.data)
 
 
-def recommendation(pred_train: dict, pred_test: dict, config: ml_collections.ConfigDict
-                   ) -> dict[str, float]:
-  """Table 6.1: predicted factors vs random vs the WMF factors (upper bound), same users/songs."""
-  plays = _load_plays(config)
-  column = {item: i for i, item in enumerate(plays.items)}
-  counts = plays.to_csr()
+def song_columns(pred_train: dict, pred_test: dict, column_of: dict[str, int]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(keep_train, train_cols, keep_test, test_cols): the play-count column of each usable song.
+
+  A song is usable when it has factors and its track id names a column (every MSD track of a
+  matched key names the key's column). Two tracks of one column are one song: the first one kept,
+  training split first, so a column is never both a training song (in the user vectors) and a test
+  song (ranked), nor counted twice in either.
+  """
+  taken: set[int] = set()
 
   def usable(pred):
-    keep = np.array([t in column for t in pred["track_ids"]]) & pred["has_factors"]
-    return keep, np.array([column[t] for t in pred["track_ids"][keep]], np.int64)
+    keep = np.zeros(len(pred["track_ids"]), bool)
+    cols = []
+    for i, (track, has) in enumerate(zip(pred["track_ids"].tolist(), pred["has_factors"].tolist())):
+      col = column_of.get(str(track))
+      if has and col is not None and col not in taken:
+        taken.add(col)
+        keep[i] = True
+        cols.append(col)
+    return keep, np.asarray(cols, np.int64)
 
   keep_train, train_cols = usable(pred_train)
   keep_test, test_cols = usable(pred_test)
+  return keep_train, train_cols, keep_test, test_cols
+
+
+def recommendation(pred_train: dict, pred_test: dict, config: ml_collections.ConfigDict
+                   ) -> dict[str, float]:
+  """Table 6.1: predicted factors vs random vs the WMF factors (upper bound), same users/songs.
+
+  The WMF factors are the launch.wmf run's all-plays fit (factors.npz), as in the thesis, which
+  "trained our latent factor models using all users and tracks (including test tracks)": they have
+  seen the test songs' plays, so their row bounds what predicting them from audio can reach. Both
+  rows build the users from the training songs' vectors with `evaluate.user_vectors` (the upper
+  bound's unnormalised WMF factors are normalised first, as the network's predictions are).
+  """
+  plays = _load_plays(config)
+  tracks, items = plays.track_items()
+  counts = plays.to_csr()
+  keep_train, train_cols, keep_test, test_cols = song_columns(
+      pred_train, pred_test, dict(zip(tracks, items.tolist())))
   n, chunk, seed = config.eval.map_n, config.eval.user_chunk, config.eval.seed
   ours, _ = evaluate_lib.recommendation_metrics(
       counts, train_cols, test_cols, pred_train["outputs"][keep_train],

@@ -2,9 +2,10 @@
 
 `write_report(workdir, baseline_workdirs)`: a SampleCNN run (`configs/samplecnn.py`) ->
   `<workdir>/report.md` with the factor-regression quality, Table 6.1 (recommendation: random,
-  sample-level raw audio, upper bound from the WMF factors; mAP@500 and per-user AUC) and Table 6.2
-  (tag prediction: logistic regression on predicted factors and on the WMF factors against direct
-  audio tagging, the latter from a `head=tags` run passed as a baseline).
+  sample-level raw audio, upper bound from the WMF factors fitted on all plays; mAP@500 and
+  per-user AUC) and Table 6.2 (tag prediction: logistic regression on predicted factors and on
+  the WMF factors against direct audio tagging, the latter from a `head=tags` run passed as a
+  baseline).
 (WMF runs' Tables 5.1-5.5 are `musemb.systems.wmf.report`.)
 
 The thesis' own numbers are printed beside ours for orientation only: they come from LFM-1b and
@@ -70,6 +71,9 @@ def _table61(m: Mapping[str, Any]) -> str:
     out += ["", f"{users:.0f} users with plays among both the {train:.0f} training songs (their "
             f"vectors) and the {test:.0f} test songs (ranked); per-user AUC and AP@500 averaged "
             "over them."]
+  out += ["", "As in the thesis, the WMF factors are fitted on all plays, the test songs' included, "
+          "so their row is an upper bound; both rows build a user's vector the same way, from the "
+          "l2-normalised vectors of the training songs they played (predicted, or WMF)."]
   return "\n".join(out)
 
 

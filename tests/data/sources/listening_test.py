@@ -265,8 +265,10 @@ def test_wmf_sources_keyed_by_msd_track_ids(lfm1b_dir, catalogue_path, tmp_path)
   config = wmf_config.get_config("lfm1b_msd")
   config.data.path = lfm1b_dir
   config.data.msd_catalogue = catalogue_path
+  config.data.top_n_tracks = 0      # the matched tracks only (the variant adds the 2M most played)
   plays = listening.load_plays(config.data)
   assert plays.items == ["TRMMMYQ128F932D901", "TRBJORK128F000001"]
+  assert plays.item_tracks == [("TRMMMYQ128F932D901",), ("TRBJORK128F000001", "TRBJORK128F000002")]
   dense = dict(zip(zip(plays.rows.tolist(), plays.cols.tolist()), plays.counts.tolist()))
   # user 5: Yesterday 2 + YESTERDAY 3 merged; Hyperballad once.
   assert dense[(plays.users.index("5"), 0)] == 5
@@ -281,6 +283,7 @@ def test_wmf_sources_keyed_by_msd_track_ids(lfm1b_dir, catalogue_path, tmp_path)
   config.data.msd_catalogue = catalogue_path
   plays = listening.load_plays(config.data)
   assert sorted(plays.items) == ["SONOTINCATALOGUE", "TRBJORK128F000002", "TRMMMYQ128F932D901"]
+  assert sorted(plays.track_items()[0]) == sorted(plays.items)   # one track per song here
 
 
 def test_proxy_tags_for_msd_items_come_from_the_lastfm_database(tags_db):
@@ -298,3 +301,60 @@ def test_proxy_tags_for_msd_items_come_from_the_lastfm_database(tags_db):
   np.testing.assert_array_equal(labelled, [True, True, True, False])
   config.proxy.lastfm_tags = ""
   assert wmf_data.proxy_tags(config, items) is None
+
+
+def test_every_msd_track_of_a_matched_key_gets_the_factors(lfm1b_dir, catalogue_path, tmp_path):
+  """Björk's Hyperballad is two MSD tracks (TRBJORK...1 and ...2, one key): the factor file must
+  give both the column's factors, so either one's audio trains SampleCNN and the cultural branch."""
+  from configs import wmf as wmf_config
+  from musemb.data import pipeline
+  from musemb.systems.wmf import fit as wmf_run
+  config = wmf_config.get_config("lfm1b_msd,factors=2,iterations=2")
+  config.data.path = lfm1b_dir
+  config.data.msd_catalogue = catalogue_path
+  workdir = str(tmp_path / "w")
+  wmf_run.fit_and_save(config, workdir)
+  targets = pipeline.load_factor_targets(workdir)
+  row = {t: i for i, t in enumerate(targets.ids.tolist())}
+  assert {"TRMMMYQ128F932D901", "TRBJORK128F000001", "TRBJORK128F000002"} <= set(row)
+  np.testing.assert_array_equal(targets.values[row["TRBJORK128F000002"]],
+                                targets.values[row["TRBJORK128F000001"]])
+  assert not np.array_equal(targets.values[row["TRBJORK128F000001"]],
+                            targets.values[row["TRMMMYQ128F932D901"]])
+
+
+def test_most_played_keeps_the_top_n_ties_to_the_first():
+  plays = np.array([2, 3, 3, 5, 2, 1])
+  np.testing.assert_array_equal(listening.most_played(plays, 2), [1, 3])
+  np.testing.assert_array_equal(listening.most_played(plays, 4), [0, 1, 2, 3])
+  np.testing.assert_array_equal(listening.most_played(plays, 99), np.arange(6))
+
+
+def test_top_n_tracks_keeps_the_most_played_plus_every_matched_one(lfm1b_dir, catalogue_path):
+  """The thesis' final factors: the matched tracks plus the 2M most-played LFM-1b tracks (an
+  overlap counted once). Plays per LFM-1b track in the fixture: 13: 5, 11: 3, 12: 3, 10: 2, 14: 2,
+  15: 1; matched: 10 and 11 (Yesterday) and 12 (Hyperballad)."""
+  match = listening.match_lfm1b_to_msd(lfm1b_dir, catalogue_path, top_n_tracks=2)
+  # Top 2: 13 and 11 (11 and 12 tie at 3: the smaller id). 11 is matched already: one new column.
+  assert match.plays.items == ["TRMMMYQ128F932D901", "TRBJORK128F000001", "13"]
+  assert match.msd_tracks[2] == () and match.lfm1b_tracks[2] == (13,)
+  assert match.plays.users == ["5", "6", "7"]   # user 6's play of track 13 now counts
+  np.testing.assert_array_equal(match.plays.to_csr().toarray(), [[5, 1, 4], [0, 0, 1], [0, 2, 0]])
+  assert match.coverage.items == 3 and match.coverage.popular_tracks_added == 1
+  assert match.coverage.plays_covered == 13 and match.coverage.users_kept == 3
+  # Top 5 adds 10 (matched) and 14 (2 plays, beating 15's one).
+  five = listening.match_lfm1b_to_msd(lfm1b_dir, catalogue_path, top_n_tracks=5)
+  assert five.plays.items == ["TRMMMYQ128F932D901", "TRBJORK128F000001", "13", "14"]
+  # 0 keeps the matched tracks only, as before.
+  assert listening.match_lfm1b_to_msd(lfm1b_dir, catalogue_path).plays.items == [
+      "TRMMMYQ128F932D901", "TRBJORK128F000001"]
+
+
+def test_top_n_tracks_of_plain_lfm1b(lfm1b_dir):
+  from configs import wmf as wmf_config
+  config = wmf_config.get_config("lfm1b")
+  config.data.path = lfm1b_dir
+  config.data.top_n_tracks = 2
+  plays = listening.load_plays(config.data)
+  assert plays.items == ["11", "13"] and plays.users == ["5", "6"]   # user 7 played neither
+  np.testing.assert_array_equal(plays.to_csr().toarray(), [[3, 4], [0, 1]])
