@@ -68,7 +68,10 @@ def base(system: str) -> ml_collections.ConfigDict:
   c.loss.alpha = "harmonic"        # L(r) weights: harmonic (1/i) | ones | top_k
   c.loss.top_k = 10                # for alpha=top_k
   c.loss.margin = 1.0
-  c.loss.budget = 256              # negatives drawn at once per example (capped at Y-1)
+  c.loss.budget = 256              # WARP: candidates drawn per block (capped at 2Y); AUC: per step
+  c.loss.max_draws = 0             # WARP: 0 = Algorithm 1 (blocks until a violator or Y-1
+                                   # negatives); N > 0 truncates after N draws (faster, under-weights
+                                   # the top of the ranking when Y >> N; samplers/warp.py)
 
   c.tasks = ml_collections.ConfigDict()
   c.tasks.names = ",".join(ALL_TASKS)   # tasks a source lacks data for are skipped with a log line

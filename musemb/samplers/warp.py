@@ -7,23 +7,25 @@ Buffoni & Gallinari (ICML 2009).
 
 Algorithm 1's inner loop draws one random negative label at a time until it finds a violator,
 a negative `ybar` with `f_ybar > f_j - 1`, or until `N >= Y - 1` trials; the rank of the positive
-`j` is then estimated as `floor((Y - 1) / N)` and weighted by `L(rank)`. A data-dependent loop is
-slow on an accelerator and cannot be batched, so `sample_warp` draws a fixed budget of `K`
-candidate labels for every example at once, scores them in one call and takes the first violator
-in draw order:
+`j` is then estimated as `floor((Y - 1) / N)` and weighted by `L(rank)`. One draw per loop
+iteration is slow on an accelerator and cannot be batched, so `sample_warp` draws blocks of `K`
+candidate labels for every example at once, scores a block in one call and takes the first
+violator in draw order, repeating blocks in a `lax.while_loop` until every example of the batch has
+stopped:
 
 * Candidates that happen to be positives of the example are rejected draws: they are masked out and
   do not count as trials. The accepted draws are then iid uniform over the negatives, which is
   exactly "pick a random negative label" (with replacement) of Algorithm 1.
-* Only the first `Y - 1` accepted draws count, since Algorithm 1 stops at `N = Y - 1`.
-* Departure from Algorithm 1: when fewer than `Y - 1` accepted draws fit in the budget, the loop is
-  truncated. If no violator appears among the budget's accepted draws, the example makes no update
-  (`found` is False and its rank estimate is 0, so `L` gives it weight 0), whereas Algorithm 1 would
-  keep drawing. A violator that Algorithm 1 would have found after `N > K` trials has rank estimate
-  `floor((Y - 1) / N) <= floor((Y - 1) / K)`, i.e. a small weight, so the truncation drops only
-  the least important updates: those of positives already near the top of the ranking.
-  When the budget always holds `Y - 1` accepted draws (budget >= `Y - 1` plus the rejections), the
-  distribution of `(found, N)` is exactly Algorithm 1's.
+* An example stops at its first violator or after `Y - 1` accepted draws (Algorithm 1's stop at
+  `N = Y - 1`); N counts across blocks, so the distribution of `(found, N)` is Algorithm 1's for
+  any Y and any block size. The examples of a batch run in lock-step: a batch costs the blocks its
+  slowest example needs, about `(Y - 1) / K` for a positive at the top of the ranking.
+* Speed option (`max_draws`): truncate after a fixed number of draws. An example without a violator
+  by then makes no update, and every update has `N <= max_draws`, so `rank >= (Y - 1) / max_draws`:
+  the positives near the top of the ranking lose most of their weight when Y is much larger than
+  `max_draws` (measured in tests/samplers/warp_test.py: Y = 20,001 and 128 draws keep 5% of
+  Algorithm 1's expected weight at rank 1, 12% at rank 10, 56% at rank 100). The sampler of earlier
+  versions of this module was this truncation with `max_draws = K`.
 
 Everything here is pure JAX with static shapes: jit-able, vmap-able (e.g. over ensemble members)
 and batched over a leading `[batch]` axis.
@@ -42,16 +44,15 @@ class WarpSample(NamedTuple):
   """What `sample_warp` found for each example of the batch.
 
   Attributes:
-    found: [batch] bool, whether a violator was drawn within the budget. Examples without one make
-      no update.
+    found: [batch] bool, whether a violator was drawn (before `Y - 1` accepted draws, or before
+      `max_draws`). Examples without one make no update.
     n_trials: [batch] int32, N: the number of accepted (negative) draws up to and including the
       violator; where `found` is False, the number of accepted draws made (at most `Y - 1`).
     violator: [batch] int32, the violating label id; where `found` is False, the first candidate
       drawn (a valid id, so gathers stay in range; mask with `found`).
     rank_estimate: [batch] int32, `floor((Y - 1) / N)` where found, else 0 (so `L` gives weight 0).
-    violator_score: [batch], `score_candidates`'s score of `violator`, gathered from the scored
-      budget so the caller need not score it again; it carries gradients if `score_candidates`
-      does (only through the violator's own score).
+    violator_score: [batch], `score_candidates`'s score of `violator` (no gradient: the blocks
+      are drawn in a `lax.while_loop`; score `violator` again where the loss needs its gradient).
   """
 
   found: jax.Array
@@ -149,71 +150,119 @@ def sample_warp(
     budget: int,
     margin: float = 1.0,
     shared: bool = False,
+    max_draws: int = 0,
 ) -> WarpSample:
-  """Draws a budget of candidates at once and returns Algorithm 1's violator and rank estimate.
+  """Algorithm 1's violator and rank estimate, drawn in blocks of `budget` candidates.
 
-  With `shared=True` one row of `budget` candidates is drawn per call and every example of the
+  Each block draws `budget` candidates per example, scores them in one call and takes the first
+  violator in draw order; blocks repeat in a `lax.while_loop` until every example of the batch has
+  a violator or `Y - 1` accepted draws (Algorithm 1's two stopping rules), all examples in
+  lock-step. Examples that have stopped keep their outcome; the trial count N runs on across
+  blocks. So the distribution of `(found, N)` is Algorithm 1's for any Y, whatever the block size:
+  `budget` only trades the number of loop iterations against the work per iteration. A batch costs
+  as many blocks as its slowest example needs, about `(Y - 1) / budget` for a positive already at
+  the top of the ranking (Algorithm 1 pays the same `Y - 1` draws for it, one at a time).
+
+  `max_draws > 0` truncates instead, after `ceil(max_draws / budget)` blocks: an example without
+  a violator by then makes no update (the pre-loop behaviour of this function, kept as a speed
+  option). That under-weights positives near the top: every update then has N <= max_draws, so
+  rank >= floor((Y - 1) / max_draws), and a positive at true rank r keeps only part of its
+  expected weight when Y / r is large compared with `max_draws` (for Y = 27,000 and 256 draws,
+  about 6% at rank 1). It is exact when the truncation holds `Y - 1` accepted draws. With
+  `max_draws = 0` a safety bound of `2 Y` raw draws (rounded up to whole blocks) ends the loop
+  for an example whose labels are nearly all positive (with fewer than half of the labels
+  positive it reaches `Y - 1` accepted draws long before).
+
+  With `shared=True` each block draws one row of `budget` candidates and every example of the
   batch sees the same draws (`score_candidates` then receives identical rows, so it may embed
   `ids[0]` once, which matters when a label's embedding is expensive, e.g. songs as labels). Each
   example's draws are still iid uniform over [0, Y), so its distribution of (found, N) is exactly
   the per-example one; only the examples of a batch become correlated with each other.
 
-  See the module docstring for how this matches Algorithm 1 and where it departs from it (the loop
-  is truncated at the budget; examples with no violator in the budget make no update). Choose
-  `budget = min(Y - 1, a few hundred)` for typical label counts: with a few hundred draws a
-  positive is left without a violator only when it ranks near the top, where its WARP weight would
-  be small anyway; small label sets (Y up to a few hundred) can afford `budget` a little above
-  `Y - 1` to cover the rejected positives as well, which makes the sampler exact.
-
   Args:
     rng: a `jax.random.key`.
     pos_scores: [batch] score of the positive label of each example.
     score_candidates: maps candidate ids [batch, budget] int32 to their scores [batch, budget];
-      called once. Wrap it in `jax.lax.stop_gradient` unless `violator_score`'s gradient is wanted.
+      called once per block inside a `lax.while_loop`, so it must not need gradients (the
+      sampler stops them; compute the violator's differentiable score from `violator`).
     is_positive: maps candidate ids [batch, budget] to [batch, budget] bool, True where the label
       is a positive of that example (those draws are rejected).
     num_labels: Y, the number of output labels (static).
-    budget: K, the number of candidates drawn per example (static).
+    budget: K, the number of candidates drawn per example and block (static).
     margin: the ranking margin (1 in the paper).
+    shared: one row of draws per block for the whole batch (see above).
+    max_draws: 0 (Algorithm 1) or a cap on the raw draws per example (static).
 
   Returns:
-    A `WarpSample` of [batch] arrays.
+    A `WarpSample` of [batch] arrays; `violator_score` carries no gradient.
   """
   _check_num_labels(num_labels)
-  if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget < 1:
-    raise ValueError(
-        f"musemb/samplers/warp.py sample_warp: budget must be a static int >= 1; got {budget!r}. "
-        "Use min(num_labels - 1, a few hundred).")
+  for name, value, low in (("budget", budget, 1), ("max_draws", max_draws, 0)):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+      raise ValueError(
+          f"musemb/samplers/warp.py sample_warp: {name} must be a static int >= {low}; got "
+          f"{value!r}. budget: candidates per block (a few hundred at most); max_draws: 0 for "
+          "Algorithm 1, or a cap on the draws per example.")
   if pos_scores.ndim != 1:
     raise ValueError(
         "musemb/samplers/warp.py sample_warp: pos_scores must be [batch]; got shape "
         f"{pos_scores.shape}.")
+  budget, cap = int(budget), num_labels - 1
   batch = pos_scores.shape[0]
-  if shared:
-    cands = jnp.broadcast_to(draw_negative_candidates(rng, num_labels, (1, budget)), (batch, budget))
-  else:
-    cands = draw_negative_candidates(rng, num_labels, (batch, budget))
-  cand_scores = score_candidates(cands)
-  positive = is_positive(cands)
-  if cand_scores.shape != cands.shape or positive.shape != cands.shape:
-    raise ValueError(
-        "musemb/samplers/warp.py sample_warp: score_candidates and is_positive must map "
-        f"candidates {cands.shape} to arrays of the same shape; got {cand_scores.shape} and "
-        f"{positive.shape}.")
-  valid = ~positive.astype(bool)
-  # Algorithm 1 stops after Y - 1 trials: later accepted draws must neither violate nor count.
-  valid = valid & (jnp.cumsum(valid.astype(jnp.int32), axis=1) <= num_labels - 1)
-  found, n_trials, position = first_violator(
-      jax.lax.stop_gradient(pos_scores), jax.lax.stop_gradient(cand_scores), valid, margin)
-  violator = jnp.take_along_axis(cands, position[:, None], axis=1)[:, 0]
-  violator_score = jnp.take_along_axis(cand_scores, position[:, None], axis=1)[:, 0]
-  rank_estimate = jnp.where(found, warp_rank_estimate(num_labels, n_trials), 0).astype(jnp.int32)
-  return WarpSample(
-      found=found,
-      n_trials=n_trials,
-      violator=violator,
-      rank_estimate=rank_estimate,
-      violator_score=violator_score)
+  max_blocks = -(-(int(max_draws) if max_draws else 2 * num_labels) // budget)
+  pos_scores = jax.lax.stop_gradient(pos_scores)
+  score_dtype = jax.eval_shape(
+      lambda: score_candidates(jnp.zeros((batch, budget), jnp.int32))).dtype
+
+  def draw(block):
+    key = jax.random.fold_in(rng, block)
+    if shared:
+      return jnp.broadcast_to(draw_negative_candidates(key, num_labels, (1, budget)),
+                              (batch, budget))
+    return draw_negative_candidates(key, num_labels, (batch, budget))
+
+  def active(state):
+    return ~state.found & (state.n_trials < cap)
+
+  def cond(carry):
+    block, state = carry
+    return (block < max_blocks) & jnp.any(active(state))
+
+  def body(carry):
+    block, state = carry
+    cands = draw(block)
+    cand_scores = jax.lax.stop_gradient(score_candidates(cands))
+    positive = is_positive(cands)
+    if cand_scores.shape != cands.shape or positive.shape != cands.shape:
+      raise ValueError(
+          "musemb/samplers/warp.py sample_warp: score_candidates and is_positive must map "
+          f"candidates {cands.shape} to arrays of the same shape; got {cand_scores.shape} and "
+          f"{positive.shape}.")
+    live = active(state)
+    valid = ~positive.astype(bool) & live[:, None]
+    # Algorithm 1 stops after Y - 1 trials: accepted draws past that neither violate nor count.
+    valid &= state.n_trials[:, None] + jnp.cumsum(valid.astype(jnp.int32), axis=1) <= cap
+    found, n_block, position = first_violator(pos_scores, cand_scores, valid, margin)
+    violator = jnp.take_along_axis(cands, position[:, None], axis=1)[:, 0]
+    violator_score = jnp.take_along_axis(cand_scores, position[:, None], axis=1)[:, 0]
+    first = block == 0   # unfound rows report their first draw (a valid id to gather)
+    state = WarpSample(
+        found=state.found | found,
+        n_trials=state.n_trials + n_block,
+        violator=jnp.where(found | first, violator, state.violator),
+        rank_estimate=state.rank_estimate,
+        violator_score=jnp.where(found | first, violator_score, state.violator_score))
+    return block + 1, state
+
+  init = WarpSample(
+      found=jnp.zeros((batch,), bool),
+      n_trials=jnp.zeros((batch,), jnp.int32),
+      violator=jnp.zeros((batch,), jnp.int32),
+      rank_estimate=jnp.zeros((batch,), jnp.int32),
+      violator_score=jnp.zeros((batch,), score_dtype))
+  _, state = jax.lax.while_loop(cond, body, (jnp.int32(0), init))
+  rank_estimate = jnp.where(state.found, warp_rank_estimate(num_labels, state.n_trials), 0)
+  return state._replace(rank_estimate=rank_estimate.astype(jnp.int32))
 
 
 def _check_num_labels(num_labels: int) -> None:

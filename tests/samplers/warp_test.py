@@ -30,7 +30,8 @@ def _world():
   return scores, positive
 
 
-def _sample_vectorised(budget: int, seed: int = 0, shared: bool = False, batch: int = 1):
+def _sample_vectorised(budget: int, seed: int = 0, shared: bool = False, batch: int = 1,
+                       max_draws: int = 0):
   """Runs sample_warp once per rng (vmap over NUM_SAMPLES rngs, `batch` examples each)."""
   scores, positive = _world()
   scores_j, positive_j = jnp.asarray(scores), jnp.asarray(positive)
@@ -44,7 +45,8 @@ def _sample_vectorised(budget: int, seed: int = 0, shared: bool = False, batch: 
         num_labels=NUM_LABELS,
         budget=budget,
         margin=MARGIN,
-        shared=shared)
+        shared=shared,
+        max_draws=max_draws)
 
   rngs = jax.random.split(jax.random.key(seed), NUM_SAMPLES)
   out = jax.jit(jax.vmap(one))(rngs)
@@ -119,6 +121,10 @@ def test_distribution_of_trials_matches_algorithm1(reference):
   p_value = _two_sample_chi2_pvalue(
       _outcome_codes(sample.found, sample.n_trials), _outcome_codes(ref_found, ref_n))
   assert p_value > 1e-3, p_value
+  # Blocks of 4 draws (five or more loop iterations) give the same distribution.
+  blocks = _sample_vectorised(budget=4, seed=7)
+  assert _two_sample_chi2_pvalue(_outcome_codes(blocks.found, blocks.n_trials),
+                                 _outcome_codes(ref_found, ref_n)) > 1e-3
   p = len(VIOLATORS) / (NUM_LABELS - len(POSITIVES))
   # Closed forms of Algorithm 1: N ~ Geometric(p) truncated at Y - 1.
   expected_found = 1 - (1 - p) ** (NUM_LABELS - 1)
@@ -172,9 +178,9 @@ def test_chi2_rejects_wrong_trial_counts(reference):
 
 
 def test_truncated_budget_found_probability():
-  """With K raw draws, P(found) = 1 - (1 - v / Y)^K; over negatives, 1 - (1 - p)^K'."""
+  """max_draws = K raw draws: P(found) = 1 - (1 - v / Y)^K; over negatives, 1 - (1 - p)^K'."""
   for budget in (3, 8):
-    sample = _sample_vectorised(budget=budget, seed=budget)
+    sample = _sample_vectorised(budget=budget, seed=budget, max_draws=budget)
     q = len(VIOLATORS) / NUM_LABELS  # violation probability of one raw (unrejected) draw
     expected = 1 - (1 - q) ** budget
     se = np.sqrt(expected * (1 - expected) / NUM_SAMPLES)
@@ -250,3 +256,132 @@ def test_sample_warp_batched_jit_and_vmap_over_members():
     assert not positive[b, v]
     assert scores[m, b, v] > scores[m, b, 0] - 1.0 - 1e-5
     np.testing.assert_allclose(out.violator_score[m, b], scores[m, b, v], rtol=1e-5, atol=1e-5)
+
+
+# Y much larger than the block: a positive with `violators` margin violators among Y - 1 - 40
+# negatives (true rank violators + 1), 40 other positives that must be rejected.
+LARGE_Y = 20_001
+LARGE_POSITIVES = 41
+LARGE_BLOCK = 128
+
+
+def _large_world(violators: int):
+  scores = np.full(LARGE_Y, -3.0, np.float32)
+  positive = np.zeros(LARGE_Y, bool)
+  positive[:LARGE_POSITIVES] = True
+  scores[:LARGE_POSITIVES] = 5.0              # would all violate if they were not rejected
+  scores[LARGE_POSITIVES:LARGE_POSITIVES + violators] = 0.5
+  return scores, positive
+
+
+def _expected_weight(violators: int, max_negative_draws: int | None = None) -> float:
+  """Algorithm 1, summed exactly: N ~ Geometric(p) over the negatives, stopped at Y - 1.
+
+  E[L(floor((Y - 1) / N)) 1{N <= Y - 1}], L harmonic. With `max_negative_draws` the sum stops
+  there instead (a truncated sampler), which is what a fixed draw budget computes.
+  """
+  p = violators / (LARGE_Y - LARGE_POSITIVES)
+  top = LARGE_Y - 1 if max_negative_draws is None else min(max_negative_draws, LARGE_Y - 1)
+  n = np.arange(1, top + 1)
+  harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, LARGE_Y))])
+  return float(np.sum(p * (1 - p) ** (n - 1) * harmonic[(LARGE_Y - 1) // n]))
+
+
+def _sequential_algorithm1_weights(violators: int, num_samples: int, seed: int):
+  """Algorithm 1's inner loop one draw at a time (vectorised over samples, not over draws)."""
+  scores, positive = _large_world(violators)
+  rng = np.random.default_rng(seed)
+  harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, LARGE_Y))])
+  n = np.zeros(num_samples, np.int64)
+  done = np.zeros(num_samples, bool)
+  found = np.zeros(num_samples, bool)
+  while not done.all():
+    live = ~done
+    draw = rng.integers(0, LARGE_Y, live.sum())
+    accepted = ~positive[draw]
+    idx = np.flatnonzero(live)[accepted]
+    n[idx] += 1
+    hit = scores[draw[accepted]] > 0.0 - 1.0
+    found[idx[hit]] = True
+    done[idx[hit]] = True
+    done[idx[n[idx] >= LARGE_Y - 1]] = True
+  return np.where(found, harmonic[(LARGE_Y - 1) // np.maximum(n, 1)], 0.0)
+
+
+def _code_weights(violators: int, batch: int, seed: int, **kwargs):
+  from musemb.objectives import ranking
+  scores, positive = _large_world(violators)
+  scores_j, positive_j = jnp.asarray(scores), jnp.asarray(positive)
+
+  @jax.jit
+  def run(rng):
+    sample = warp.sample_warp(
+        rng, jnp.zeros((batch,), jnp.float32), score_candidates=lambda c: scores_j[c],
+        is_positive=lambda c: positive_j[c], num_labels=LARGE_Y, budget=LARGE_BLOCK, **kwargs)
+    weights = ranking.rank_loss_weights(sample.rank_estimate, "harmonic", max_rank=LARGE_Y)
+    return sample, weights
+
+  sample, weights = run(jax.random.key(seed))
+  return jax.tree.map(np.asarray, sample), np.asarray(weights)
+
+
+@pytest.mark.parametrize("violators", [1, 10, 100])
+def test_expected_rank_weight_matches_algorithm1_when_labels_outnumber_the_block(violators):
+  """The weight WARP gives a positive at true rank r, E[L(rank estimate)], is Algorithm 1's.
+
+  A sampler that stops after one block of 128 draws keeps 5% (rank 1) to 50% (rank 100) of it
+  here (Y = 20,001), and so under-trains exactly the positives at the top of the ranking.
+  """
+  batch = 4096
+  sample, weights = _code_weights(violators, batch, seed=violators)
+  expected = _expected_weight(violators)
+  reference = _sequential_algorithm1_weights(violators, batch, seed=violators)
+  se = np.sqrt((weights.var() + reference.var()) / batch)
+  assert abs(weights.mean() - expected) < 5 * np.sqrt(weights.var() / batch), (
+      violators, weights.mean(), expected)
+  assert abs(weights.mean() - reference.mean()) < 5 * se, (weights.mean(), reference.mean())
+  scores, positive = _large_world(violators)
+  # Every update is a real violator; trials run past one block and stop at Y - 1.
+  assert np.all(~positive[sample.violator[sample.found]])
+  assert np.all(scores[sample.violator[sample.found]] > -1.0)
+  assert sample.n_trials.max() > LARGE_BLOCK
+  assert np.all(sample.n_trials[~sample.found] == LARGE_Y - 1)
+  p = violators / (LARGE_Y - LARGE_POSITIVES)
+  expected_found = 1 - (1 - p) ** (LARGE_Y - 1)
+  assert abs(sample.found.mean() - expected_found) < 5 * np.sqrt(
+      expected_found * (1 - expected_found) / batch) + 1e-9
+
+
+def test_max_draws_truncates_as_documented():
+  """max_draws = K is the fixed-budget sampler: its expected weight is the truncated sum."""
+  batch, violators = 4096, 10
+  _, weights = _code_weights(violators, batch, seed=5, max_draws=LARGE_BLOCK)
+  # Raw draws include rejected positives (41 of 20,001): about 127.7 accepted negatives of 128.
+  lo = _expected_weight(violators, max_negative_draws=LARGE_BLOCK - 3)
+  hi = _expected_weight(violators, max_negative_draws=LARGE_BLOCK)
+  tol = 5 * np.sqrt(weights.var() / batch)
+  assert lo - tol < weights.mean() < hi + tol, (weights.mean(), lo, hi)
+  assert hi < 0.5 * _expected_weight(violators)
+
+
+def test_loop_runs_under_grad_and_vmap():
+  """The loop sits inside a differentiated loss: gradients flow through the violator's score."""
+  members, batch, num_labels, dim = 2, 8, 3000, 4
+  keys = jax.random.split(jax.random.key(0), 3)
+  emb = jax.random.normal(keys[0], (members, num_labels, dim)) * 0.01
+  x = jax.random.normal(keys[1], (members, batch, dim))
+
+  def loss(emb_m, x_m, rng):
+    pos = jnp.einsum("bd,bd->b", x_m, emb_m[jnp.zeros(batch, jnp.int32)])
+    sample = warp.sample_warp(
+        rng, pos, score_candidates=lambda c: jnp.einsum("bd,bkd->bk", x_m, emb_m[c]),
+        is_positive=lambda c: c == 0, num_labels=num_labels, budget=16)
+    viol = jnp.einsum("bd,bd->b", x_m, emb_m[sample.violator])
+    return jnp.sum(jnp.where(sample.found, jax.nn.relu(1 - pos + viol), 0.0)), sample
+
+  grads, sample = jax.jit(jax.vmap(jax.grad(loss, has_aux=True)))(
+      emb, x, jax.random.split(keys[2], members))
+  assert grads.shape == emb.shape and np.isfinite(np.asarray(grads)).all()
+  # All scores are within the margin, so the first accepted draw violates: N = 1 everywhere.
+  np.testing.assert_array_equal(sample.n_trials, 1)
+  assert np.abs(np.asarray(grads)).sum() > 0

@@ -10,8 +10,8 @@ The paper's recipe on one screen:
   song prediction Vs' . A_i, similar artists A_j . A_i, similar songs Vs' . Vs'', tag prediction
   T_i . Vs.
 * Loss (§4.2, `tasks.py`): WARP with the sampled rank estimate floor((Y-1)/N) and
-  L(r) = sum_{i<=r} alpha_i (`musemb.samplers.warp`, vectorised: a budget of negatives drawn at
-  once, the first violator gives N; `musemb.objectives.ranking`),
+  L(r) = sum_{i<=r} alpha_i (`musemb.samplers.warp`, vectorised: blocks of negatives drawn at
+  once until the first violator, which gives N; `musemb.objectives.ranking`),
   an exact-rank WARP when all Y labels can be scored each step, or the AUC margin ranking loss (eq. 9)
   estimated from the same sampled negatives.
 * Multi-task (§4.1): each step picks a random task (probabilities proportional to

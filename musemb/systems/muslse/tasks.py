@@ -140,8 +140,8 @@ def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigD
     per_example = ranking_losses.exact_warp_loss(
         scores, prob.positive_mask_all(), prob.positive, kind=alpha_kind, k=alpha_k, margin=lc.margin)
   else:
-    # Rejected positives use up draws too, so small label sets get up to 2Y draws (the sampler
-    # never counts more than Y-1 accepted ones); large ones are truncated at the budget.
+    # Draws per block: a small label set needs no more than one block of 2Y raw draws (rejected
+    # positives use up draws too; the sampler never counts more than Y-1 accepted ones).
     budget = int(min(lc.budget, 2 * prob.num_labels))
     stopped_query = jax.lax.stop_gradient(prob.query)
 
@@ -154,7 +154,7 @@ def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigD
       sample = warp_sampler.sample_warp(
           rng, jax.lax.stop_gradient(pos_scores), score_candidates, prob.is_positive,
           num_labels=prob.num_labels, budget=budget, margin=lc.margin,
-          shared=prob.shared_candidates)
+          shared=prob.shared_candidates, max_draws=int(lc.max_draws))
       viol_scores = jnp.einsum("bd,bd->b", prob.query, prob.embed_labels(sample.violator))
       weights = ranking_losses.rank_loss_weights(sample.rank_estimate, kind=alpha_kind, k=alpha_k,
                                                max_rank=prob.num_labels)
