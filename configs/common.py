@@ -8,7 +8,9 @@ or in the experiment file, and `--config.x=y` overrides are checked against thos
 Durations are declared in the units a user thinks in and turned into steps by the loop at run time
 (`musemb.train.resolve_num_steps`): `train.num_steps`, or `train.epochs` of
 `train.examples_per_epoch` examples (0: the training split's size). Set one, the other to 0; the
-loop refuses both.
+loop refuses both. Validation runs every `train.eval_every` steps or, when
+`train.eval_every_epochs` > 0, every that many epochs, so one config validates as often on a
+collection ten times larger; `train.patience` validations without a better metric stop the run.
 
 `parse_arg(arg, **spec)` reads the `get_config(arg)` variant string in the manner of big_vision's
 `parse_arg`: comma-separated items, `name` alone sets a boolean spec entry, `name=value` is cast to
@@ -54,7 +56,8 @@ def base(system: str) -> ml_collections.ConfigDict:
   c.train.epochs = 0.0             # ... in epochs of train.examples_per_epoch examples
   c.train.examples_per_epoch = 0   # 0 = the training split's size
   c.train.log_every = 100
-  c.train.eval_every = 1000        # validation every N steps (0 = only at the end)
+  c.train.eval_every = 1000        # validation every N steps (0 = only at the end), or ...
+  c.train.eval_every_epochs = 0.0  # ... every this many epochs when > 0 (sizes differ; epochs don't)
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3
   c.train.patience = 4             # evaluations without improvement before a drop / the stop

@@ -199,6 +199,19 @@ def resolve_num_steps(config: ml_collections.ConfigDict, info: dict) -> int:
   return max(1, int(round(float(t.epochs) * examples / int(t.batch_size))))
 
 
+def resolve_eval_every(config: ml_collections.ConfigDict, info: dict) -> int:
+  """Steps between validations: `train.eval_every`, or `train.eval_every_epochs` epochs (of
+  `train.examples_per_epoch` or the training split) when that is > 0, at least one step."""
+  t = config.train
+  if not t.eval_every_epochs:
+    return int(t.eval_every)
+  examples = int(t.examples_per_epoch) or int(info.get("num_train_examples", 0))
+  if not examples:
+    raise ValueError("train.eval_every_epochs is set but the epoch size is unknown: set "
+                     "train.examples_per_epoch or train.eval_every (steps).")
+  return max(1, int(round(float(t.eval_every_epochs) * examples / int(t.batch_size))))
+
+
 class _Preemption:
   """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a flag the loop checks after each step:
   it saves a checkpoint, then exits. A second Ctrl-C interrupts at once, as usual."""
@@ -300,7 +313,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                            ("optimizer.plateau_drops", o.plateau_drops, 0)):
     if int(value) != value or value < low:
       problems.append(f"{name}={value!r} (an integer >= {low})")
-  for name, value in (("train.epochs", t.epochs), ("optimizer.momentum", o.momentum),
+  for name, value in (("train.epochs", t.epochs), ("train.eval_every_epochs", t.eval_every_epochs),
+                      ("optimizer.momentum", o.momentum),
                       ("optimizer.weight_decay", o.weight_decay)):
     if not np.isfinite(value) or value < 0:
       problems.append(f"{name}={value!r} (a finite number >= 0)")
@@ -421,6 +435,7 @@ def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdi
   key = system.key(config)
   data = system.load_data(config, workdir)
   num_steps = resolve_num_steps(config, data.info)
+  eval_every = resolve_eval_every(config, data.info)
   tables = sharding.put_replicated(data.tables, mesh)
   tx = make_optimizer(config)
   state = create_train_state(system, config, data.info, tx, mesh)
@@ -454,7 +469,7 @@ def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdi
     logging.info("Dropping best/%d, newer than the resumed state.", stale)
     best_manager.delete(stale)
   can_validate = "valid" in data.splits
-  if not can_validate and config.train.eval_every:
+  if not can_validate and eval_every:
     logging.warning("The dataset has no valid split: no periodic validation or early stopping; "
                     "the final parameters are evaluated.")
 
@@ -486,7 +501,7 @@ def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdi
       checkpoint_due = _periodic(step, config.train.checkpoint_every, num_steps) or preempted
       # On SIGTERM the checkpoint comes first: a validation could overrun the grace period.
       eval_due = (can_validate and not preempted
-                  and _periodic(step, config.train.eval_every, num_steps))
+                  and _periodic(step, eval_every, num_steps))
       # Losses are checked for finiteness whenever they are logged, and always before an evaluation
       # or a checkpoint, so a diverged state is never saved over the last good one.
       if _periodic(step, config.train.log_every, num_steps) or checkpoint_due or eval_due:
@@ -517,6 +532,7 @@ def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdi
         val = system.evaluate(jax.device_get(variables_of(state)), data, config, "valid")
         writer.write_scalars(step, {f"valid/{key}/{k}": v for k, v in val.items()})
         metric = utils.select_metric(val, config.train.eval_metric)
+        progress["last_eval_step"] = step
         logging.info("step %d validation %s = %.4f (%s)", step, config.train.eval_metric, metric,
                      "the first" if progress["best_metric"] is None else
                      f"best {progress['best_metric']:.4f} at step {progress['best_step']}")
@@ -557,6 +573,7 @@ def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdi
     save(step, state)
   manager.wait_until_finished()
   best_manager.wait_until_finished()
+  _record_training(workdir, config, progress, step, num_steps, can_validate)
 
   variables = variables_of(state)
   if best_manager.latest_step() is not None:
@@ -567,6 +584,38 @@ def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdi
   writer.write_scalars(step, {f"{config.eval.split}/{k}": v for k, v in metrics.items()})
   writer.close()
   return metrics
+
+
+def _record_training(workdir: str, config: ml_collections.ConfigDict, progress: dict, step: int,
+                     num_steps: int, can_validate: bool) -> dict:
+  """How the run ended, in the log and in `<workdir>/training.json` (read by the reports).
+
+  A run whose last validation was its best when the steps ran out has not converged by the loop's
+  own criterion (early stopping never saw it stop improving); it says so, with the way to continue
+  it, instead of passing its last numbers off as final.
+  """
+  still_improving = bool(can_validate and progress["best_metric"] is not None
+                         and not progress["stopped_early"]
+                         and progress["best_step"] == progress.get("last_eval_step", -1))
+  record = {"steps": int(step), "num_steps": int(num_steps),
+            "eval_metric": config.train.eval_metric,
+            "best_metric": progress["best_metric"], "best_step": int(progress["best_step"]),
+            "last_eval_step": int(progress.get("last_eval_step", -1)),
+            "stopped_early": bool(progress["stopped_early"]), "still_improving": still_improving,
+            "lr_drops": int(progress["lr_drops"])}
+  if still_improving:
+    duration = "train.epochs" if config.train.epochs else "train.num_steps"
+    logging.warning(
+        "Still improving at the last step %d: its last validation (%s = %.4f) was its best, so "
+        "the run may be too short. Continue it with a larger --config.%s and "
+        "--allow_changes=%s on the same --workdir.", step, config.train.eval_metric,
+        progress["best_metric"], duration, duration)
+  elif progress["stopped_early"]:
+    logging.info("Stopped early at step %d of %d: validation %s best at step %d.", step, num_steps,
+                 config.train.eval_metric, progress["best_step"])
+  if jax.process_index() == 0:
+    utils.write_json_atomic(os.path.join(workdir, "training.json"), record)
+  return record
 
 
 def _apply_config_learning_rate(state: TrainState, progress: dict, config, drop_factor: float

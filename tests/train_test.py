@@ -218,3 +218,49 @@ def test_durations_set_twice_or_not_at_all_are_errors():
   c.train.num_steps = 0
   with pytest.raises(ValueError, match="examples_per_epoch"):
     train.resolve_num_steps(c, {})
+
+
+def test_eval_every_epochs_follows_the_training_split():
+  from configs import common
+  c = common.base("muslse")
+  c.train.batch_size, c.train.eval_every = 8, 123
+  assert train.resolve_eval_every(c, {"num_train_examples": 50}) == 123
+  c.train.eval_every_epochs = 2.0
+  assert train.resolve_eval_every(c, {"num_train_examples": 50}) == round(2 * 50 / 8)
+  # Ten times the data validates ten times fewer often in steps, as often in epochs.
+  assert train.resolve_eval_every(c, {"num_train_examples": 500}) == round(2 * 500 / 8)
+  c.train.examples_per_epoch = 80
+  assert train.resolve_eval_every(c, {"num_train_examples": 50}) == 20
+  c.train.examples_per_epoch, c.train.eval_every_epochs = 0, 0.01
+  assert train.resolve_eval_every(c, {"num_train_examples": 50}) == 1
+  with pytest.raises(ValueError, match="epoch size is unknown"):
+    train.resolve_eval_every(c, {})
+
+
+def test_a_run_still_improving_at_its_last_step_says_so(tiny_config, tmp_path):
+  from musemb.systems.muslse import report
+  tiny_config.train.eval_every = 0    # one validation, at the end: the best is the last
+  workdir = str(tmp_path / "short")
+  train.train_and_evaluate(tiny_config, workdir)
+  with open(os.path.join(workdir, "training.json")) as f:
+    record = json.load(f)
+  assert record["still_improving"] and not record["stopped_early"]
+  assert record["steps"] == record["num_steps"] == 40 and record["last_eval_step"] == 40
+  text = open(report.write_report(workdir)).read()
+  assert "**Still improving** when its 40 steps ran out" in text
+  # Patience 1, many validations: the loop stops on the first one that does not improve.
+  tiny_config.train.patience, tiny_config.train.eval_every = 1, 5
+  tiny_config.train.num_steps = 2000
+  workdir = str(tmp_path / "long")
+  train.train_and_evaluate(tiny_config, workdir)
+  with open(os.path.join(workdir, "training.json")) as f:
+    record = json.load(f)
+  assert record["stopped_early"] and not record["still_improving"]
+  assert record["steps"] < 2000 and record["best_step"] < record["steps"]
+  assert "Stopped early at step" in open(report.write_report(workdir)).read()
+  # A run that ran out of steps after its peak is neither stopped nor still improving.
+  progress = {"best_metric": 0.5, "best_step": 20, "last_eval_step": 40, "stopped_early": False,
+              "evals_without_improvement": 1, "lr_drops": 0}
+  record = train._record_training(workdir, tiny_config, progress, 40, 40, True)  # pylint: disable=protected-access
+  assert not record["stopped_early"] and not record["still_improving"]
+  assert "Ran all 40 steps (best validation" in open(report.write_report(workdir)).read()

@@ -41,6 +41,29 @@ def read_metrics(workdir: str) -> dict[str, float]:
   return metrics
 
 
+def training_line(workdir: str) -> str | None:
+  """One sentence on how the run ended, from `<workdir>/training.json` (None without the file).
+
+  Readers compare a report's numbers with a paper's table; a run whose validation was still
+  improving when its steps ran out is not a converged result, and the line says so.
+  """
+  record = read_json_if_exists(os.path.join(workdir, "training.json"))
+  if not record:
+    return None
+  steps, best = record.get("steps"), record.get("best_step", -1)
+  metric = record.get("eval_metric") or "the validation metric"
+  value = record.get("best_metric")
+  best_text = (f"best validation {metric} = {value:.4f} at step {best}" if value is not None
+               else "no validation")
+  if record.get("still_improving"):
+    return (f"**Still improving** when its {steps} steps ran out ({best_text}): the run may be too "
+            "short; continue it with a larger `train.epochs` (or `train.num_steps`) and "
+            "`--allow_changes`.")
+  if record.get("stopped_early"):
+    return f"Stopped early at step {steps} of {record.get('num_steps')} ({best_text})."
+  return f"Ran all {steps} steps ({best_text})."
+
+
 def read_npz(path: str) -> dict[str, np.ndarray] | None:
   if not os.path.exists(path):
     return None

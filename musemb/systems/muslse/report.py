@@ -165,6 +165,9 @@ def _header(workdir: str, config: Mapping[str, Any] | None, baseline_workdirs: S
       f"- **Paper rows** are quoted from {PAPER} for reference only: they were measured on "
       "TagATune and the proprietary Big-data set, not on this data.",
   ]
+  training = runs_lib.training_line(workdir)
+  if training:
+    lines.append(f"- **Training:** {training}")
   for note in notes:
     lines.append(f"- **Note:** {note}")
   return "\n".join(lines)
