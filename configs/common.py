@@ -57,7 +57,7 @@ def base(system: str) -> ml_collections.ConfigDict:
   c.train.examples_per_epoch = 0   # 0 = the training split's size
   c.train.log_every = 100
   c.train.eval_every = 1000        # validation every N steps (0 = only at the end), or ...
-  c.train.eval_every_epochs = 0.0  # ... every this many epochs when > 0 (sizes differ; epochs don't)
+  c.train.eval_every_epochs = 0.0  # ... every this many epochs (set one, the other to 0)
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3
   c.train.patience = 4             # evaluations without improvement before a drop / the stop

@@ -7,8 +7,9 @@ r"""One-vs-rest linear classifiers (MUSLSE §6.3 baseline) on the same bag-of-fr
 It declares MUSLSE's keys (configs/muslse.py) so data and feature settings, hence the cached
 bag-of-frames, are shared; the variants are MUSLSE's (`tiny`, `demo`, `tagatune`, `bigdata` and the
 same knobs), applied after this system's defaults: tag and artist prediction summed every step with
-SGD at 0.01 (`demo` keeps that optimizer), `tagatune` trains tags only and `bigdata` artists only
-(the paper's one-vs-rest rows), and `tasks=`, `opt=`, `mode=` override them.
+SGD at 0.01 on MUSLSE's schedule (epochs, validation every 2, early stopping), `tagatune` trains
+tags only and `bigdata` artists only (the paper's one-vs-rest rows), and `tasks=`, `opt=`, `mode=`
+override them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 0.01
   c.train.eval_metric = "mean_p@3"
   v = common.parse_arg(arg, **muslse.VARIANTS)
-  muslse.apply_variants(c, v, tune_optimizer=False)
+  muslse.apply_variants(c, v)
   if v.tagatune and not v.tasks:
     c.tasks.names = "tag_prediction"
   if v.bigdata and not v.tasks:

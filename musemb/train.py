@@ -201,7 +201,8 @@ def resolve_num_steps(config: ml_collections.ConfigDict, info: dict) -> int:
 
 def resolve_eval_every(config: ml_collections.ConfigDict, info: dict) -> int:
   """Steps between validations: `train.eval_every`, or `train.eval_every_epochs` epochs (of
-  `train.examples_per_epoch` or the training split) when that is > 0, at least one step."""
+  `train.examples_per_epoch` or the training split) when that is > 0, at least one step
+  (`check_config` refuses both set)."""
   t = config.train
   if not t.eval_every_epochs:
     return int(t.eval_every)
@@ -324,6 +325,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems.append(f"optimizer.plateau_factor={o.plateau_factor!r} (in (0, 1])")
   if o.name not in OPTIMIZERS:
     problems.append(f"optimizer.name={o.name!r} (one of {', '.join(OPTIMIZERS)})")
+  if t.eval_every and t.eval_every_epochs:
+    problems.append(f"train.eval_every={t.eval_every} and train.eval_every_epochs="
+                    f"{t.eval_every_epochs} are both set (set the one you mean, the other to 0)")
   if problems:
     raise ConfigError("invalid config: " + "; ".join(problems) + ". Fix it with --config.<key>=.")
   try:

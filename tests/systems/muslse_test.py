@@ -198,3 +198,21 @@ def test_similar_artist_edges_are_split_as_unordered_pairs(tiny_data):
         assert seen.setdefault(pair, split) == split, f"{pair} in {seen[pair]} and {split}"
         assert a in per_artist[b]                    # symmetric within the split
   assert {"train", "valid", "test"} <= set(seen.values())
+
+
+def test_an_epoch_gives_every_task_one_pass_over_the_training_songs(tiny_config, tmp_path):
+  """One task per step (random mode) needs len(tasks) x the songs per epoch; sum mode the songs."""
+  from musemb import systems, train
+  system = systems.get("muslse")
+  random_mode = system.load_data(tiny_config, str(tmp_path))
+  songs, tasks = random_mode.info["num_train_songs"], len(random_mode.task_names)
+  assert tasks == 5 and random_mode.info["num_train_examples"] == songs * tasks
+  tiny_config.tasks.mode = "sum"
+  assert system.load_data(tiny_config, str(tmp_path)).info["num_train_examples"] == songs
+  tiny_config.tasks.mode, tiny_config.tasks.names = "random", "tag_prediction"
+  tag_only = system.load_data(tiny_config, str(tmp_path)).info
+  assert tag_only["num_train_examples"] == songs
+  # So `train.epochs` means the same number of tag updates either way.
+  tiny_config.train.num_steps, tiny_config.train.epochs = 0, 10.0
+  steps_random = train.resolve_num_steps(tiny_config, random_mode.info)
+  assert abs(steps_random - tasks * train.resolve_num_steps(tiny_config, tag_only)) <= tasks

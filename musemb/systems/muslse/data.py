@@ -212,7 +212,10 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> BofData:
   info = {
       "num_features": codebook.centroids.shape[0], "num_artists": len(artist_names),
       "num_tags": len(prepared.tag_names), "num_train_songs": len(train),
-      "num_train_examples": len(train),
+      # An epoch is every task over the training songs once: with one task drawn per step
+      # (tasks.mode=random) that is len(tasks) x the songs, so a duration or a validation interval
+      # in epochs gives each task as many updates however many tasks share the steps.
+      "num_train_examples": len(train) * (len(tasks) if config.tasks.mode == "random" else 1),
       "tag_names": list(prepared.tag_names), "artist_names": artist_names,
       "dataset_dir": dataset_dir, "bag_width": width,
       "avg_nonzero_features": float(np.mean([np.diff(b.indptr).mean() for b in bofs.values()])),
