@@ -42,7 +42,9 @@ sizes", has the table):
   0.581 / 0.511, similar songs p@1 0.394 / 0.328) at up to 3x the time.
 * `tagatune` is tags only with d = 400 as 4 x 100 on the same schedule: on 1,320 training songs it
   stops after 45-70 epochs, about 2 minutes on 2 cores, at tag p@3 0.567-0.578 against
-  one-vs-rest's 0.569-0.570.
+  one-vs-rest's 0.569-0.570. On 8,400 training songs (`large`, 19 minutes on loaded cores) it
+  trails one-vs-rest, 0.599 vs 0.611: the max-norm C = 1 is too tight there (C = 4: 0.608, but
+  0.555 on `small`), so C is the default that does not yet carry over.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ import time
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import scipy.sparse
@@ -54,6 +55,8 @@ import scipy.sparse
 from musemb import metrics as metrics_lib
 from musemb import sharding
 from musemb import train as train_lib
+from musemb.objectives import ranking
+from musemb.samplers import warp as warp_sampler
 from musemb.data import builders
 from musemb.data import pipeline
 from musemb.systems import muslse
@@ -486,10 +489,6 @@ def sampler_cost(quick: bool = False, batch: int = 64, dim: int = 100, block: in
   estimate) of the truncated sampler as a share of Algorithm 1's: the weight a positive at that
   rank loses to the budget.
   """
-  from musemb.objectives import ranking
-  from musemb.samplers import warp as warp_sampler
-  import jax.numpy as jnp
-
   sizes = (47, 1320) if quick else (47, 1320, 27_000)
   rows = ["| labels Y | true rank | Algorithm 1 ms/call | budget 256 ms/call | cost ratio | "
           "weight kept by the budget |",
