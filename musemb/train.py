@@ -192,11 +192,9 @@ def resolve_num_steps(config: ml_collections.ConfigDict, info: dict) -> int:
     return int(t.num_steps)
   if not t.epochs:
     raise ValueError("set train.num_steps or train.epochs (both are 0).")
-  examples = int(t.examples_per_epoch) or int(info.get("num_train_examples", 0))
-  if not examples:
-    raise ValueError("train.epochs is set but the epoch size is unknown: set "
-                     "train.examples_per_epoch (the data reports no num_train_examples).")
-  return max(1, int(round(float(t.epochs) * examples / int(t.batch_size))))
+  return _epochs_to_steps(config, info, t.epochs, "train.epochs is set but the epoch size is "
+                          "unknown: set train.examples_per_epoch (the data reports no "
+                          "num_train_examples).")
 
 
 def resolve_eval_every(config: ml_collections.ConfigDict, info: dict) -> int:
@@ -206,11 +204,19 @@ def resolve_eval_every(config: ml_collections.ConfigDict, info: dict) -> int:
   t = config.train
   if not t.eval_every_epochs:
     return int(t.eval_every)
-  examples = int(t.examples_per_epoch) or int(info.get("num_train_examples", 0))
+  return _epochs_to_steps(config, info, t.eval_every_epochs, "train.eval_every_epochs is set but "
+                          "the epoch size is unknown: set train.examples_per_epoch or "
+                          "train.eval_every (steps).")
+
+
+def _epochs_to_steps(config: ml_collections.ConfigDict, info: dict, epochs: float,
+                     unknown_size: str) -> int:
+  """`epochs` of `train.examples_per_epoch` (0: `info["num_train_examples"]`) examples in steps of
+  `train.batch_size`, at least one; `unknown_size` is the error when neither gives a size."""
+  examples = int(config.train.examples_per_epoch) or int(info.get("num_train_examples", 0))
   if not examples:
-    raise ValueError("train.eval_every_epochs is set but the epoch size is unknown: set "
-                     "train.examples_per_epoch or train.eval_every (steps).")
-  return max(1, int(round(float(t.eval_every_epochs) * examples / int(t.batch_size))))
+    raise ValueError(unknown_size)
+  return max(1, int(round(float(epochs) * examples / int(config.train.batch_size))))
 
 
 class _Preemption:

@@ -221,15 +221,15 @@ def sample_warp(
                               (batch, budget))
     return draw_negative_candidates(key, num_labels, (batch, budget))
 
-  def active(state):
-    return ~state.found & (state.n_trials < cap)
+  def active(found, n_trials):
+    return ~found & (n_trials < cap)
 
   def cond(carry):
-    block, state = carry
-    return (block < max_blocks) & jnp.any(active(state))
+    block, found, n_trials, _, _ = carry
+    return (block < max_blocks) & jnp.any(active(found, n_trials))
 
   def body(carry):
-    block, state = carry
+    block, found, n_trials, violator, violator_score = carry
     cands = draw(block)
     cand_scores = jax.lax.stop_gradient(score_candidates(cands))
     positive = is_positive(cands)
@@ -238,31 +238,25 @@ def sample_warp(
           "musemb/samplers/warp.py sample_warp: score_candidates and is_positive must map "
           f"candidates {cands.shape} to arrays of the same shape; got {cand_scores.shape} and "
           f"{positive.shape}.")
-    live = active(state)
-    valid = ~positive.astype(bool) & live[:, None]
+    valid = ~positive.astype(bool) & active(found, n_trials)[:, None]
     # Algorithm 1 stops after Y - 1 trials: accepted draws past that neither violate nor count.
-    valid &= state.n_trials[:, None] + jnp.cumsum(valid.astype(jnp.int32), axis=1) <= cap
-    found, n_block, position = first_violator(pos_scores, cand_scores, valid, margin)
-    violator = jnp.take_along_axis(cands, position[:, None], axis=1)[:, 0]
-    violator_score = jnp.take_along_axis(cand_scores, position[:, None], axis=1)[:, 0]
-    first = block == 0   # unfound rows report their first draw (a valid id to gather)
-    state = WarpSample(
-        found=state.found | found,
-        n_trials=state.n_trials + n_block,
-        violator=jnp.where(found | first, violator, state.violator),
-        rank_estimate=state.rank_estimate,
-        violator_score=jnp.where(found | first, violator_score, state.violator_score))
-    return block + 1, state
+    valid &= n_trials[:, None] + jnp.cumsum(valid.astype(jnp.int32), axis=1) <= cap
+    hit, n_block, position = first_violator(pos_scores, cand_scores, valid, margin)
+    # Rows found in this block take its violator; unfound rows report their first draw (a valid
+    # id to gather).
+    take = hit | (block == 0)
+    violator = jnp.where(take, jnp.take_along_axis(cands, position[:, None], axis=1)[:, 0],
+                         violator)
+    violator_score = jnp.where(
+        take, jnp.take_along_axis(cand_scores, position[:, None], axis=1)[:, 0], violator_score)
+    return block + 1, found | hit, n_trials + n_block, violator, violator_score
 
-  init = WarpSample(
-      found=jnp.zeros((batch,), bool),
-      n_trials=jnp.zeros((batch,), jnp.int32),
-      violator=jnp.zeros((batch,), jnp.int32),
-      rank_estimate=jnp.zeros((batch,), jnp.int32),
-      violator_score=jnp.zeros((batch,), score_dtype))
-  _, state = jax.lax.while_loop(cond, body, (jnp.int32(0), init))
-  rank_estimate = jnp.where(state.found, warp_rank_estimate(num_labels, state.n_trials), 0)
-  return state._replace(rank_estimate=rank_estimate.astype(jnp.int32))
+  init = (jnp.int32(0), jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.int32),
+          jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), score_dtype))
+  _, found, n_trials, violator, violator_score = jax.lax.while_loop(cond, body, init)
+  rank_estimate = jnp.where(found, warp_rank_estimate(num_labels, n_trials), 0)
+  return WarpSample(found=found, n_trials=n_trials, violator=violator,
+                    rank_estimate=rank_estimate.astype(jnp.int32), violator_score=violator_score)
 
 
 def _check_num_labels(num_labels: int) -> None:
