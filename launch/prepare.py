@@ -25,6 +25,14 @@ github.com/keunwoochoi/MSD_split_for_tagging; without --split_file the split is 
   python -m launch.prepare --source=msd --source_dir=$HOME/data/msd \
       --data_dir=$HOME/musemb_data --split_file=$HOME/MSD_split_for_tagging
 
+The same with the Art of the Mix 2011 playlists attached (aotm2011_playlists.json.gz as published;
+see musemb.data.sources.aotm2011), for Lin et al.'s playlist-based tag propagation; the paper kept
+only songs with audio and tags, hence --tagged_only:
+
+  python -m launch.prepare --source=msd --source_dir=$HOME/data/msd \
+      --data_dir=$HOME/musemb_data --tagged_only \
+      --playlists=$HOME/data/aotm2011_playlists.json.gz --playlist_sequence=filtered
+
 The dataset lands in <data_dir>/musemb_<source>/<config>/1.0.0 (e.g. musemb_synthetic/demo-16k/
 1.0.0); running the same command again reuses it. The command prints that directory, the split
 sizes and what was skipped and why. Audio that cannot be used (unreadable, empty, shorter than
@@ -62,6 +70,12 @@ flags.DEFINE_string("path_pattern", "{root}/{tid[2]}/{tid[3]}/{tid[4]}/{tid}.mp3
                     "MSD: where a track's preview is, with the fields {root}, {tid}, {song_id}.")
 flags.DEFINE_float("min_tag_score", 50.0, "MSD: a track carries a Last.fm tag scored above this.")
 flags.DEFINE_bool("tagged_only", False, "MSD: leave out tracks without a vocabulary tag.")
+flags.DEFINE_string("playlists", None,
+                    "MSD: AotM-2011's aotm2011_playlists.json[.gz] to attach as the playlist "
+                    "table (see sources.aotm2011).")
+flags.DEFINE_enum("playlist_sequence", "filtered", ["filtered", "playlist"],
+                  "MSD with --playlists: each filtered_lists run is a sequence (filtered), or the "
+                  "whole playlist with unmatched entries as gaps (playlist).")
 flags.DEFINE_string("metadata", None,
                     "Folder source: metadata file (default: found in the folder).")
 flags.DEFINE_float("max_bad_fraction", 0.05,
@@ -81,6 +95,9 @@ def make_source():
   if FLAGS.source == "synthetic":
     from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
     return synthetic.SyntheticWorld(FLAGS.size, seed=FLAGS.seed, sample_rate=FLAGS.sample_rate)
+  if FLAGS.playlists and FLAGS.source != "msd":
+    raise app.UsageError(f"--playlists is read by --source=msd only (AotM-2011 names MSD songs), "
+                         f"not --source={FLAGS.source}.")
   if not FLAGS.source_dir:
     raise app.UsageError(f"--source={FLAGS.source} needs --source_dir (the raw data directory).")
   if FLAGS.source == "mtat":
@@ -90,7 +107,9 @@ def make_source():
     from musemb.data.sources import msd  # pylint: disable=g-import-not-at-top
     return msd.MillionSongDataset(FLAGS.source_dir, path_pattern=FLAGS.path_pattern,
                                   top_n_tags=top_n, min_tag_score=FLAGS.min_tag_score,
-                                  tagged_only=FLAGS.tagged_only, split_file=FLAGS.split_file)
+                                  tagged_only=FLAGS.tagged_only, split_file=FLAGS.split_file,
+                                  playlists=FLAGS.playlists,
+                                  playlist_sequence=FLAGS.playlist_sequence)
   from musemb.data.sources import folder  # pylint: disable=g-import-not-at-top
   return folder.AudioFolder(FLAGS.source_dir, metadata=FLAGS.metadata, top_n_tags=top_n)
 

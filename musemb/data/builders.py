@@ -43,7 +43,8 @@ directory), `sample_rate`, `options` (what the config name encodes, compared whe
 a dataset), `tag_names`, `artist_names`, `artist_similarity`, `source_skipped` (metadata rows the
 importer left out: `SkipCounter.as_dict()`), `audio_skipped` ({split: SkipCounter dict}), `tables`
 (row counts of the side tables) and `tags_outside_vocabulary` ({split: tags dropped because the
-source's vocabulary does not hold them, e.g. below MagnaTagATune's top 50}).
+source's vocabulary does not hold them, e.g. below MagnaTagATune's top 50}); the MSD builder adds
+`coverage` and, with AotM-2011 playlists, `playlists` (their counts and skips; see `MusembMsd`).
 
 Audio that cannot be used (unreadable, empty, shorter than `min_seconds`, non-finite) is skipped,
 logged and counted per split with its reason; a split whose skipped fraction exceeds
@@ -203,7 +204,11 @@ class MsdConfig(MusembConfig):
   Defaults follow the thesis (`004_*` paper, section 6.1): 16 kHz, the first 20 s of each preview,
   the top 50 Last.fm tags with score > 50. `split_file=None` splits by artist with `split_ratios`
   and `seed`. `path_pattern` says where the previews are, not what the dataset holds, so (like
-  FolderConfig's metadata) it is not among the options.
+  FolderConfig's metadata) it is not among the options. `playlists` (AotM-2011's
+  aotm2011_playlists.json[.gz]) and `playlist_sequence` attach playlists
+  (`musemb.data.sources.aotm2011`); they join the options, and the name (`-aotm<digest of the
+  file>-<sequence>`), only when playlists are given, so datasets prepared without them keep their
+  options and names.
   """
 
   max_seconds: float | None = 20.0
@@ -214,11 +219,16 @@ class MsdConfig(MusembConfig):
   split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
   seed: int = 0
   path_pattern: str = "{root}/{tid[2]}/{tid[3]}/{tid[4]}/{tid}.mp3"
+  playlists: str | None = None
+  playlist_sequence: str = "filtered"
 
   def source_options(self) -> dict[str, Any]:
-    return {"top_n_tags": self.top_n_tags, "min_tag_score": float(self.min_tag_score),
-            "tagged_only": bool(self.tagged_only), "split_file": self.split_file,
-            "split_ratios": [float(r) for r in self.split_ratios], "seed": int(self.seed)}
+    options = {"top_n_tags": self.top_n_tags, "min_tag_score": float(self.min_tag_score),
+               "tagged_only": bool(self.tagged_only), "split_file": self.split_file,
+               "split_ratios": [float(r) for r in self.split_ratios], "seed": int(self.seed)}
+    if self.playlists:
+      options.update(playlists=self.playlists, playlist_sequence=self.playlist_sequence)
+    return options
 
   def default_name(self) -> str:
     from musemb.data.sources import msd  # pylint: disable=g-import-not-at-top
@@ -232,7 +242,11 @@ class MsdConfig(MusembConfig):
     else:
       split = "-artistsplit" + hashlib.sha256(
           json.dumps([list(self.split_ratios), self.seed]).encode()).hexdigest()[:8]
-    return f"{tags}{score}{tagged}{split}-{self.audio_suffix()}"
+    playlists = ""
+    if self.playlists:
+      from musemb.data.sources import aotm2011  # pylint: disable=g-import-not-at-top
+      playlists = f"-aotm{aotm2011.file_digest(self.playlists)}-{self.playlist_sequence}"
+    return f"{tags}{score}{tagged}{split}{playlists}-{self.audio_suffix()}"
 
 
 def _file_digest(path: str) -> str:
@@ -688,7 +702,9 @@ class MusembMsd(_MusembBuilder):
   """MSD previews with Last.fm tags (`musemb.data.sources.msd.MillionSongDataset`).
 
   Adds `coverage` to metadata.json: how many catalogue tracks had a preview and tags
-  (`MsdCoverage.as_dict()`).
+  (`MsdCoverage.as_dict()`); with AotM-2011 playlists also `playlists`: the file, the sequence
+  mode, how many sequences and songs were kept and what was skipped and why
+  (`Aotm2011Playlists.as_dict()`).
   """
 
   SOURCE_NAME = "msd"
@@ -712,11 +728,15 @@ class MusembMsd(_MusembBuilder):
         _existing_dir(source_dir, "Million Song Dataset"), path_pattern=config.path_pattern,
         top_n_tags=config.top_n_tags, min_tag_score=config.min_tag_score,
         tagged_only=config.tagged_only, split_file=config.split_file,
-        split_ratios=tuple(config.split_ratios), seed=config.seed)
+        split_ratios=tuple(config.split_ratios), seed=config.seed, playlists=config.playlists,
+        playlist_sequence=config.playlist_sequence)
 
   def _split_generators(self, dl_manager):
     generators = super()._split_generators(dl_manager)
-    self.info.metadata["coverage"] = self._get_source().coverage.as_dict()
+    source = self._get_source()
+    self.info.metadata["coverage"] = source.coverage.as_dict()
+    if source.playlist_report is not None:
+      self.info.metadata["playlists"] = source.playlist_report.as_dict()
     return generators
 
 
@@ -762,7 +782,9 @@ def _source_options(source: records.Source) -> dict[str, Any]:
             "split_file": None if split_file is None else os.path.abspath(split_file),
             "split_ratios": tuple(float(r) for r in getattr(source, "split_ratios",
                                                             (0.8, 0.1, 0.1))),
-            "seed": int(getattr(source, "seed", 0))}
+            "seed": int(getattr(source, "seed", 0)),
+            "playlists": getattr(source, "playlists", None),
+            "playlist_sequence": getattr(source, "playlist_sequence", "filtered")}
   return {}
 
 

@@ -110,6 +110,13 @@ class Prepared:
                      f"e.g. {skips['examples']}")
     if not any(s["total"] for s in self.skipped["audio"].values()):
       lines.append("  audio skipped: none")
+    playlists = (self.builder.info.metadata or {}).get("playlists")
+    if playlists:   # AotM-2011 playlists of the MSD (musemb.data.sources.aotm2011)
+      skips = playlists["skipped"]
+      lines.append(f"  playlists: {playlists['sequences']} {playlists['sequence']} sequences of "
+                   f"{playlists['playlists_read']} playlists from {playlists['file']}; "
+                   f"{skips['total']} items skipped" +
+                   (f" {skips['by_reason']}" if skips["total"] else ""))
     return "\n".join(lines)
 
 

@@ -61,6 +61,18 @@ Choices, all visible in the records, in `skipped` and in `coverage`:
   case, and `coverage` records how much of the catalogue had a preview. A source in which no
   catalogue track has a preview is an error naming the paths that were looked for.
 
+Playlists: with `playlists=` (aotm2011_playlists.json[.gz] as published), the AotM-2011 playlists
+are read by `musemb.data.sources.aotm2011.read_playlists` and become the source's playlist table,
+in the `playlist_sequence` mode ("filtered" or "playlist"; see that module for the trade). Their
+songs map to tracks through the same unique_tracks.txt, and only tracks this source yields count
+as available, so a playlist never names a track the prepared dataset cannot hold; with
+`tagged_only` that means audio and a vocabulary tag, as in Lin et al. (`002_*` paper, section
+IV.B: "songs without tags were excluded"). A track can still miss from the prepared splits if its
+preview does not decode at build time (the builder's audio skips), so consumers join playlists to
+the splits by track id. The playlists' own skip counts are kept apart from `skipped` (their units
+are playlists and entries, not catalogue rows) in `playlist_report`, which the builder writes to
+metadata.json under "playlists".
+
 Cost: `listening.read_lastfm_tags` holds every scored pair of lastfm_tags.db in Python objects (the
 release has about 8.6M pairs, so several GB), and checking the previews stats one file per catalogue
 track (a million).
@@ -76,6 +88,7 @@ import re
 import string
 from typing import Iterator, Sequence
 
+from musemb.data.sources import aotm2011
 from musemb.data.sources import folder
 from musemb.data.sources import listening
 from musemb.data.sources import records
@@ -309,7 +322,8 @@ class MillionSongDataset:
                path_pattern: str = DEFAULT_PATH_PATTERN, top_n_tags: int | None = 50,
                min_tag_score: float = 50.0, tagged_only: bool = False,
                split_file: str | None = None,
-               split_ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0):
+               split_ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
+               playlists: str | None = None, playlist_sequence: str = "filtered"):
     """Args:
       source_dir: directory holding unique_tracks.txt, lastfm_tags.db and (by default) the audio.
       audio_dir: where the previews are, `{root}` of the pattern (default: source_dir).
@@ -322,8 +336,15 @@ class MillionSongDataset:
       split_file: a split file or directory (`read_split_file`); None splits by artist.
       split_ratios: (train, valid, test) fractions of artists for the artist-level split.
       seed: seed of the artist-level split.
+      playlists: AotM-2011's aotm2011_playlists.json[.gz] to attach as the playlist table (None:
+        no playlists).
+      playlist_sequence: "filtered" or "playlist", the sequence each AotM-2011 playlist
+        contributes (`musemb.data.sources.aotm2011`).
     """
     check_path_pattern(path_pattern)
+    aotm2011.check_sequence(playlist_sequence)
+    if playlists is not None:
+      aotm2011.require_file(playlists)
     if not isinstance(min_tag_score, (int, float)) or not math.isfinite(min_tag_score):
       raise ValueError(f"min_tag_score={min_tag_score!r}: expected a finite number (Last.fm "
                        "scores lie in [0, 100]; 50 is the usual threshold).")
@@ -343,8 +364,11 @@ class MillionSongDataset:
     self.split_file = split_file
     self.split_ratios = _check_ratios(split_ratios)
     self.seed = int(seed)
+    self.playlists = None if playlists is None else os.path.abspath(playlists)
+    self.playlist_sequence = playlist_sequence
     self.skipped = records.SkipCounter()
     self.coverage = MsdCoverage()
+    self.playlist_report: aotm2011.Aotm2011Playlists | None = None
 
     catalogue = listening.read_msd_catalogue(self.catalogue_path, self.skipped)
     split_of = read_split_file(split_file) if split_file is not None else None
@@ -405,6 +429,12 @@ class MillionSongDataset:
       unknown = [t for t in split_of if t not in usable]
       self.skipped.add_many("split_file_unknown_track", len(unknown), unknown)
     self.artist_names = sorted({a for t in self._tracks for a in t.artists})
+    if self.playlists is not None:
+      songs = aotm2011.song_tracks(
+          (t, s) for t, s in zip(catalogue.track_ids, catalogue.song_ids) if is_track_id(t))
+      self.playlist_report = aotm2011.read_playlists(
+          self.playlists, songs, sequence=playlist_sequence,
+          available={t.id for t in self._tracks})
 
   def _count_coverage(self, has_preview: bool, has_lastfm_tags: bool, tagged: bool) -> None:
     self.coverage.catalogue_tracks += 1
@@ -418,8 +448,11 @@ class MillionSongDataset:
     yield from self._tracks
 
   def tables(self) -> records.SourceTables:
-    """No playlists, plays, reviews or artist similarity here (see `listening` for plays)."""
-    return records.SourceTables()
+    """The AotM-2011 playlists when `playlists` was given; no plays, reviews or artist similarity
+    (see `listening` for plays)."""
+    if self.playlist_report is None:
+      return records.SourceTables()
+    return records.SourceTables(playlists=list(self.playlist_report.playlists))
 
   def description(self) -> str:
     sizes = ", ".join(f"{split} {self.coverage.by_split[split]}" for split in records.SPLITS)
@@ -435,4 +468,12 @@ class MillionSongDataset:
             f"{len(self.tag_names)} tags ({tag_rule}), {len(self.artist_names)} artists; "
             f"{split_rule}; of {c.catalogue_tracks} catalogue tracks {c.with_preview} have a "
             f"preview and {c.with_vocabulary_tags} a vocabulary tag; {self.skipped.total} "
-            f"inputs counted in skipped ({dict(self.skipped.counts)}).")
+            f"inputs counted in skipped ({dict(self.skipped.counts)})" + self._playlist_note())
+
+  def _playlist_note(self) -> str:
+    report = self.playlist_report
+    if report is None:
+      return "."
+    return (f"; AotM-2011 playlists from {report.path} ({report.sequence} sequences): "
+            f"{len(report.playlists)} sequences of {report.playlists_read} playlists, "
+            f"{report.skipped.total} items skipped ({dict(report.skipped.counts)}).")

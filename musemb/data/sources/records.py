@@ -52,8 +52,18 @@ class Track:
 
 @dataclasses.dataclass(frozen=True)
 class Playlist:
+  """An ordered sequence of tracks, as one listener made it.
+
+  `track_ids` may hold None at a gap: a position of the published playlist whose song has no
+  track in the collection (AotM-2011 read with `sequence="playlist"`), kept so that positions, and
+  the distances between songs that playlist propagation draws on, stay those of the playlist.
+  A gap counts for distance and has no track, so no tags, to pass on; sources that know every song
+  (the synthetic world) never write one. Gaps travel through `tables/playlists.jsonl` as JSON
+  null.
+  """
+
   id: str
-  track_ids: tuple[str, ...]
+  track_ids: tuple[str | None, ...]
   user: str | None = None
 
 
