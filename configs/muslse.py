@@ -34,17 +34,25 @@ sizes", has the table):
   `musemb.systems.muslse.data`), so a collection ten times larger trains ten times more steps and
   still validates as often per pass. A run whose last validation was its best says so in its log
   and report (`training.json`).
-* All five tasks, one drawn per step (§4.1), d = 100. Sharing the space costs tag precision here:
-  on `small` the five-task model reaches tag p@3 0.52-0.53 where tags alone reach 0.56-0.58 (and
-  one-vs-rest 0.57); in exchange it ranks similar songs above cosine and artists about as well as
-  one-vs-rest. `tasks.mode=sum` (all tasks every step) and a 4x tag weight trade the tasks
-  against each other without a clear winner (small, seed 0: tags 0.525 / 0.547, artists p@1
-  0.581 / 0.511, similar songs p@1 0.394 / 0.328) at up to 3x the time.
-* `tagatune` is tags only with d = 400 as 4 x 100 on the same schedule: on 1,320 training songs it
-  stops after 45-70 epochs, about 2 minutes on 2 cores, at tag p@3 0.567-0.578 against
-  one-vs-rest's 0.569-0.570. On 8,400 training songs (`large`, 19 minutes on loaded cores) it
-  trails one-vs-rest, 0.599 vs 0.611: the max-norm C = 1 is too tight there (C = 4: 0.608, but
-  0.555 on `small`), so C is the default that does not yet carry over.
+* All five tasks, one drawn per step (§4.1), d = 100, with a max-norm C per table: 4 for the
+  audio rows V and the tag rows T, 1 for the artist rows A (`model.max_norms`; the paper has one
+  C, "a regularizer ... as ... the lasso"). With C = 1 everywhere the shared space held tag p@3 at
+  0.53-0.54 on `small` (tags alone 0.57-0.58, one-vs-rest 0.57) and needed 4-5 minutes; C = 4
+  everywhere lifted tags to 0.57 and artists above one-vs-rest in a third of the time but cut
+  similar-artist p@3 from 0.36 to 0.13 (artist rows are scored against each other, A_i . A_j, and
+  free norms let a few artists top every list). Audio and tags at 4 with artists at 1 had the best
+  validation mean p@3 on both seeds (0.349 / 0.379 against 0.336 / 0.362 for C = 1 and 0.318 /
+  0.331 for C = 4), test tag p@3 0.562 / 0.557 (one-vs-rest 0.570 / 0.569, the paired 95%
+  intervals of the difference include 0), artist p@1 0.608 / 0.678 (one-vs-rest 0.567 / 0.558),
+  similar songs p@1 0.383 / 0.433 (cosine 0.306 / 0.375), similar artists kept. `tasks.mode=sum`
+  and a 4x tag weight (tried at C = 1) traded the tasks without a clear winner at up to 3x the time.
+* `tagatune` is tags only with d = 400 as 4 x 100 on the same schedule, one C for V and T. Its C
+  depends on the collection's size, so choose it on validation: `launch.sweep
+  --config=configs/muslse.py:tagatune --sweep=model.max_norm=1,2,4` (three runs, the best by
+  validation tag p@3; about 7 minutes on 1,320 training songs on 2 cores). Validation chose C = 1
+  on both `small` seeds (test p@3 0.578 / 0.567, one-vs-rest 0.570 / 0.569) and C = 2 on `large`
+  (8,400 songs: 0.607 against one-vs-rest's 0.611, interval [-0.011, +0.002]; C = 1 there gives
+  0.599, [-0.020, -0.005]). The config's own C = 1 is the small-collection choice.
 """
 
 from __future__ import annotations
@@ -86,6 +94,9 @@ def base(system: str) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.embed_dim = 100          # d
   c.model.max_norm = 1.0           # C of constraints (1)-(3)
+  # C per table where > 0, else max_norm: audio (V, constraint 1), artists (A, 2), tags (T, 3).
+  # Five tasks: the audio and tag rows at 4, the artists at 1 (module docstring, "Defaults").
+  c.model.max_norms = ml_collections.ConfigDict(dict(audio=4.0, artists=0.0, tags=4.0))
   c.model.ensemble = 1             # M members trained together (vmap); scores summed at test time
 
   c.loss = ml_collections.ConfigDict()
@@ -159,9 +170,11 @@ def apply_variants(c: ml_collections.ConfigDict, v: ml_collections.ConfigDict) -
     # point --config.data_dir at the prepared set.
     c.tasks.names = "tag_prediction"
     set_dim(c, 400)
+    c.model.max_norms.audio = c.model.max_norms.tags = 0.0   # one C (model.max_norm) for V and T
     c.train.eval_metric = "tag_prediction/p@3"
     # The defaults' schedule (epochs, validation every 2, patience 8): on 1,320-1,533 training
     # clips it stops after 50-70 epochs, minutes on 2 cores; the paper's step count is not stated.
+    # C = 1 suits ~1,500 clips; choose it on validation for larger sets (module docstring).
   if v.bigdata:
     c.tasks.names = "artist_prediction,song_prediction,similar_songs"
     # 27,000 artists: Algorithm 1's sampling (max_draws=0) costs up to ~105 blocks of 256 draws

@@ -47,16 +47,34 @@ def test_init_is_normal_with_std_one_over_sqrt_d_and_projected():
   assert p["V"].shape == (2, 500, 64) and p["A"].shape == (2, 30, 64) and p["T"].shape == (2, 20, 64)
   assert np.std(np.asarray(p["V"])) == pytest.approx(1 / 8, rel=0.05)
   config.model.max_norm = 0.5
+  config.model.max_norms.audio = config.model.max_norms.tags = 0.0
   p = muslse.init(config, info, jax.random.key(0))["params"]
   for x in p.values():
     assert np.linalg.norm(np.asarray(x), axis=-1).max() <= 0.5 + 1e-6
+
+
+def test_each_table_has_its_own_c_where_set():
+  config = muslse_config.get_config("tiny")
+  config.model.max_norm = 1.0
+  config.model.max_norms.audio, config.model.max_norms.artists, config.model.max_norms.tags = (
+      4.0, 0.0, 2.0)
+  x = jnp.array([[[30.0, 40.0], [0.3, 0.4]]])
+  out = muslse.project({"V": x, "A": x, "T": x}, config)
+  norms = {k: np.linalg.norm(np.asarray(v), axis=-1)[0] for k, v in out.items()}
+  np.testing.assert_allclose(norms["V"], [4.0, 0.5], rtol=1e-6)
+  np.testing.assert_allclose(norms["A"], [1.0, 0.5], rtol=1e-6)   # 0: the shared max_norm
+  np.testing.assert_allclose(norms["T"], [2.0, 0.5], rtol=1e-6)
+  # The defaults: five tasks free the audio and tag rows; tagatune has one C for both.
+  default, tagatune = muslse_config.get_config(), muslse_config.get_config("tagatune")
+  assert [muslse.table_max_norm(default, t) for t in "VAT"] == [4.0, 1.0, 4.0]
+  assert [muslse.table_max_norm(tagatune, t) for t in "VAT"] == [1.0, 1.0, 1.0]
 
 
 def test_project_only_shrinks_rows_above_c():
   config = muslse_config.get_config("tiny")
   config.model.max_norm = 1.0
   x = jnp.array([[[3.0, 4.0], [0.3, 0.4]]])
-  out = np.asarray(muslse.project({"V": x, "A": x, "T": x}, config)["V"])
+  out = np.asarray(muslse.project({"V": x, "A": x, "T": x}, config)["A"])
   np.testing.assert_allclose(out[0, 0], [0.6, 0.8], rtol=1e-6)
   np.testing.assert_allclose(out[0, 1], [0.3, 0.4])
 
@@ -125,8 +143,9 @@ def test_every_loss_kind_trains_all_tasks_and_keeps_the_constraints(tiny_data, k
   losses = np.array(losses)
   assert np.isfinite(losses).all() and (losses[:5].sum(0) > 0).all()
   assert losses[-10:].mean() < losses[:10].mean()
-  for x in jax.tree.leaves(state.params):
-    assert np.linalg.norm(np.asarray(x), axis=-1).max() <= config.model.max_norm * (1 + 1e-5)
+  for name, x in state.params.items():
+    bound = muslse.table_max_norm(config, name)
+    assert np.linalg.norm(np.asarray(x), axis=-1).max() <= bound * (1 + 1e-5), name
 
 
 def test_random_task_mode_runs_one_task_per_step_in_proportion_to_weights(tiny_data):

@@ -63,8 +63,19 @@ def init(config: ml_collections.ConfigDict, info: dict, rng: jax.Array) -> dict:
 
 
 def project(params: dict, config: ml_collections.ConfigDict) -> dict:
-  """Constraints (1)-(3): rows with ||row|| > C are rescaled to norm C."""
-  return jax.tree.map(lambda x: linear.max_norm(x, config.model.max_norm), params)
+  """Constraints (1)-(3): rows with ||row|| > C are rescaled to norm C, with a C per table when
+  `model.max_norms` sets one (configs/muslse.py says why)."""
+  return {k: linear.max_norm(x, table_max_norm(config, k)) for k, x in params.items()}
+
+
+_TABLE_NAMES = {"V": "audio", "A": "artists", "T": "tags"}
+
+
+def table_max_norm(config: ml_collections.ConfigDict, table: str) -> float:
+  """C for the rows of one table: `model.max_norms.<audio|artists|tags>`, 0 = `model.max_norm`."""
+  per_table = config.model.get("max_norms")
+  c = float(per_table.get(_TABLE_NAMES[table], 0.0)) if per_table else 0.0
+  return c or float(config.model.max_norm)
 
 
 def loss(variables: dict, batch: dict, tables: bof_data.BofTables, rng: jax.Array,
