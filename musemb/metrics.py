@@ -560,3 +560,135 @@ def map_at_n_from_topk(topk_idx: Any, relevant: Relevant, n: int | None = None,
   n = _cut(topk_idx, n, "n")
   hits, counts = _hits_and_counts(topk_idx, relevant)
   return _reduce(_ap_at_n_from_hits(hits, counts, n), counts > 0, reduce, "a relevant item")
+
+
+# ----------------------------------------------------------------------------- first relevant rank
+
+_TIE_RULES = ("pessimistic", "optimistic")
+
+
+def first_relevant_rank(scores: Any, relevance: Any, ties: str = "pessimistic") -> np.ndarray:
+  """The 1-based rank of each query's best-ranked relevant item.
+
+  This is the rank Rush et al.'s album retrieval reads recall@k, MRR and median rank off: for a
+  review, where its album falls among all test albums; for an album, where the first of its
+  reviews falls among all test reviews ("found when any of its reviews is").
+
+  Ties are counted, not broken by index: with s the best score of a relevant item,
+  "pessimistic" gives rank 1 + #{irrelevant items scoring >= s} (a tie with an irrelevant item goes
+  against the query, so a model that scores everything alike gets the worst rank, not the best),
+  "optimistic" 1 + #{irrelevant items scoring > s}. Relevant items never push each other down.
+
+  Args:
+    scores: [queries, items] scores, higher ranks first (pass -distance for distances); NaN is an
+      error.
+    relevance: [queries, items] bool (or 0/1) ground truth.
+    ties: "pessimistic" or "optimistic".
+
+  Returns:
+    [queries] float64 ranks in [1, items], NaN for queries without a relevant item.
+  """
+  if ties not in _TIE_RULES:
+    raise ValueError(f"ties={ties!r} is not supported; expected one of {_TIE_RULES}.")
+  scores = _as_scores(scores)
+  relevance = _as_relevance(relevance, scores.shape)
+  best = np.where(relevance, scores, -np.inf).max(axis=1, initial=-np.inf)[:, None]
+  ahead = (scores >= best) if ties == "pessimistic" else (scores > best)
+  ranks = 1.0 + (ahead & ~relevance).sum(axis=1)
+  return np.where(relevance.any(axis=1), ranks, np.nan)
+
+
+def first_rank_metrics(ranks: Any, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+  """recall@k (the fraction of queries whose first relevant item is within the top k), MRR and
+  median rank from per-query ranks (`first_relevant_rank`); NaN ranks (no relevant item) are left
+  out of every value, and "num_queries" counts the rest.
+
+  With one relevant item per query (review -> album) recall@k is `recall_at_k`; with several
+  (album -> reviews) it is the hit rate, the fraction of queries that find at least one.
+  """
+  ranks = np.asarray(ranks, np.float64).reshape(-1)
+  ranks = ranks[np.isfinite(ranks)]
+  if ranks.size == 0:
+    raise ValueError("first_rank_metrics: no query has a relevant item, so the metrics are "
+                     "undefined; check the relevance labels.")
+  if (ranks < 1).any():
+    raise ValueError(f"first_rank_metrics: ranks are 1-based; got {ranks.min()}.")
+  out = {}
+  for k in ks:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+      raise ValueError(f"first_rank_metrics: k={k!r} must be a positive int.")
+    out[f"r@{int(k)}"] = float((ranks <= k).mean())
+  out["mrr"] = float((1.0 / ranks).mean())
+  out["median_rank"] = float(np.median(ranks))
+  out["num_queries"] = float(ranks.size)
+  return out
+
+
+def chance_first_rank_metrics(num_candidates: int, num_relevant: Any = 1,
+                              ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+  """What `first_rank_metrics` expects of a uniformly random ranking: the chance levels.
+
+  For N candidates of which n are relevant, the first relevant item's rank R of a random
+  permutation has P(R = r) = C(N - r, n - 1) / C(N, n), r = 1 .. N - n + 1, so
+  recall@k = 1 - C(N - n, k) / C(N, k) and MRR = E[1 / R]; for n = 1 these are k / N and H_N / N.
+  With per-query counts n_q, recall@k and MRR are the means over the queries, and the median rank
+  is the median of R for a query drawn at random (the pooled distribution), which is what the
+  median of observed ranks estimates; a distribution function that reaches exactly 1/2 at r gives
+  (r + r') / 2 with r' the next possible rank, as np.median does for an even sample (for n = 1:
+  (N + 1) / 2).
+
+  Args:
+    num_candidates: N, the items each query ranks (all test albums, or all test reviews).
+    num_relevant: n, an int or one int per query (e.g. each test album's number of reviews);
+      each in [1, N].
+    ks: the recall cut-offs.
+
+  Returns:
+    {"r@k": ..., "mrr": ..., "median_rank": ...}.
+  """
+  if isinstance(num_candidates, bool) or not isinstance(num_candidates, (int, np.integer)) \
+      or num_candidates < 1:
+    raise ValueError(f"chance_first_rank_metrics: num_candidates={num_candidates!r} must be a "
+                     "positive int.")
+  n_all = np.asarray(num_relevant).reshape(-1)
+  if n_all.size == 0 or not np.issubdtype(n_all.dtype, np.integer) or n_all.min() < 1 \
+      or n_all.max() > num_candidates:
+    raise ValueError(f"chance_first_rank_metrics: num_relevant must be ints in [1, "
+                     f"{num_candidates}]; got {n_all[:5]}{'...' if n_all.size > 5 else ''}.")
+  for k in ks:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+      raise ValueError(f"chance_first_rank_metrics: k={k!r} must be a positive int.")
+  big_n = int(num_candidates)
+  values, counts = np.unique(n_all, return_counts=True)
+  weights = counts / counts.sum()
+  r = np.arange(1, big_n + 1, dtype=np.float64)
+  pooled = np.zeros(big_n)
+  out = {f"r@{int(k)}": 0.0 for k in ks}
+  mrr = 0.0
+  for n, w in zip(values.tolist(), weights):
+    # log C(N - r, n - 1) - log C(N, n); -inf (probability 0) for ranks beyond N - n + 1.
+    pmf = np.exp(_log_comb(big_n - r, n - 1) - _log_comb(big_n, n))
+    pooled += w * pmf
+    mrr += w * float((pmf / r).sum())
+    cdf = np.cumsum(pmf)
+    for k in ks:
+      out[f"r@{int(k)}"] += w * float(min(cdf[min(int(k), big_n) - 1], 1.0))
+  out = {key: float(v) for key, v in out.items()}
+  out["mrr"] = float(mrr)
+  cdf = np.cumsum(pooled)
+  lo = int(np.searchsorted(cdf, 0.5 - 1e-12))
+  if np.isclose(cdf[lo], 0.5, rtol=0.0, atol=1e-12):
+    after = np.flatnonzero(pooled[lo + 1:] > 0)
+    out["median_rank"] = float((r[lo] + r[lo + 1 + after[0]]) / 2.0 if after.size else r[lo])
+  else:
+    out["median_rank"] = float(r[lo])
+  return out
+
+
+def _log_comb(n: Any, k: Any) -> np.ndarray:
+  """log C(n, k) for n >= k >= 0 (arrays broadcast); -inf where k > n."""
+  from scipy.special import gammaln  # only the chance levels need it
+  n, k = np.asarray(n, np.float64), np.asarray(k, np.float64)
+  with np.errstate(invalid="ignore"):
+    out = gammaln(n + 1) - gammaln(k + 1) - gammaln(np.maximum(n - k, 0) + 1)
+  return np.where(k <= n, out, -np.inf)
