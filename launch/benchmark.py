@@ -1,6 +1,7 @@
 r"""Benchmarks of the hot paths, each against a peer library run in the same process on the same data.
 
-  python -m launch.benchmark --suite=all  # or: features, evaluation, warp, samplecnn, als, shortchunk
+  python -m launch.benchmark --suite=all  # or: features, evaluation, warp, samplecnn, als,
+                                          #     shortchunk, propagation
   python -m launch.benchmark --suite=warp --quick   # smaller sizes, for a smoke run
 
 Suites (each prints a table with the musemb/peer ratio):
@@ -18,6 +19,10 @@ Suites (each prints a table with the musemb/peer ratio):
   shortchunk  Won et al.'s acoustic branch (short-chunk CNN over an on-device log-mel) + tag branch
               + triplet loss, training examples per second on the current backend
               (launch.benchmarks.shortchunk)
+  propagation Lin et al.'s playlist tag propagation: the tagprop system's SampleCNN training step
+              with and without the walk and the supportive BCE (same model, same batch, one run),
+              examples per second and their ratio, at the paper's AotM-2011 scale
+              (launch.benchmarks.propagation)
 
 Numbers are wall-clock on a shared machine: compare the ratio, not the absolute values.
 """
@@ -29,7 +34,7 @@ from absl import flags
 
 from launch import common
 
-SUITES = ("features", "evaluation", "warp", "samplecnn", "als", "shortchunk")
+SUITES = ("features", "evaluation", "warp", "samplecnn", "als", "shortchunk", "propagation")
 _SUITE = flags.DEFINE_enum("suite", "all", SUITES + ("all",), "Which benchmark to run.")
 _QUICK = flags.DEFINE_boolean("quick", False, "Small sizes (smoke test of the benchmark itself).")
 

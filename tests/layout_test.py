@@ -8,7 +8,7 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SYSTEMS = ("muslse", "one_vs_rest", "samplecnn", "wmf", "won")
+SYSTEMS = ("muslse", "one_vs_rest", "samplecnn", "tagprop", "wmf", "won")
 
 
 def _modules(top: str) -> dict[str, str]:
@@ -146,6 +146,8 @@ def test_config_constants_match_the_models():
   from musemb.models import samplecnn
   from musemb.models import shortchunk
   assert samplecnn_config.LEE_WIDTHS == samplecnn.LEE_WIDTHS
+  from configs import tagprop as tagprop_config
+  assert tagprop_config.LEE_WIDTHS == samplecnn.LEE_WIDTHS
   assert samplecnn_config.HEADS == samplecnn.HEADS
   assert won_config.SAMPLE_RATE == shortchunk.SAMPLE_RATE
   assert won_config.NUM_SAMPLES == shortchunk.NUM_SAMPLES

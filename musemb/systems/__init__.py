@@ -54,6 +54,7 @@ _PACKAGES = {
     "muslse": "musemb.systems.muslse",
     "one_vs_rest": "musemb.systems.one_vs_rest",
     "samplecnn": "musemb.systems.samplecnn",
+    "tagprop": "musemb.systems.tagprop",
     "wmf": "musemb.systems.wmf",
     "won": "musemb.systems.won",
 }

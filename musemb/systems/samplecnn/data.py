@@ -87,18 +87,26 @@ def _target_rows(track_ids: np.ndarray, targets: pipeline.TrackTargets | None) -
   return np.array([index.get(t, -1) for t in track_ids.tolist()], np.int64)
 
 
-def load_data(config: ml_collections.ConfigDict, workdir: str) -> AudioData:
-  """Opens the prepared dataset (or prepares the built-in world) and joins the latent factors.
-
-  `config.model.head == "factors"` needs `config.data.factors` (a `launch.wmf` workdir); training
-  then uses the tracks that have factors. With the "tags" head every track trains.
-  """
+def open_prepared(config: ml_collections.ConfigDict, workdir: str) -> prepared_lib.Prepared:
+  """`config.data_dir`'s dataset (or the built-in world, prepared on first use), refused when its
+  audio is not at `config.data.sample_rate`: the crop length means that many seconds only there."""
   dataset_dir = prepared_lib.resolve_dataset(config, workdir)
   prepared = prepared_lib.load_prepared(dataset_dir)
   if prepared.sample_rate != config.data.sample_rate:
     raise ValueError(f"{dataset_dir} holds {prepared.sample_rate} Hz audio but "
                      f"config.data.sample_rate={config.data.sample_rate}; prepare it again at "
                      f"{config.data.sample_rate} Hz or change the config.")
+  return prepared
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str) -> AudioData:
+  """Opens the prepared dataset (or prepares the built-in world) and joins the latent factors.
+
+  `config.model.head == "factors"` needs `config.data.factors` (a `launch.wmf` workdir); training
+  then uses the tracks that have factors. With the "tags" head every track trains.
+  """
+  prepared = open_prepared(config, workdir)
+  dataset_dir = prepared.dataset_dir
   head = config.model.head
   targets: dict[str, pipeline.TrackTargets] = {}
   if config.data.factors:

@@ -56,9 +56,14 @@ def _window_predictor(model: samplecnn_lib.SampleCNN):
 
 
 def predict_split(variables: Any, data: audio_data.AudioData, config: ml_collections.ConfigDict,
-                  split: str) -> dict[str, np.ndarray]:
-  """Averaged window predictions for every track of `split`, with their labels and targets."""
-  model = make_model(config, data.info)
+                  split: str, model: samplecnn_lib.SampleCNN | None = None
+                  ) -> dict[str, np.ndarray]:
+  """Averaged window predictions for every track of `split`, with their labels and targets.
+
+  `model` (default: `make_model(config, data.info)`) lets a system that builds its SampleCNN
+  differently (the tag-propagation system's two heads in one output layer) reuse this reader.
+  """
+  model = make_model(config, data.info) if model is None else model
   predict = _window_predictor(model)
   variables = jax.device_get(variables)
   ids, outputs, tags, factors, has = [], [], [], [], []

@@ -1,0 +1,193 @@
+"""Playlist-based tag propagation for a SampleCNN auto-tagger, on the shared training loop.
+
+Lin, Chung and Chen, "Playlist-Based Tag Propagation for Improving Music Auto-Tagging" (`002_*`
+paper). Songs next to each other in a playlist tend to share tags (its Fig. 2), so each training
+song also learns the tags of a playlist neighbour s' drawn by a random walk, weighted by how
+likely the walk is to pick it:
+
+* the model: Lee et al.'s 3^9 SampleCNN (`musemb.models.samplecnn`) on 22,050 Hz crops of 59,049
+  samples (`configs/tagprop.py` says why not the paper's 50,000), batch statistics in
+  `batch_stats`;
+* the baseline (`objective.name = "baseline"`): eq. (1), binary cross-entropy on the song's own
+  tags (`musemb.objectives.supportive.tag_bce`);
+* the proposed model (`"supportive"`): eq. (3), eq. (1) plus the supportive cross-entropy on the
+  partner's tags weighted by eq. (4)'s P(s'|s) (`supportive.supportive_bce`). The partner is drawn
+  inside the jitted step (`musemb.samplers.propagation.sample`, its docstring settles the
+  published pseudocode) from the batch's song indices and the device tables of `data.py`; only
+  training songs pass tags on;
+* heads (`model.head`): `single`, the paper's one output layer for both terms, or `separate`, a
+  second linear output for the supportive term on the same features (the usual multi-task form;
+  the paper calls its objective multi-task). Both are one dense layer: with `separate` it has 2T
+  outputs, columns [0, T) the auto-tagger and [T, 2T) the supportive head; a dense layer's columns
+  have their own weights and biases, so this is exactly two linear heads on the same (dropped-out)
+  features. The supportive head only trains; evaluation reads columns [0, T);
+* evaluation (`evaluation.py`): annotation MAP, retrieval MAP and retrieval ROC-AUC on the test
+  songs, each track the mean of its first `eval.windows` adjacent windows' probabilities (Lee et
+  al.'s evaluation, reused from `musemb.systems.samplecnn.evaluation`); validation watches eq. (1)
+  on the validation songs (`bce`).
+
+metrics.json keys: `tagprop_baseline/...` (eq. (1)), `tagprop/...` (eq. (3), single head) and
+`tagprop_separate/...` (eq. (3), separate head), so one workdir's metrics.json can hold every row
+of Table I (`report.py` merges them). Per-song and per-tag values go to `per_query.npz` for the
+report's paired bootstrap intervals, test predictions to `predictions.npz` and Fig. 2's playlist
+statistic to `tag_similarity.npz`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from musemb import utils
+from musemb.models import samplecnn as samplecnn_lib
+from musemb.objectives import supportive
+from musemb.samplers import propagation
+from musemb.systems import System
+from musemb.systems.samplecnn import evaluation as samplecnn_evaluation
+from musemb.systems.tagprop import data as tagprop_data
+from musemb.systems.tagprop import evaluation
+from musemb.systems.tagprop import report
+
+HEADS = ("single", "separate")
+OBJECTIVES = ("supportive", "baseline")
+metrics_key = evaluation.metrics_key
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """This system's own keys, checked before anything loads."""
+  problems = []
+  if config.model.head not in HEADS:
+    problems.append(f"model.head={config.model.head!r} (one of {HEADS})")
+  if config.objective.name not in OBJECTIVES:
+    problems.append(f"objective.name={config.objective.name!r} (one of {OBJECTIVES})")
+  if config.objective.reduction not in supportive.REDUCTIONS:
+    problems.append(f"objective.reduction={config.objective.reduction!r} (one of "
+                    f"{supportive.REDUCTIONS})")
+  if not 0.0 <= float(config.objective.r) <= 1.0:
+    problems.append(f"objective.r={config.objective.r!r} (the search range, in [0, 1])")
+  if config.objective.name == "baseline" and config.model.head == "separate":
+    problems.append("model.head='separate' with objective.name='baseline' (the baseline trains "
+                    "no supportive head)")
+  if problems:
+    raise ValueError("tagprop config: " + "; ".join(problems) + ".")
+
+
+def make_model(config: ml_collections.ConfigDict, num_tags: int) -> samplecnn_lib.SampleCNN:
+  """The SampleCNN with T outputs (single head) or 2T (auto-tagger, then supportive head)."""
+  m = config.model
+  if num_tags < 1:
+    raise ValueError("tagprop: the dataset has no tags to learn.")
+  return samplecnn_lib.SampleCNN(
+      num_outputs=int(num_tags) * (2 if m.head == "separate" else 1), head="tags",
+      widths=tuple(int(w) for w in m.widths), stem_width=int(m.stem_width),
+      final_width=int(m.final_width) or None, dropout_rate=float(m.dropout),
+      num_samples=int(config.data.crop_samples), bn_momentum=float(m.bn_momentum))
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str) -> tagprop_data.TagpropData:
+  check_config(config)
+  return tagprop_data.load_data(config, workdir)
+
+
+def init(config: ml_collections.ConfigDict, info: dict, rng: jax.Array) -> dict:
+  """{"params", "batch_stats"}, initialised with a batch of two silent crops."""
+  check_config(config)
+  model = make_model(config, info["num_tags"])
+  return dict(model.init({"params": rng}, jnp.zeros((2, config.data.crop_samples), jnp.float32),
+                         train=False))
+
+
+def loss(variables: dict, batch: dict, tables: Any, rng: jax.Array,
+         config: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
+  """Eq. (1) (baseline) or eq. (3) (proposed), averaged over the batch.
+
+  Batch: `audio` [B, n], `tags` [B, T], `song` [B] int32 (rows of the tables). The walk draws
+  from its own key, split from the step's, so dropout and propagation are independent.
+  """
+  num_tags = batch["tags"].shape[-1]
+  model = make_model(config, num_tags)
+  rng_dropout, rng_walk = jax.random.split(rng)
+  out, updates = model.apply(variables, batch["audio"], train=True, rngs={"dropout": rng_dropout},
+                             mutable=["batch_stats"])
+  logits = out[:, :num_tags]
+  reduction = config.objective.reduction
+  own = supportive.tag_bce(logits, batch["tags"], reduction)
+  aux = {"model_state": dict(updates)}
+  if config.objective.name == "baseline":
+    aux["bce"] = {"own": jnp.mean(own)}
+    return jnp.mean(own), aux
+  walk = propagation.sample(tables["propagation"], batch["song"], rng_walk)
+  targets, has_partner = propagation.propagated_tags(tables["song_tags"], walk.partner)
+  support_logits = out[:, num_tags:] if config.model.head == "separate" else None
+  per_example = supportive.supportive_bce(logits, batch["tags"], targets, walk.weight,
+                                          support_logits=support_logits, has_partner=has_partner,
+                                          reduction=reduction)
+  found = has_partner.astype(jnp.float32)
+  aux["bce"] = {"own": jnp.mean(own), "support": jnp.mean(per_example - own)}
+  aux["propagation"] = {
+      "partner_rate": jnp.mean(found),
+      "other_song_rate": jnp.mean(found * (walk.partner != batch["song"])),
+      "weight": jnp.sum(walk.weight * found) / jnp.maximum(jnp.sum(found), 1.0)}
+  return jnp.mean(per_example), aux
+
+
+def _predict(variables: Any, data: tagprop_data.TagpropData, config: ml_collections.ConfigDict,
+             split: str) -> dict[str, np.ndarray]:
+  """Window-averaged probabilities of the auto-tagging head, [songs, T], with tags and ids."""
+  num_tags = data.info["num_tags"]
+  pred = samplecnn_evaluation.predict_split(variables, data, config, split,
+                                            model=make_model(config, num_tags))
+  pred["outputs"] = pred["outputs"][:, :num_tags]
+  return pred
+
+
+def evaluate(variables: Any, data: tagprop_data.TagpropData, config: ml_collections.ConfigDict,
+             split: str) -> dict[str, float]:
+  """Eq. (1) on the split's own tags (`bce`, the validation loss) and the Table I metrics."""
+  pred = _predict(variables, data, config, split)
+  metrics, _ = evaluation.tagging_metrics(pred["outputs"], pred["tags"])
+  metrics["bce"] = evaluation.validation_bce(pred["outputs"], pred["tags"])
+  return metrics
+
+
+def write_outputs(variables: Any, data: tagprop_data.TagpropData,
+                  config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Test metrics; `per_query.npz`, `predictions.npz`, `tag_similarity.npz` (Fig. 2)."""
+  key = metrics_key(config)
+  split = config.eval.split
+  pred = _predict(variables, data, config, split)
+  metrics, per_query = evaluation.tagging_metrics(pred["outputs"], pred["tags"])
+  metrics["bce"] = evaluation.validation_bce(pred["outputs"], pred["tags"])
+  metrics["num_tags"] = float(data.info["num_tags"])
+  for name, value in data.info["playlists"].items():
+    metrics[f"playlists/{name}"] = float(value)
+  tag_names = np.asarray(data.info["tag_names"], str)
+  arrays = {f"{key}/annotation/ap": per_query["annotation_ap"],
+            "annotation/query_ids": np.asarray(pred["track_ids"], str),
+            f"{key}/retrieval/ap": per_query["retrieval_ap"],
+            f"{key}/retrieval/roc_auc": per_query["retrieval_auc"],
+            "retrieval/query_ids": tag_names,
+            "retrieval/train_counts": np.asarray(data.info["tag_train_counts"], np.int64)}
+  similarity = evaluation.tag_similarity_by_distance(
+      data.sequences, data.songs.tags, int(config.eval.max_distance), seed=int(config.seed))
+  if jax.process_index() == 0:
+    utils.save_npz_atomic(os.path.join(workdir, "per_query.npz"), arrays)
+    utils.save_npz_atomic(os.path.join(workdir, "predictions.npz"),
+                          {f"{split}_track_ids": np.asarray(pred["track_ids"], str),
+                           f"{split}_scores": pred["outputs"], "tag_names": tag_names})
+    utils.save_npz_atomic(os.path.join(workdir, "tag_similarity.npz"), similarity)
+  logging.info("%s test metrics:\n%s", key,
+               "\n".join(f"  {k}: {v:.4f}" for k, v in sorted(metrics.items())))
+  return metrics
+
+
+SYSTEM = System(
+    name="tagprop", load_data=load_data, init=init, loss=loss, evaluate=evaluate,
+    write_outputs=write_outputs, report=report.write_report, compare=report.compare,
+    metrics_key=metrics_key)
