@@ -9,7 +9,7 @@ DATA_DIR ?= data
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo demo-listening demo-won demo-playlists test install bench tables clean
+.PHONY: demo demo-listening demo-won demo-reviews demo-playlists test install bench tables clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo-listening: $(STAMP)
 # Won et al.'s tag-based retrieval: sampling methods (Table 1) and branches (Table 2), zero-shot.
 demo-won: $(STAMP)
 	$(PY) -m launch.demo_won --workdir=workdirs/won --data_dir=$(DATA_DIR)
+
+# Rush et al.'s text-music embeddings from album reviews: main variant, ablations and CCA, Table 1.
+demo-reviews: $(STAMP)
+	$(PY) -m launch.demo_reviews --workdir=workdirs/reviews --data_dir=$(DATA_DIR)
 
 # Lin et al.'s playlist-based tag propagation: SampleCNN baseline (eq. 1) vs proposed (eq. 3, single
 # and separate heads), Table I with bootstrap intervals, Figs. 2 and 5.

@@ -19,6 +19,14 @@ longest in-vocabulary pieces ("dark ambient piano" -> dark_ambient and piano), t
 the run's tag branch. Words with no vector are listed on stderr and left out; a query with no
 known word is an error. Late-fusion runs rank by w cos(acoustic) + (1 - w) cos(cultural)
 (`--acoustic_weight`, default from the config, else 0.5). `--query` may be repeated.
+
+Album-review run (`configs/rush.py`, Rush et al.): the reviews nearest an audio file (its
+AcousticBrainz-layout descriptor vector, computed at the run's descriptor rate and z-scored with the
+training statistics, through the audio branch), with their albums and distances; or the albums
+nearest a text (through the run's vocabulary and text branch).
+
+  python -m launch.predict --workdir=workdirs/reviews/main song.wav
+  python -m launch.predict --workdir=workdirs/reviews/main --query="warm acoustic guitar"
 """
 
 import json

@@ -2,11 +2,13 @@ r"""Writes one finished run's report, or compares several runs as their paper's 
 
 The run's system (its config.json) writes the report: MUSLSE Tables 2, 4, 6, 7, wins/losses/draws
 and map.png; Won et al. retrieval, categories, zero-shot and Table 3; SampleCNN Tables 6.1 and
-6.2; WMF the shape of Tables 5.1-5.5. Baseline workdirs' metrics are merged in first:
+6.2; WMF the shape of Tables 5.1-5.5; Rush et al. album retrieval from reviews with chance levels
+and the nearest reviews of a few albums. Baseline workdirs' metrics are merged in first:
 
   python -m launch.report --workdir=workdirs/muslse --baselines=workdirs/muslse/one_vs_rest
 
-Several runs of one paper (MUSLSE: Tables 3, 5, 6; Won et al.: Tables 1, 2; WMF: Tables 5.x):
+Several runs of one paper (MUSLSE: Tables 3, 5, 6; Won et al.: Tables 1, 2; WMF: Tables 5.x;
+Rush et al.: Table 1 over rush runs and a rush_baselines run):
 
   python -m launch.report --workdirs=workdirs/warp_d100,workdirs/auc_d100,workdirs/warp_d400 \
       --out=workdirs/tables.md

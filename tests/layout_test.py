@@ -8,7 +8,8 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SYSTEMS = ("muslse", "one_vs_rest", "samplecnn", "tagprop", "wmf", "won")
+SYSTEMS = ("muslse", "one_vs_rest", "rush", "rush_baselines", "samplecnn", "tagprop", "wmf",
+           "won")
 
 
 def _modules(top: str) -> dict[str, str]:

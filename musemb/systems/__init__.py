@@ -53,6 +53,8 @@ import numpy as np
 _PACKAGES = {
     "muslse": "musemb.systems.muslse",
     "one_vs_rest": "musemb.systems.one_vs_rest",
+    "rush": "musemb.systems.rush",
+    "rush_baselines": "musemb.systems.rush_baselines",
     "samplecnn": "musemb.systems.samplecnn",
     "tagprop": "musemb.systems.tagprop",
     "wmf": "musemb.systems.wmf",
