@@ -20,6 +20,20 @@ variants pick a setup, `key=value` items the knobs:
   python -m launch.report --workdirs=W/top50_baseline,W/top50,W/top1000_baseline,W/top1000 \
       --out=W/table1.md                                              # both setups in one Table I
 
+Figs. 3-4, the search-range sweep: one proposed run per r in `SEARCH_RANGES` (per setup), then one
+comparison with the baseline, which draws each r's difference to the baseline with its interval:
+
+  for r in 0.0 0.2 0.4 0.6 0.8; do                                   # SEARCH_RANGES
+    python -m launch.train --config=configs/tagprop.py:top50,r=$r --workdir=W/top50_r$r \
+        --config.data_dir=data/msd_tagprop
+  done
+  python -m launch.report --workdirs=W/top50_baseline,W/top50_r0.0,W/top50_r0.2,W/top50_r0.4,\
+W/top50_r0.6,W/top50_r0.8 --out=W/search_range.md                    # + figs3_4_search_range.png
+
+Fig. 6 and Table II (per tag category) come with every report that has a baseline, from the
+paper's Table II (`musemb/systems/tagprop/table2_taxonomy.json`) or a JSON {category: [tags]} of
+your own, set when training: `--config.eval.taxonomy=path/to/taxonomy.json`.
+
   make demo-playlists     # the built-in world: baseline, proposed (both heads), report
 
 Table I of the paper, for orientation (MSD + AotM-2011; ours depend on the data the run used):
@@ -70,6 +84,10 @@ from configs import common
 # Lee et al.'s nine block widths (configs/samplecnn.py keeps them equal to the model's).
 LEE_WIDTHS = (128, 128, 256, 256, 256, 256, 256, 256, 512)
 HEADS = ("single", "separate")
+# Figs. 3-4: the search ranges of the sweep. The paper's text gives no grid (only the best: 0.4 for
+# 50 tags, 0.2 for 1000); steps of 0.2 hold both. r = 0 is the control: the walk never leaves s,
+# so the supportive term repeats the own-tag term and no tag is propagated.
+SEARCH_RANGES = (0.0, 0.2, 0.4, 0.6, 0.8)
 OBJECTIVES = ("supportive", "baseline")
 SAMPLE_RATE = 22050
 
@@ -117,6 +135,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.max_distance = 10         # Fig. 2: playlist distances up to this
   c.eval.bootstrap_resamples = 2000  # the report's paired bootstrap intervals
   c.eval.bootstrap_seed = 0
+  c.eval.taxonomy = ""             # Table II / Fig. 6: JSON {category: [tags]}; "" = the paper's
 
   _apply_variants(c, common.parse_arg(arg, tiny=False, demo=False, top50=False, top1000=False,
                                       baseline=False, head="", r=-1.0, top_n=-1, lr=0.0,

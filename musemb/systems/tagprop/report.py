@@ -16,10 +16,19 @@ What the document holds:
   over the test songs for annotation and over the tags for retrieval, the queries matched by id,
   for the difference of means and for the relative improvement. It covers which songs and tags
   were drawn, not another training seed;
-* the search range (Figs. 3-4 as a table) when proposed runs of one vocabulary differ in r;
+* Figs. 3-4, the search-range sweep, when proposed runs of one vocabulary and head differ in r
+  (`configs/tagprop.py: SEARCH_RANGES`): annotation MAP, retrieval MAP and AUC against r, the
+  baseline as the r-free reference, each r's difference to the baseline with its paired
+  bootstrap interval, as a table and `figs3_4_search_range.png`;
 * Fig. 5: the relative improvement of retrieval MAP and AUC per bin of `eval.popularity_bin`
   tags (100 in the paper; the demo's 47 tags use 10) in order of popularity (training songs per
   tag), as a table and `fig5_popularity.png`;
+* Table II and Fig. 6: per tag category of a taxonomy (`eval.taxonomy`, a JSON {category:
+  [tags]}; by default the paper's Table II, shipped as `table2_taxonomy.json`, see
+  `load_taxonomy`), the category's tags found in the run's vocabulary, their mean popularity
+  (training songs per tag, and as % of the training songs as Fig. 6 plots it) and the relative
+  improvement of retrieval MAP and AUC with a paired bootstrap interval over the category's tags,
+  as a table and `fig6_categories.png`;
 * Fig. 2: the mean cosine similarity of two playlist songs' tag vectors against their distance,
   computed from the data alone (`tag_similarity.npz`), as a table and `fig2_tag_similarity.png`;
 * how much the playlists covered: playlists, gaps, training songs in a playlist.
@@ -28,6 +37,7 @@ What the document holds:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -48,6 +58,8 @@ PAPER = ('Lin, Chung and Chen, "Playlist-Based Tag Propagation for Improving Mus
 PAPER_TABLE1 = {50: (("Baseline", 0.296, 0.172, 0.701), ("Proposed, r = 0.4", 0.323, 0.193, 0.721)),
                 1000: (("Baseline", 0.0948, 0.0115, 0.559),
                        ("Proposed, r = 0.2", 0.119, 0.0179, 0.648))}
+# Table II of the paper, as its text lists it (see `load_taxonomy`).
+TABLE2_TAXONOMY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "table2_taxonomy.json")
 # (task, per-query metric, metrics.json name, column title, bootstrapped over)
 METRICS = (("annotation", "ap", "annotation/map", "Annotation MAP", "songs"),
            ("retrieval", "ap", "retrieval/map", "Retrieval MAP", "tags"),
@@ -170,25 +182,43 @@ def _table1(runs: Sequence[Run]) -> str:
   return "\n".join(out)
 
 
+def _bootstrap_settings(run: Run) -> dict[str, int]:
+  return {"resamples": int(runs_lib.config_get(run.config, "eval.bootstrap_resamples", 2000)),
+          "seed": int(runs_lib.config_get(run.config, "eval.bootstrap_seed", 0))}
+
+
+def _bootstrap(run: Run, base: Run, task: str, metric: str) -> dict[str, Any]:
+  """`stats.paired_bootstrap` of run against base on the queries both score (run's settings)."""
+  _, a, b = _paired(run, base, task, metric)
+  return stats_lib.paired_bootstrap(a, b, **_bootstrap_settings(run))
+
+
+def _difference_cell(s: dict[str, Any]) -> str:
+  if s["difference"] is None:
+    return "-"
+  return f"{s['difference']:+.4f} [{s['difference_low']:+.4f}, {s['difference_high']:+.4f}]"
+
+
+def _relative_cell(s: dict[str, Any]) -> str:
+  if s["relative"] is None:
+    return "-"
+  return (f"{_percent(s['relative'])} [{_percent(s['relative_low'])}, "
+          f"{_percent(s['relative_high'])}]")
+
+
 def _intervals(runs: Sequence[Run]) -> str:
   rows = []
   for _, base, proposed in _groups(runs):
     if base is None:
       continue
     for run in proposed:
-      resamples = int(runs_lib.config_get(run.config, "eval.bootstrap_resamples", 2000))
-      seed = int(runs_lib.config_get(run.config, "eval.bootstrap_seed", 0))
       for task, metric, _, title, over in METRICS:
-        _, a, b = _paired(run, base, task, metric)
-        s = stats_lib.paired_bootstrap(a, b, resamples=resamples, seed=seed)
+        s = _bootstrap(run, base, task, metric)
         if not s["queries"]:
           rows.append([run.label, title, over, "0", "-", "-"])
           continue
-        diff = (f"{s['difference']:+.4f} [{s['difference_low']:+.4f}, "
-                f"{s['difference_high']:+.4f}]")
-        rel = (f"{_percent(s['relative'])} [{_percent(s['relative_low'])}, "
-               f"{_percent(s['relative_high'])}]" if s["relative"] is not None else "-")
-        rows.append([run.label, title, over, str(s["queries"]), diff, rel])
+        rows.append([run.label, title, over, str(s["queries"]), _difference_cell(s),
+                     _relative_cell(s)])
   out = ["## Differences from the baseline, with 95% paired bootstrap intervals", ""]
   if not rows:
     out.append("No baseline run to compare with: pass the baseline's workdir (`--baselines=` to "
@@ -204,24 +234,245 @@ def _intervals(runs: Sequence[Run]) -> str:
   return "\n".join(out)
 
 
-def _search_range(runs: Sequence[Run]) -> str | None:
-  rows = []
-  for n, _, proposed in _groups(runs):
+def search_range_sweeps(runs: Sequence[Run]) -> list[dict[str, Any]]:
+  """Figs. 3-4: per vocabulary size and head whose proposed runs differ in r, the sweep.
+
+  Returns:
+    [{"tags", "head", "baseline" (a Run or None), "points": [{"r", "run", "values": {metrics.json
+      name: value}, "differences": {metrics.json name: paired_bootstrap of the run against the
+      baseline (None without a baseline)}}] in order of r}].
+  """
+  out = []
+  for n, base, proposed in _groups(runs):
     by_head: dict[str, list[Run]] = {}
     for run in proposed:
       by_head.setdefault(run.config["model"]["head"], []).append(run)
     for head, members in by_head.items():
       if len({r.r for r in members}) < 2:
         continue
+      points = []
       for run in sorted(members, key=lambda r: r.r):
-        rows.append(["-" if n is None else str(n), head, f"{run.r:g}"]
-                    + [tables_lib.format_value(run.value(name)) for _, _, name, _, _ in METRICS])
-  if not rows:
+        points.append({
+            "r": run.r, "run": run,
+            "values": {name: run.value(name) for _, _, name, _, _ in METRICS},
+            "differences": {name: (_bootstrap(run, base, task, metric) if base else None)
+                            for task, metric, name, _, _ in METRICS}})
+      out.append({"tags": n, "head": head, "baseline": base, "points": points})
+  return out
+
+
+def _search_range(runs: Sequence[Run], folder: str) -> str | None:
+  sweeps = search_range_sweeps(runs)
+  if not sweeps:
     return None
-  return "\n".join(["## Search range (Figs. 3 and 4)", "", tables_lib.markdown_table(
-      ["# training tags", "head", "r"] + [title for _, _, _, title, _ in METRICS], rows,
-      [True, False, True, True, True, True]), "", "The paper finds r = 0.4 best for 50 tags and "
-      "0.2 for 1000."])
+  rows = []
+  for sweep in sweeps:
+    tags, base = "-" if sweep["tags"] is None else str(sweep["tags"]), sweep["baseline"]
+    if base is not None:
+      rows.append([tags, "baseline (no r)", "-"]
+                  + [tables_lib.format_value(base.value(name)) for _, _, name, _, _ in METRICS])
+    for point in sweep["points"]:
+      row = [tags, sweep["head"], f"{point['r']:g}"]
+      for _, _, name, _, _ in METRICS:
+        cell = tables_lib.format_value(point["values"][name])
+        s = point["differences"][name]
+        if s is not None and s["queries"]:
+          cell += f" ({_difference_cell(s)})"
+        row.append(cell)
+      rows.append(row)
+  path = write_search_range_plot(sweeps, os.path.join(folder, "figs3_4_search_range.png"))
+  return "\n".join([
+      "## Search range (Figs. 3 and 4)", "", tables_lib.markdown_table(
+          ["# training tags", "head", "r"] + [title for _, _, _, title, _ in METRICS], rows,
+          [True, False, True, True, True, True]), "",
+      "In parentheses: the difference to the baseline of the same vocabulary [95% paired "
+      "bootstrap interval], over the test songs (annotation) or the tags (retrieval) both runs "
+      "score. At r = 0 the walk never leaves the song, so nothing is propagated: the control. "
+      "The paper finds r = 0.4 best for 50 tags and 0.2 for 1000.", "",
+      f"![Figs. 3-4]({os.path.basename(path)})"])
+
+
+def write_search_range_plot(sweeps: Sequence[dict[str, Any]], path: str) -> str:
+  """Figs. 3-4: a row per vocabulary size, a panel per metric; each head's values against r, the
+  baseline dashed, error bars the 95% interval of the difference to the baseline put around the
+  point (a bar that crosses the dashed line is a difference the bootstrap cannot tell from 0)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  sizes = sorted({s["tags"] for s in sweeps}, key=lambda n: (n is None, n))
+  fig = Figure(figsize=(13, 3.6 * len(sizes)), dpi=110)
+  FigureCanvasAgg(fig)
+  for i, n in enumerate(sizes):
+    members = [s for s in sweeps if s["tags"] == n]
+    for k, (_, _, name, title, _) in enumerate(METRICS):
+      ax = fig.add_subplot(len(sizes), len(METRICS), i * len(METRICS) + k + 1)
+      for sweep in members:
+        x = np.array([p["r"] for p in sweep["points"]])
+        y = np.array([np.nan if p["values"][name] is None else p["values"][name]
+                      for p in sweep["points"]])
+        low, high = np.zeros_like(y), np.zeros_like(y)
+        for j, p in enumerate(sweep["points"]):
+          d = p["differences"][name]
+          if d is not None and d["queries"]:
+            low[j] = max(d["difference"] - d["difference_low"], 0.0)
+            high[j] = max(d["difference_high"] - d["difference"], 0.0)
+        ax.errorbar(x, y, yerr=np.stack([low, high]), marker="o", capsize=3,
+                    label=f"proposed, {sweep['head']} head")
+      base = members[0]["baseline"]
+      if base is not None and base.value(name) is not None:
+        ax.axhline(base.value(name), color="grey", ls="--", label="baseline")
+      ax.set_xlabel("search range r")
+      ax.set_ylabel(title)
+      ax.set_title(f"{title}, {'-' if n is None else n} tags (cf. Figs. 3-4)")
+      ax.grid(True, alpha=0.3)
+      ax.legend(fontsize=7, loc="best")
+  fig.tight_layout()
+  return plots_lib.save_figure_atomic(fig, path)
+
+
+def load_taxonomy(path: str = "") -> dict[str, list[str]]:
+  """A tag taxonomy {category: [tags]} from a JSON file; "" is the paper's Table II.
+
+  The shipped `table2_taxonomy.json` holds exactly the tags the paper's Table II text lists, in
+  its six categories and spelling (case included, as in the Last.fm tags of the MSD: "Hip-Hop",
+  "Mellow"; its placements too: "singer-songwriter" under personal, "oldies" under mood). Those are
+  50 tags, as many as the top-50 setup's vocabulary, so the table reads as that vocabulary
+  categorised; the paper does not list the categories of the other 950 tags of its 1000-tag
+  setup, and none are guessed here: a run's tags outside the taxonomy are counted, not
+  categorised. Tags match the run's vocabulary exactly.
+  """
+  path = path or TABLE2_TAXONOMY
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"eval.taxonomy={path!r} does not exist where the report runs; pass "
+                            "a JSON {category: [tags]} file, or \"\" for the paper's Table II.")
+  with open(path) as f:
+    taxonomy = json.load(f)
+  if not isinstance(taxonomy, dict) or not taxonomy or not all(
+      isinstance(k, str) and isinstance(v, list) and v and all(isinstance(t, str) for t in v)
+      for k, v in taxonomy.items()):
+    raise ValueError(f"eval.taxonomy={path!r}: expected a JSON object of categories, each a "
+                     "non-empty list of tag names, e.g. {\"genre\": [\"rock\", \"jazz\"]}.")
+  return {k: list(v) for k, v in taxonomy.items()}
+
+
+def category_improvements(taxonomy: dict[str, list[str]], names: np.ndarray, counts: np.ndarray,
+                          proposed: dict[str, np.ndarray], baseline: dict[str, np.ndarray], *,
+                          train_songs: float | None = None, resamples: int = 2000, seed: int = 0
+                          ) -> list[dict[str, Any]]:
+  """Table II / Fig. 6: per category, popularity and the improvement of the per-tag metrics.
+
+  Args:
+    taxonomy: {category: [tags]}; a tag may sit in several categories.
+    names: [tags] the run's vocabulary; counts: [tags] training songs per tag.
+    proposed, baseline: {metric: [tags] per-tag values aligned with `names`}, NaN where a tag is
+      not scored.
+    train_songs: training songs, to give popularity as Fig. 6's percentage (None: not given).
+    resamples, seed: of the paired bootstrap over the category's tags.
+
+  Returns:
+    [{"category", "listed" (tags in the taxonomy), "found" (of them in the vocabulary),
+      "missing" [names], "popularity" (mean training songs per found tag, None without one),
+      "popularity_percent", metric: paired_bootstrap over the category's tags scored by both}]
+    in the taxonomy's order.
+  """
+  where = {t: i for i, t in enumerate(np.asarray(names).astype(str).tolist())}
+  counts = np.asarray(counts, np.float64)
+  out = []
+  for category, tags in taxonomy.items():
+    found = np.array([where[t] for t in dict.fromkeys(tags) if t in where], np.int64)
+    popularity = float(counts[found].mean()) if found.size else None
+    row = {"category": category, "listed": len(dict.fromkeys(tags)), "found": int(found.size),
+           "missing": [t for t in dict.fromkeys(tags) if t not in where],
+           "popularity": popularity,
+           "popularity_percent": (100 * popularity / train_songs
+                                  if popularity is not None and train_songs else None)}
+    for metric in proposed:
+      a, b = np.asarray(proposed[metric])[found], np.asarray(baseline[metric])[found]
+      keep = np.isfinite(a) & np.isfinite(b)
+      row[metric] = stats_lib.paired_bootstrap(a[keep], b[keep], resamples=resamples, seed=seed)
+    out.append(row)
+  return out
+
+
+def _categories(runs: Sequence[Run], folder: str) -> str | None:
+  series = []
+  for _, base, proposed in _groups(runs):
+    if base is None or base.per_query is None:
+      continue
+    for run in proposed:
+      if run.per_query is None:
+        continue
+      path = str(runs_lib.config_get(run.config, "eval.taxonomy", "") or "")
+      taxonomy = load_taxonomy(path)
+      names = run.per_query["retrieval/query_ids"].astype(str)
+      aligned = {m: _aligned_tags(run, base, m) for m in ("ap", "roc_auc")}
+      rows = category_improvements(
+          taxonomy, names, aligned["ap"][0], {m: v[1] for m, v in aligned.items()},
+          {m: v[2] for m, v in aligned.items()}, train_songs=run.value("playlists/train_songs"),
+          **_bootstrap_settings(run))
+      series.append((run, path or "the paper's Table II", len(names), rows))
+  if not series:
+    return None
+  out = ["## Table II and Fig. 6: improvement and popularity per tag category", ""]
+  for run, source, vocabulary, rows in series:
+    table = [[r["category"], f"{r['found']} / {r['listed']}",
+              tables_lib.format_count(r["popularity"]) if r["popularity"] is not None else "-",
+              "-" if r["popularity_percent"] is None else f"{r['popularity_percent']:.1f}%",
+              str(r["ap"]["queries"]), _relative_cell(r["ap"]), _relative_cell(r["roc_auc"])]
+             for r in rows]
+    missing = sorted({t for r in rows for t in r["missing"]})
+    out += [f"{run.label}, {vocabulary} tags, taxonomy: {source}:", "",
+            tables_lib.markdown_table(
+                ["Category", "Tags found / listed", "Mean training songs per tag",
+                 "Popularity (% of training songs)", "Tags scored", "Retrieval MAP [95% CI]",
+                 "Retrieval AUC [95% CI]"], table,
+                [False, True, True, True, True, True, True]), ""]
+    found = sum(r["found"] for r in rows)
+    out += [f"{found} taxonomy entries found in the vocabulary; {len(missing)} listed tags not in "
+            "it" + (": " + ", ".join(missing) if 0 < len(missing) <= 20 else "") + ".", ""]
+  path = write_category_plot(series, os.path.join(folder, "fig6_categories.png"))
+  out += [f"![Fig. 6]({os.path.basename(path)})", "",
+          "Relative improvement of the category's mean over its tags scored by both runs (the "
+          "proposed over the baseline), the interval resampling those tags in pairs; popularity "
+          "over the category's tags in the vocabulary. The paper finds the improvement depends "
+          "more on the category than on popularity (era above mood at a similar popularity)."]
+  return "\n".join(out)
+
+
+def write_category_plot(series, path: str) -> str:
+  """Fig. 6: per category, the relative improvement of retrieval MAP and AUC (bars, 95% interval)
+  and the mean popularity (markers, right axis), one panel per proposed run."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(9, 3.8 * len(series)), dpi=110)
+  FigureCanvasAgg(fig)
+  for i, (run, _, _, rows) in enumerate(series):
+    ax = fig.add_subplot(len(series), 1, i + 1)
+    x = np.arange(len(rows))
+    for k, (metric, title) in enumerate((("ap", "retrieval MAP"), ("roc_auc", "retrieval AUC"))):
+      y, low, high = [], [], []
+      for r in rows:
+        s = r[metric]
+        rel = s["relative"]
+        y.append(np.nan if rel is None else 100 * rel)
+        low.append(0.0 if rel is None else 100 * max(rel - s["relative_low"], 0.0))
+        high.append(0.0 if rel is None else 100 * max(s["relative_high"] - rel, 0.0))
+      ax.bar(x + (k - 0.5) * 0.38, y, width=0.38, yerr=[low, high], capsize=3, label=title)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)           # categories without a scored tag keep a slot
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["category"] for r in rows])
+    ax.set_ylabel("relative improvement (%)")
+    ax.set_title(f"{run.label} (cf. Fig. 6 of Lin et al.)")
+    twin = ax.twinx()
+    percent = all(r["popularity_percent"] is not None or not r["found"] for r in rows)
+    key = "popularity_percent" if percent else "popularity"
+    twin.plot(x, [np.nan if r[key] is None else r[key] for r in rows], "kD", label="popularity")
+    twin.set_ylabel("popularity (% of training songs)" if percent else "training songs per tag")
+    handles = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="best")
+  fig.tight_layout()
+  return plots_lib.save_figure_atomic(fig, path)
 
 
 def popularity_bins(counts: np.ndarray, proposed: np.ndarray, baseline: np.ndarray, bin_size: int
@@ -386,7 +637,8 @@ def document(runs: Sequence[Run], folder: str) -> str:
     if line:
       head += ["", f"{run.label}: {line}"]
   sections = ["\n".join(head), _table1(runs), _intervals(runs)]
-  for section in (_search_range(runs), _figure5(runs, folder), _figure2(runs, folder)):
+  for section in (_search_range(runs, folder), _figure5(runs, folder), _categories(runs, folder),
+                  _figure2(runs, folder)):
     if section:
       sections.append(section)
   sections.append(_coverage(runs))
