@@ -69,7 +69,6 @@ from configs import muslse
 from musemb import sharding
 from musemb import systems
 from musemb import train
-from musemb.systems import muslse
 from musemb.systems.muslse import evaluation as muslse_evaluation
 c = muslse.get_config("tiny")
 c.data_dir = sys.argv[1]
