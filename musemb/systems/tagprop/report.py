@@ -152,6 +152,13 @@ def _groups(runs: Sequence[Run]) -> list[tuple[int | None, Run | None, list[Run]
   return out
 
 
+def _paired_runs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
+  """(baseline, proposed) pairs of one vocabulary size where both saved per-tag arrays."""
+  return [(base, run) for _, base, proposed in _groups(runs)
+          if base is not None and base.per_query is not None
+          for run in proposed if run.per_query is not None]
+
+
 def _table1(runs: Sequence[Run]) -> str:
   rows = []
   for n, base, proposed in _groups(runs):
@@ -395,21 +402,16 @@ def category_improvements(taxonomy: dict[str, list[str]], names: np.ndarray, cou
 
 def _categories(runs: Sequence[Run], folder: str) -> str | None:
   series = []
-  for _, base, proposed in _groups(runs):
-    if base is None or base.per_query is None:
-      continue
-    for run in proposed:
-      if run.per_query is None:
-        continue
-      path = str(runs_lib.config_get(run.config, "eval.taxonomy", "") or "")
-      taxonomy = load_taxonomy(path)
-      names = run.per_query["retrieval/query_ids"].astype(str)
-      aligned = {m: _aligned_tags(run, base, m) for m in ("ap", "roc_auc")}
-      rows = category_improvements(
-          taxonomy, names, aligned["ap"][0], {m: v[1] for m, v in aligned.items()},
-          {m: v[2] for m, v in aligned.items()}, train_songs=run.value("playlists/train_songs"),
-          **_bootstrap_settings(run))
-      series.append((run, path or "the paper's Table II", len(names), rows))
+  for base, run in _paired_runs(runs):
+    path = str(runs_lib.config_get(run.config, "eval.taxonomy", "") or "")
+    taxonomy = load_taxonomy(path)
+    names = run.per_query["retrieval/query_ids"].astype(str)
+    aligned = {m: _aligned_tags(run, base, m) for m in ("ap", "roc_auc")}
+    rows = category_improvements(
+        taxonomy, names, aligned["ap"][0], {m: v[1] for m, v in aligned.items()},
+        {m: v[2] for m, v in aligned.items()}, train_songs=run.value("playlists/train_songs"),
+        **_bootstrap_settings(run))
+    series.append((run, path or "the paper's Table II", len(names), rows))
   if not series:
     return None
   out = ["## Table II and Fig. 6: improvement and popularity per tag category", ""]
@@ -517,16 +519,11 @@ def _aligned_tags(run: Run, base: Run, metric: str) -> tuple[np.ndarray, np.ndar
 
 def _figure5(runs: Sequence[Run], folder: str) -> str | None:
   series = []
-  for _, base, proposed in _groups(runs):
-    if base is None or base.per_query is None:
-      continue
-    for run in proposed:
-      if run.per_query is None:
-        continue
-      bin_size = int(runs_lib.config_get(run.config, "eval.popularity_bin", 100))
-      bins = {metric: popularity_bins(*_aligned_tags(run, base, metric), bin_size)
-              for metric in ("ap", "roc_auc")}
-      series.append((run, bin_size, bins))
+  for base, run in _paired_runs(runs):
+    bin_size = int(runs_lib.config_get(run.config, "eval.popularity_bin", 100))
+    bins = {metric: popularity_bins(*_aligned_tags(run, base, metric), bin_size)
+            for metric in ("ap", "roc_auc")}
+    series.append((run, bin_size, bins))
   if not series:
     return None
   out = ["## Fig. 5: relative improvement against tag popularity", ""]
