@@ -480,8 +480,23 @@ def mfcc_with_deltas(x: jax.Array,
        delta(c, delta_width, 2, axis=-2)], axis=-1)
 
 
+class _DictRoundTrip:
+  """`to_dict` / `from_dict` for the frozen feature configs saved beside a run (unknown keys in a
+  saved file are an error, not silently dropped)."""
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]):
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"{cls.__name__}.from_dict: unknown keys {sorted(unknown)}.")
+    return cls(**d)
+
+
 @dataclasses.dataclass(frozen=True)
-class MfccConfig:
+class MfccConfig(_DictRoundTrip):
   """The frame features of a bag-of-frames pipeline; defaults are MUSLSE's (section 6.2).
 
   Hashable, so it can key caches and be a static argument; `to_dict` is what derived features
@@ -504,16 +519,6 @@ class MfccConfig:
     if not 1 <= self.n_mfcc <= self.n_mels:
       raise ValueError(f"MfccConfig: n_mfcc={self.n_mfcc} must be in [1, n_mels={self.n_mels}].")
     mfcc_lengths(self.sample_rate, self.win_ms, self.hop_ms)  # validates window and hop
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> MfccConfig:
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-      raise ValueError(f"MfccConfig.from_dict: unknown keys {sorted(unknown)}.")
-    return cls(**d)
 
   @property
   def lengths(self) -> tuple[int, int, int]:
@@ -945,7 +950,7 @@ def descriptor_dim(n_mfcc: int = ACOUSTICBRAINZ_N_MFCC) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class DescriptorConfig:
+class DescriptorConfig(_DictRoundTrip):
   """How `audio_descriptors` frames and summarises audio; the defaults are AcousticBrainz's.
 
   Hashable, so it is a static argument of the jitted computation; `to_dict` is what a run stores
@@ -993,16 +998,6 @@ class DescriptorConfig:
     frame_length = 1 << max(1, int(round(math.log2(sample_rate * 2048 / 44100))))
     return cls(**{"sample_rate": int(sample_rate), "frame_length": frame_length,
                   "hop_length": frame_length // 2, **overrides})
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> DescriptorConfig:
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-      raise ValueError(f"DescriptorConfig.from_dict: unknown keys {sorted(unknown)}.")
-    return cls(**d)
 
   @property
   def band_top(self) -> float:
