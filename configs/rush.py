@@ -28,7 +28,9 @@ vocabulary 60,000, reviews cut at 400 tokens, batches of 128).
 fitted outside the loop). Items (Table 1's switches and the loss variants):
 
   text=mean|lstm|features   eq. (11), eqs. (12)-(14), or precomputed sentence vectors (the BERT
-                            row; needs --config.text.features_path)
+                            row; needs --config.text.features_path: an .npz of review ids and
+                            vectors, `musemb.text.sentence_features`; `make demo-reviews` writes
+                            one from word2vec trained on the training reviews, nothing downloaded)
   linear                    one Dense layer per branch (the "non-linear" column off)
   unidirectional            lambda_2 = 0 (the paper's "lambda_1 = 1, lambda_2 = 0")
   no_constraints            lambda_3 = lambda_4 = 0 (no neighbourhood constraints)
@@ -60,6 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.valid_fraction = 0.1      # of the training reviews, whole albums, for early stopping
   c.data.split_seed = 0
   c.data.max_table_gb = 2.0        # training tables above this ride in the batches instead
+  c.data.cache_dir = ""            # built-in world: where descriptor vectors are cached ("" = the
+                                   # workdir; make demo-reviews shares one folder across its runs)
 
   c.features = ml_collections.ConfigDict()
   c.features.n_mfcc = 13           # AcousticBrainz's MFCC count (140-value descriptor vectors)
@@ -68,6 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.text.vocab_size = 60000        # section 6.2
   c.text.max_length = 400          # the authors' code's cut
   c.text.features_path = ""        # model.text=features: precomputed sentence vectors
+  c.text.word_vectors = ""         # mean/lstm: word2vec/GloVe/.npz vectors (musemb.text.readers)
+                                   # that start the word-embedding table (their dim replaces 256)
 
   c.model = ml_collections.ConfigDict()
   c.model.text = "mean"            # mean | lstm | features

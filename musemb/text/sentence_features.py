@@ -8,9 +8,15 @@ them as its input vectors (no text encoder).
 
 Files (written atomically by `save_sentence_features`, or by any tool that writes the same keys):
 
-* `.npz` with `ids` ([texts] str, the review ids) and `features` ([texts, dim] float);
+* `.npz` with `ids` ([texts] str, the review ids) and `features` ([texts, dim] float), and
+  optionally `description` (a str: what made the vectors);
 * `.npy` holding the [texts, dim] matrix alone: then the caller passes the review ids in the
   order its rows were written (`ids=`), since the file has none.
+
+`mean_word_vectors(texts, vectors)` makes such rows from word vectors (the mean of the vectors of a
+text's words, as the paper's CCA baseline reads GloVe): a sentence representation computed without
+downloading anything, e.g. from word2vec trained on the training reviews (`make demo-reviews`'s
+stand-in for the BERT row, `musemb.systems.rush.data.word2vec_sentence_features`).
 
 Every row must be finite and every id unique; `SentenceFeatures.lookup(review_ids)` returns the rows
 of the requested reviews in the requested order and stops, naming examples, when some have no row
@@ -26,6 +32,8 @@ from typing import Sequence
 import numpy as np
 
 from musemb import utils
+from musemb.text import tokenize as tokenize_lib
+from musemb.text.vectors import WordVectors
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -36,11 +44,14 @@ class SentenceFeatures:
     ids: the review ids, unique.
     features: [len(ids), dim] float32; row i belongs to ids[i].
     path: the file they came from ("" when built in memory), for error messages.
+    description: what made the vectors, in words (an optional `description` string in the .npz),
+      so that a report can say what the "BERT features" row read.
     index: id -> row, built on construction.
   """
   ids: tuple[str, ...]
   features: np.ndarray
   path: str = ""
+  description: str = ""
   index: dict[str, int] = dataclasses.field(init=False, repr=False)
 
   def __post_init__(self):
@@ -87,6 +98,24 @@ class SentenceFeatures:
     return self.features[np.asarray(rows, np.int64)]
 
 
+def mean_word_vectors(texts: Sequence[str], vectors: WordVectors) -> tuple[np.ndarray, int]:
+  """([len(texts), dim] float32 means of the vectors of each text's words, texts with none).
+
+  Words are `musemb.text.tokenize.tokenize`'s; words without a vector are left out of the mean,
+  and a text with no word that has one gets the zero row (counted in the second value, so a caller
+  can tell a wrong vector file from a few odd texts).
+  """
+  out = np.zeros((len(texts), vectors.dim), np.float32)
+  empty = 0
+  for i, text in enumerate(texts):
+    rows = [vectors.index[w] for w in tokenize_lib.tokenize(text) if w in vectors.index]
+    if rows:
+      out[i] = vectors.vectors[np.asarray(rows, np.int64)].mean(axis=0)
+    else:
+      empty += 1
+  return out, empty
+
+
 def _counts(ids: Sequence[str]) -> dict[str, int]:
   out: dict[str, int] = {}
   for r in ids:
@@ -105,6 +134,7 @@ def load_sentence_features(path: str, ids: Sequence[str] | None = None) -> Sente
     try:
       with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files if k in ("ids", "features")}
+        description = str(data["description"]) if "description" in data.files else ""
         names = sorted(data.files)
     except (OSError, ValueError) as e:
       raise ValueError(f"{path}: cannot read as .npz ({e}).") from e
@@ -114,7 +144,7 @@ def load_sentence_features(path: str, ids: Sequence[str] | None = None) -> Sente
     file_ids, features = arrays["ids"], arrays["features"]
     if file_ids.ndim != 1:
       raise ValueError(f"{path}: 'ids' must be 1-D [texts], got shape {file_ids.shape}.")
-    return SentenceFeatures(tuple(file_ids.tolist()), features, path)
+    return SentenceFeatures(tuple(file_ids.tolist()), features, path, description)
   if suffix == ".npy":
     if ids is None:
       raise ValueError(f"{path}: an .npy holds the feature matrix only; pass ids= (the review ids "
@@ -128,11 +158,15 @@ def load_sentence_features(path: str, ids: Sequence[str] | None = None) -> Sente
                    "+ features) or .npy (features, with ids= given).")
 
 
-def save_sentence_features(path: str, ids: Sequence[str], features: np.ndarray) -> str:
-  """Writes an `.npz` that `load_sentence_features` reads (checked first, written atomically)."""
+def save_sentence_features(path: str, ids: Sequence[str], features: np.ndarray,
+                           description: str = "") -> str:
+  """Writes an `.npz` that `load_sentence_features` reads (checked first, written atomically);
+  `description` says what made the vectors (kept in the file, shown by reports)."""
   if not path.lower().endswith(".npz"):
     raise ValueError(f"save_sentence_features({path!r}): write an .npz (it keeps the ids).")
-  checked = SentenceFeatures(tuple(ids), features, path)
-  utils.save_npz_atomic(path, {"ids": np.asarray(checked.ids, dtype=str),
-                               "features": checked.features})
+  checked = SentenceFeatures(tuple(ids), features, path, description)
+  arrays = {"ids": np.asarray(checked.ids, dtype=str), "features": checked.features}
+  if description:
+    arrays["description"] = np.asarray(description)
+  utils.save_npz_atomic(path, arrays)
   return path

@@ -39,8 +39,25 @@ def runs(tiny_dataset_dir, tmp_path_factory):
   root = tmp_path_factory.mktemp("rush")
   main, cca = str(root / "main"), str(root / "cca")
   train.run(_config(tiny_dataset_dir), main)
-  train.run(_config(tiny_dataset_dir, "cca"), cca)
+  config = _config(tiny_dataset_dir, "cca")
+  config.data.cache_dir = main          # the main run's descriptor vectors, not a second pass
+  train.run(config, cca)
   return main, cca
+
+
+@pytest.fixture(scope="module")
+def features_run(runs, tiny_dataset_dir, tmp_path_factory):
+  """A tiny run on precomputed sentence features (mean word2vec of the training reviews), on the
+  main run's split and descriptor cache."""
+  main, _ = runs
+  root = tmp_path_factory.mktemp("rush_features")
+  config = _config(tiny_dataset_dir, "text=features")
+  config.data.cache_dir = main
+  config.text.features_path = str(root / "sentence_features.npz")
+  made = rush_data.word2vec_sentence_features(config, main, config.text.features_path)
+  workdir = str(root / "features")
+  train.run(config, workdir)
+  return workdir, made
 
 
 def test_metrics_keys_and_chance(runs):
@@ -89,6 +106,37 @@ def test_report_and_table1(runs, tmp_path):
   assert systems.get("rush_baselines").compare is systems.get("rush").compare
 
 
+def test_sentence_features_run_reads_the_file_and_says_what_it_holds(runs, features_run,
+                                                                     tmp_path):
+  main, cca = runs
+  workdir, made = features_run
+  info_main = json.load(open(os.path.join(main, "info.json")))
+  # word2vec saw the training reviews only; every review of every split got a row.
+  assert made["train_reviews"] == info_main["split_sizes"]["train"][2]
+  assert made["reviews"] == sum(s[2] for s in info_main["split_sizes"].values())
+  assert made["texts_without_vectors"] == 0
+  m = json.load(open(os.path.join(workdir, "metrics.json")))
+  assert m["rush/num_albums"] == json.load(open(os.path.join(main, "metrics.json")))[
+      "rush/num_albums"]
+  assert 0.0 <= m["rush/review_to_album/mrr"] <= 1.0
+  info = json.load(open(os.path.join(workdir, "info.json")))
+  assert info["text_features"].endswith(
+      f"mean of 100-d word2vec vectors trained on the {made['train_reviews']} training reviews")
+  assert not os.path.exists(os.path.join(workdir, "vocabulary.json"))
+  table = open(systems.get("rush").compare([main, workdir, cca], str(tmp_path / "t.md"))).read()
+  row = [line for line in table.splitlines() if line.startswith(
+      "| features: sentence features (precomputed file; here: mean of 100-d word2vec")]
+  assert len(row) == 1 and row[0].split("|")[2].strip() == "yes"     # the BERT features column
+  assert "Text: sentence features (precomputed file" in open(
+      systems.get("rush").report(workdir)).read()
+  predictor = train.load_predictor(workdir)
+  assert not predictor.searches_text
+  with pytest.raises(ValueError, match="precomputed sentence features"):
+    predictor.search("warm", top=1)
+  assert len(predictor.analyze(synthetic.SyntheticWorld("tiny", seed=0).audio(0), top=2)[
+      "reviews"]) == 2
+
+
 def test_variant_switches():
   from configs import rush as rush_config
   v = rush_report.variant(rush_config.get_config("unidirectional,no_sampling,linear").to_dict())
@@ -134,6 +182,28 @@ def test_loss_variants_run(tiny_dataset_dir, tmp_path):
       assert "hidden" not in variables["params"]["net"]["audio_branch"]
       assert not data.tables and batch["audio"].shape == (config.train.batch_size,
                                                           data.info["audio_dim"])
+
+
+def test_word_vectors_start_the_embedding_table(runs, tiny_dataset_dir, tmp_path):
+  main, _ = runs
+  rows = {"record": [0.5] * 8, "the": [-1.0, 2.0] * 4, "zzzunseen": [3.0] * 8}
+  path = tmp_path / "glove.txt"            # GloVe's text layout: no header line
+  path.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in rows.items()))
+  config = _config(tiny_dataset_dir)
+  config.data.cache_dir = main
+  config.text.word_vectors = str(path)
+  data = rush.load_data(config, str(tmp_path / "w"))
+  assert data.info["embed_dim"] == 8 and data.info["embedding_init_found"] == 2
+  variables = rush.init(config, data.info, jax.random.key(0))
+  table = np.asarray(variables["params"]["net"]["text_encoder"]["embed"]["embedding"])
+  assert table.shape == (len(data.vocab), 8)
+  for word in ("record", "the"):
+    np.testing.assert_array_equal(table[data.vocab.index[word]], rows[word])
+  value, _ = rush.loss(variables, data.train_batch(0), data.tables, jax.random.key(1), config)
+  assert np.isfinite(float(value))
+  config.text.word_vectors = str(tmp_path / "missing.txt")
+  with pytest.raises((FileNotFoundError, ValueError)):
+    rush.load_data(config, str(tmp_path / "w2"))
 
 
 def test_album_distances_take_the_nearest_item():

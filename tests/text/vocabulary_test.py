@@ -96,3 +96,21 @@ def test_sentence_features_refuse_bad_files(tmp_path):
   (tmp_path / "broken.npz").write_bytes(b"not a zip")
   with pytest.raises(ValueError, match="cannot read"):
     sentence_features.load_sentence_features(str(tmp_path / "broken.npz"))
+
+
+def test_mean_word_vectors_by_hand_and_the_description_round_trips(tmp_path):
+  vectors = vectors_lib.WordVectors(("warm", "guitar", "dark"),
+                                    np.array([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]], np.float32))
+  texts = ["Warm guitar, warm!", "zzz qqq", "dark"]
+  features, empty = sentence_features.mean_word_vectors(texts, vectors)
+  # (warm + guitar + warm) / 3; no known word -> zeros, counted; words without vectors left out.
+  np.testing.assert_allclose(features, [[2 / 3, 2 / 3], [0.0, 0.0], [4.0, 4.0]], rtol=1e-6)
+  assert empty == 1 and features.dtype == np.float32
+  path = sentence_features.save_sentence_features(str(tmp_path / "w2v.npz"), ["a", "b", "c"],
+                                                  features, description="mean word2vec")
+  loaded = sentence_features.load_sentence_features(path)
+  assert loaded.description == "mean word2vec"
+  np.testing.assert_array_equal(loaded.lookup(["c"]), features[[2]])
+  plain = sentence_features.save_sentence_features(str(tmp_path / "plain.npz"), ["a"],
+                                                   features[:1])
+  assert sentence_features.load_sentence_features(plain).description == ""

@@ -14,12 +14,14 @@
   development set; here the test albums are never looked at before the final evaluation.
 * **Audio features**: MARD's AcousticBrainz vectors, or for the built-in world the same layout
   computed by `musemb.features.audio_descriptors` from each track's audio, once, and cached in
-  `<workdir>/descriptors-<hash>.npz` (keyed by the dataset and the `DescriptorConfig`). Fitted
+  `<cache>/descriptors-<hash>.npz` (keyed by the dataset and the `DescriptorConfig`; `<cache>` is
+  `config.data.cache_dir`, by default the workdir, so runs on one dataset may share it). Fitted
   `features.Standardizer` on the training items only, saved as `<workdir>/standardizer.json` with
   the `DescriptorConfig` in `info.json`, so that a predictor z-scores an upload the same way.
 * **Text**: the `config.text.vocab_size` most frequent words of the training reviews
   (`musemb.text.vocabulary`, saved as `<workdir>/vocabulary.json`), every review encoded to
-  `config.text.max_length` ids; or, with `config.model.text = "features"`, precomputed sentence
+  `config.text.max_length` ids, the word-embedding table optionally started from
+  `config.text.word_vectors` (word2vec/GloVe, `<workdir>/embedding_init.npz`); or, with `config.model.text = "features"`, precomputed sentence
   vectors (`config.text.features_path`, `musemb.text.sentence_features`), the paper's BERT row.
 * **Pairs and batches**: a true pair is (review r, audio item t of r's album); MARD has one item
   per album, so its pairs are its reviews, while the built-in world's albums have several tracks.
@@ -124,7 +126,9 @@ def _synthetic_albums(config: ml_collections.ConfigDict, workdir: str
   dconfig = descriptor_config(config, prepared.sample_rate)
   key = json.dumps({"dataset": prepared.full_name, "dir": os.path.abspath(dataset_dir),
                     "descriptors": dconfig.to_dict()}, sort_keys=True)
-  path = os.path.join(workdir, f"descriptors-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz")
+  cache_dir = config.data.get("cache_dir", "") or workdir
+  os.makedirs(cache_dir, exist_ok=True)
+  path = os.path.join(cache_dir, f"descriptors-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz")
   if os.path.exists(path):
     cached = np.load(path)
     track_ids, vectors = [str(t) for t in cached["track_ids"]], cached["features"]
@@ -180,6 +184,37 @@ def load_albums(config: ml_collections.ConfigDict, workdir: str
     data, dconfig, dataset = _synthetic_albums(config, workdir)
   data = hold_out_valid(data, float(config.data.valid_fraction), int(config.data.split_seed))
   return data, dconfig, dataset
+
+
+def word2vec_sentence_features(config: ml_collections.ConfigDict, workdir: str, path: str, *,
+                               dim: int = 100, epochs: int = 20, min_count: int = 2) -> dict:
+  """Writes `path`, a sentence-features file (`musemb.text.sentence_features`) of every review of
+  the config's data: the mean of word2vec vectors (`musemb.text.word2vec`, skip-gram, no phrases,
+  one worker and seed `config.seed`: deterministic) trained on the training reviews alone, so that
+  no held-out text shapes them.
+
+  This is what a run with `model.text=features` reads when no pretrained sentence encoder is at
+  hand: a frozen, unsupervised text representation computed here instead of downloaded BERT
+  features (section 4.3). It stands in for the BERT row's *kind* of input (fixed vectors the text
+  branch cannot tune), not for BERT's quality. `workdir` holds the load's caches (the descriptor
+  cache of the built-in world unless `config.data.cache_dir` names one).
+
+  Returns:
+    {"reviews", "train_reviews", "words", "dim", "texts_without_vectors"}.
+  """
+  from musemb.text import word2vec  # pylint: disable=g-import-not-at-top  (gensim)
+  albums, _, _ = load_albums(config, workdir)
+  train = albums.split("train")
+  vectors = word2vec.train_word2vec([r.text for r in train.reviews], dim=dim, epochs=epochs,
+                                    min_count=min_count, phrase_passes=0,
+                                    seed=int(config.seed), workers=1)
+  features, empty = sentence_features.mean_word_vectors([r.text for r in albums.reviews], vectors)
+  sentence_features.save_sentence_features(
+      path, [r.id for r in albums.reviews], features,
+      description=f"mean of {vectors.dim}-d word2vec vectors trained on the {len(train.reviews)} "
+                  "training reviews")
+  return {"reviews": len(albums.reviews), "train_reviews": len(train.reviews),
+          "words": len(vectors.words), "dim": vectors.dim, "texts_without_vectors": empty}
 
 
 # ----------------------------------------------------------------------------- the data object
@@ -278,6 +313,25 @@ def training_pairs(train: mard.AlbumReviews) -> tuple[np.ndarray, np.ndarray, np
   return review, item, train.track_album[item].astype(np.int32)
 
 
+def _embedding_init(config: ml_collections.ConfigDict, vocab: vocabulary_lib.Vocabulary,
+                    workdir: str) -> dict[str, Any]:
+  """The initial word-embedding table from `config.text.word_vectors` (word2vec binary or text,
+  GloVe text, or our .npz, read by `musemb.text.readers.load_word_vectors`), saved as
+  `<workdir>/embedding_init.npz` for `init`; the info keys that point `init` at it."""
+  from musemb.text import readers  # pylint: disable=g-import-not-at-top
+  path = config.text.word_vectors
+  vectors = readers.load_word_vectors(path)
+  made = vocabulary_lib.vectors_for_vocabulary(vocab, vectors, seed=int(config.seed))
+  if made.num_found == 0:
+    raise ValueError(f"config.text.word_vectors={path!r}: none of the {len(vocab)} vocabulary "
+                     "words has a vector (our tokens are lowercase); is it the right file?")
+  out = os.path.abspath(os.path.join(workdir, "embedding_init.npz"))
+  if jax.process_index() == 0:
+    utils.save_npz_atomic(out, {"matrix": made.matrix})
+  return {"embed_dim": int(vectors.dim), "embedding_init": out,
+          "embedding_init_found": int(made.num_found)}
+
+
 def load_data(config: ml_collections.ConfigDict, workdir: str) -> ReviewData:
   """Albums, features, vocabulary, encoded splits, training pairs and their sampler."""
   os.makedirs(workdir, exist_ok=True)
@@ -299,6 +353,9 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> ReviewData:
   else:
     vocab = vocabulary_lib.Vocabulary.build([r.text for r in train.reviews],
                                             size=int(config.text.vocab_size))
+  embedding = {}
+  if vocab is not None and config.text.get("word_vectors", ""):
+    embedding = _embedding_init(config, vocab, workdir)
   max_length = int(config.text.max_length)
   splits = {s: _encode(v, standardizer, vocab, max_length, features)
             for s, v in splits_view.items() if len(v.albums)}
@@ -329,11 +386,13 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> ReviewData:
           "vocab_size": len(vocab) if vocab is not None else 0,
           "text_dim": int(features.dim) if features is not None else 0,
           "max_length": max_length, "num_train_examples": int(len(album)),
+          "text_features": ("" if features is None else
+                            f"{features.path}: {features.description or 'no description'}"),
           "dataset": dataset, "descriptor_config": dconfig.to_dict(),
           "feature_names": list(albums.feature_names), "source": albums.source,
           "split_rule": albums.split_rule,
           "split_sizes": {k: list(v) for k, v in albums.split_sizes().items()},
-          "skipped": albums.skipped.total}
+          "skipped": albums.skipped.total, **embedding}
   logging.info("Rush data: %s %d training pairs%s.", albums.description(), len(album),
                f", neighbourhood sampling ({sampler.num_batches} batches an epoch)"
                if sampler else ", random pairs")

@@ -2,7 +2,9 @@
 
 `make_model(config, info)` builds `musemb.models.two_branch.TwoBranch` with the text encoder
 `config.model.text` names (`mean`: eq. 11, `lstm`: eqs. 12-14, `features`: precomputed sentence
-vectors, no encoder) and `config.model.linear` for Table 1's one-layer row. Variables are
+vectors, no encoder) and `config.model.linear` for Table 1's one-layer row; with
+`config.text.word_vectors` the data's `info` names the saved initial embedding table
+(`embedding_init`) and its width (`embed_dim`). Variables are
 `{"params": {"net": <TwoBranch params>[, "log_scale": scalar for InfoNCE]}, "batch_stats": ...}`.
 
 `embed_audio` / `embed_text` run the branches in inference mode (batch norm's running averages)
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -30,20 +33,35 @@ def make_model(config: ml_collections.ConfigDict, info: dict) -> two_branch.TwoB
   kind = config.model.text
   if kind not in text_models.TEXT_ENCODERS:
     raise ValueError(f"config.model.text={kind!r}; expected one of {text_models.TEXT_ENCODERS}.")
-  encoder = (None if kind == "features"
-             else text_models.make_text_encoder(kind, vocab_size=int(info["vocab_size"])))
+  encoder = None
+  if kind != "features":
+    options = {"embed_dim": int(info.get("embed_dim", text_models.EMBED_DIM))}
+    if info.get("embedding_init"):
+      options["embedding_init"] = text_models.pretrained_init(_embedding_table(
+          info["embedding_init"]))
+    encoder = text_models.make_text_encoder(kind, vocab_size=int(info["vocab_size"]), **options)
   return two_branch.TwoBranch(text_encoder=encoder, linear=bool(config.model.linear),
                               bn_last=bool(config.model.bn_last),
                               bn_hidden=bool(config.model.bn_hidden))
+
+
+def _embedding_table(path: str) -> np.ndarray:
+  """The table `load_data` saved from `config.text.word_vectors` (see `rush.data`)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} (the word-embedding table made from config.text.word_vectors) "
+                            "is missing: rerun load_data in this workdir, or train without "
+                            "text.word_vectors.")
+  with np.load(path) as z:
+    return z["matrix"]
 
 
 def shapes_info(variables: dict, audio: jax.Array, text: jax.Array) -> dict:
   """What `make_model` needs, read off the parameters and the inputs (inside the step, where the
   data's `info` is not at hand): the vocabulary is the embedding table's row count."""
   encoder = variables["params"]["net"].get("text_encoder", {})
-  vocab = encoder["embed"]["embedding"].shape[0] if "embed" in encoder else 0
+  vocab, dim = encoder["embed"]["embedding"].shape if "embed" in encoder else (0, 0)
   return {"audio_dim": audio.shape[1], "vocab_size": vocab, "max_length": text.shape[1],
-          "text_dim": text.shape[1]}
+          "text_dim": text.shape[1], "embed_dim": dim or text_models.EMBED_DIM}
 
 
 def dummy_inputs(config: ml_collections.ConfigDict, info: dict, rows: int = 2):
@@ -76,6 +94,7 @@ def _jitted(config_json: str, info_json: str):
 
 def _fns(config: ml_collections.ConfigDict, info: dict):
   keep = {k: info[k] for k in ("audio_dim", "vocab_size", "text_dim", "max_length")}
+  keep["embed_dim"] = int(info.get("embed_dim", text_models.EMBED_DIM))
   model_keys = {"model": config.model.to_dict()}
   return _jitted(json.dumps(model_keys, sort_keys=True), json.dumps(keep, sort_keys=True))
 

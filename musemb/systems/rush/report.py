@@ -7,7 +7,8 @@
 * `compare_runs(workdirs, out_path)`: several runs (rush runs and `rush_baselines` runs) -> a
   table shaped like the paper's Table 1: one row per ablation that was run, its switches (BERT
   features, LSTM, non-linear, bi-directional, neighbourhood sampling, plus the neighbourhood
-  constraints and the loss, which the paper varies without a column), review -> album R@1/5/10 in
+  constraints and the loss, which the paper varies without a column; a sentence-features run is
+  labelled with what its file holds, which need not be BERT), review -> album R@1/5/10 in
   percent, MRR, and album -> review R@10; then CCA 50/100 and WSABIE (the issue's baseline; the
   paper reports CCA only); chance; and the paper's own rows (MARD, its dev set) for orientation
   only.
@@ -144,6 +145,9 @@ def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
     lines += ["Variant: " + ", ".join(
         f"{k} {'yes' if val is True else 'no' if val is False else val}"
         for k, val in v.items()) + ".", ""]
+    if v["bert"]:
+      lines += [f"Text: {_features_label(workdir)}, read from {info.get('text_features', '?')}.",
+                ""]
   line = runs_lib.training_line(workdir)
   if line:
     lines += [line, ""]
@@ -166,6 +170,14 @@ def _row_cells(metrics: Mapping[str, Any], prefix: str) -> list[str]:
   return cells
 
 
+def _features_label(workdir: str) -> str:
+  """What a `model.text=features` run read, in words: the paper's column says BERT, the file may
+  hold anything (the demo's holds mean word2vec vectors)."""
+  info = runs_lib.read_json_if_exists(os.path.join(workdir, "info.json")) or {}
+  what = str(info.get("text_features", "")).rsplit(": ", 1)[-1] or "not described"
+  return f"sentence features (precomputed file; here: {what})"
+
+
 def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
   """Table 1's shape over rush and rush_baselines runs (see the module docstring)."""
   header = ["run", "BERT features", "LSTM", "non-linear", "bi-directional", "neighb. sampling",
@@ -177,6 +189,8 @@ def compare_runs(workdirs: Sequence[str], out_path: str) -> str:
     name = os.path.basename(os.path.abspath(w))
     if runs_lib.get_float(metrics, f"{SYSTEM}/review_to_album/r@1") is not None:
       v = variant(config)
+      if v["bert"]:
+        name = f"{name}: {_features_label(w)}"
       rows.append([name, _tick(v["bert"]), _tick(v["lstm"]), _tick(v["nonlinear"]),
                    _tick(v["bidirectional"]), _tick(v["sampling"]), _tick(v["constraints"]),
                    v["loss"]] + _row_cells(metrics, SYSTEM))
