@@ -226,6 +226,44 @@ def test_batched_equals_per_example(y22):
     np.testing.assert_allclose(got[i], np.asarray(F.mfcc_with_deltas(x[i, 0], 22050)), atol=1e-3)
 
 
+def test_banded_filterbank_product_equals_dense_product():
+  rng = np.random.default_rng(0)
+  for sr, n_fft, kwargs in [(22050, 1024, dict(n_mels=128)), (16000, 512, dict(n_mels=40)),
+                            (16000, 512, dict(n_mels=50, fmin=300.0, fmax=5000.0))]:
+    fb = F.mel_filterbank(sr, n_fft, **kwargs)
+    spectrum = rng.random((3, 7, n_fft // 2 + 1)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(F._apply_filterbank(jnp.asarray(spectrum), fb)),
+                               spectrum @ fb, rtol=1e-5, atol=1e-7)
+    bands = F._filterbank_bands(fb, 16)
+    # Every non-zero weight lies inside its group's band.
+    for lo, hi, m0, m1 in bands:
+      assert not np.any(fb[:lo, m0:m1]) and not np.any(fb[hi:, m0:m1])
+  with pytest.warns(UserWarning, match="empty"):
+    fb = F.mel_filterbank(8000, 64, n_mels=40)  # empty filters: a band of zero width
+  spectrum = rng.random((5, 33)).astype(np.float32)
+  np.testing.assert_allclose(np.asarray(F._apply_filterbank(jnp.asarray(spectrum), fb)),
+                             spectrum @ fb, rtol=1e-5, atol=1e-7)
+
+
+def test_clip_loop_equals_per_example(y16, monkeypatch):
+  # A small step budget sends a batch through the CPU loop over clips, two clips per step with a
+  # remainder; the results must be those of each clip alone. (The clip length is used nowhere
+  # else, so the jitted functions trace afresh under the patched budget.)
+  n = 7001
+  frames = F.n_stft_frames(n, 512, 160)
+  monkeypatch.setattr(F, "_CPU_STEP_SAMPLES", 2 * frames * 512)
+  x = np.stack([y16[i * 1000:i * 1000 + n] * (0.1 + i) for i in range(5)]).reshape(5, 1, n)
+  got = np.asarray(F.mfcc_with_deltas(x, 16000))
+  mel = np.asarray(F.log_mel(x, 16000, n_fft=512, hop_length=160, n_mels=40))
+  assert got.shape == (5, 1, frames, 39) and mel.shape == (5, 1, frames, 40)
+  for i in range(5):
+    np.testing.assert_allclose(got[i, 0], np.asarray(F.mfcc_with_deltas(x[i, 0], 16000)),
+                               rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(
+        mel[i, 0], np.asarray(F.log_mel(x[i, 0], 16000, n_fft=512, hop_length=160, n_mels=40)),
+        atol=1e-4)
+
+
 def test_composes_with_jit_and_vmap(y16):
   x = np.stack([y16[:8000], y16[8000:16000]])
   direct = np.asarray(F.mfcc_with_deltas(x, 16000))
