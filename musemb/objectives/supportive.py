@@ -26,6 +26,18 @@ where x' = x with the paper's single output head, or the logits of a separate su
   paper); the batch is left to the caller.
 * Numerics: log sigmoid is `jax.nn.log_sigmoid`, stable for logits of any size; the gradient with
   respect to a logit is sigmoid(x) - y (times P(s'|s) in the supportive term).
+
+Tag-dependent weights (beyond the paper; its §V.D and §VI name them as future work). `weight` and
+`has_partner` may also be [batch, tags]: each tag's supportive BCE then has its own weight and
+mask,
+
+    loss = sum_t BCE(x_t, y_{s,t}) + sum_t' W_{s,t'} BCE(x'_t', Y_{s,t'}),
+
+with the same reduction over tags for both sums (for "mean", both divide by the vocabulary size
+T). A [batch] weight is the paper's W_{s,t'} = P(s'|s) for every t'. The tag-propagation system
+uses this for a search range per tag category (`musemb.samplers.propagation.grouped_targets`):
+the tags of category c come from a walk with its own r_c, so W_{s,t'} = P_{r_c}(s'_c|s) and
+Y_{s,t'} = y_{s'_c,t'} for t' in c, which is eq. (3) again when every tag has the same r.
 """
 
 from __future__ import annotations
@@ -73,11 +85,13 @@ def supportive_bce(
     tags: [batch, tags] the song's own tags y_{s,t}.
     propagated_tags: [batch, tags] the partner's tags y_{s',t'} (e.g. from
       `musemb.samplers.propagation.propagated_tags`).
-    weight: [batch] eq. (4)'s P(s'|s) (`PropagationSample.weight`); treated as a constant.
+    weight: [batch] eq. (4)'s P(s'|s) (`PropagationSample.weight`), or [batch, tags] one weight
+      per propagated tag (module docstring); treated as a constant.
     support_logits: [batch, tags] logits of a separate supportive head, or None for the paper's
       single head (the supportive term then uses `logits`).
     has_partner: [batch] bool, False where the walk found no partner (its supportive term is
-      exactly zero, whatever `propagated_tags` and `weight` hold); None: every row has one.
+      exactly zero, whatever `propagated_tags` and `weight` hold), or [batch, tags] per tag (with
+      a per-tag weight); None: every row has one.
     reduction: "sum" over tags (the paper) or "mean"; applied to both terms alike.
 
   Returns:
@@ -91,20 +105,37 @@ def supportive_bce(
         f"propagated_tags must share the shape [batch, tags]; got {logits.shape}, {head.shape} "
         f"and {propagated_tags.shape}.")
   batch = logits.shape[:1]
-  if weight.shape != batch or (has_partner is not None and has_partner.shape != batch):
+  shapes = (batch, logits.shape)
+  if weight.shape not in shapes or (has_partner is not None and has_partner.shape not in shapes):
     raise ValueError(
         "musemb/objectives/supportive.py supportive_bce: weight and has_partner must be [batch] = "
-        f"{batch}; got {weight.shape} and {None if has_partner is None else has_partner.shape}.")
+        f"{batch} or [batch, tags] = {logits.shape}; got {weight.shape} and "
+        f"{None if has_partner is None else has_partner.shape}.")
   own = tag_bce(logits, tags, reduction)
   weight = jax.lax.stop_gradient(weight).astype(own.dtype)
-  support = tag_bce(head, propagated_tags, reduction)
-  if has_partner is None:
-    return own + weight * support
-  # Mask the weight as well as the product: a NaN weight times the zero cotangent of a masked row
-  # would still put NaN into the supportive head's gradient.
-  has_partner = has_partner.astype(bool)
-  weight = jnp.where(has_partner, weight, 0.0)
-  return own + jnp.where(has_partner, weight * support, 0.0)
+  per_tag = weight.ndim == 2 or (has_partner is not None and has_partner.ndim == 2)
+  if not per_tag:
+    support = tag_bce(head, propagated_tags, reduction)
+    if has_partner is None:
+      return own + weight * support
+    # Mask the weight as well as the product: a NaN weight times the zero cotangent of a masked
+    # row would still put NaN into the supportive head's gradient.
+    has_partner = has_partner.astype(bool)
+    weight = jnp.where(has_partner, weight, 0.0)
+    return own + jnp.where(has_partner, weight * support, 0.0)
+  # One weight per (example, tag): the weighted BCE of every tag, reduced over tags as eq. (1).
+  weight = jnp.broadcast_to(weight if weight.ndim == 2 else weight[:, None], logits.shape)
+  y = propagated_tags.astype(head.dtype)
+  bce = -(y * jax.nn.log_sigmoid(head) + (1.0 - y) * jax.nn.log_sigmoid(-head))
+  if has_partner is not None:
+    mask = jnp.broadcast_to(has_partner.astype(bool) if has_partner.ndim == 2
+                            else has_partner.astype(bool)[:, None], logits.shape)
+    weight = jnp.where(mask, weight, 0.0)
+    bce = jnp.where(mask, weight * bce, 0.0)
+  else:
+    bce = weight * bce
+  support = jnp.sum(bce, axis=1) if reduction == "sum" else jnp.mean(bce, axis=1)
+  return own + support
 
 
 def _check_reduction(name: str, reduction: str) -> None:

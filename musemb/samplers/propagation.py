@@ -365,3 +365,46 @@ def propagated_tags(song_tags: jax.Array, partner: jax.Array) -> tuple[jax.Array
   has_partner = partner >= 0
   rows = song_tags[jnp.maximum(partner, 0)]
   return jnp.where(has_partner[:, None], rows, jnp.zeros_like(rows)), has_partner
+
+
+def grouped_targets(song_tags: jax.Array, samples: Sequence[PropagationSample],
+                    tag_group: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-tag supportive targets and weights when tag groups walk with their own search range.
+
+  Beyond the paper (its §V.D: "assign an appropriate search range to each category"): group g's
+  tags are propagated from its own walk, `samples[g]` (drawn with `sample` on tables built at
+  r_g, independently of the other groups), so for a tag t of group g
+
+      Y_{s,t} = y_{s'_g, t},   W_{s,t} = P_{r_g}(s'_g | s),   mask_{s,t} = s'_g exists,
+
+  and `musemb.objectives.supportive.supportive_bce` with these [batch, tags] weights is
+
+      loss = sum_t BCE(x_t, y_{s,t}) + sum_g P_{r_g}(s'_g|s) sum_{t in g} BCE(x'_t, y_{s'_g,t}),
+
+  whose expectation is sum_g sum_{s'} P_walk,r_g(s'|s) P_{r_g}(s'|s) sum_{t in g} BCE(s'): each
+  group is eq. (3) on its own tags with its own r (the module docstring's distribution and eq.
+  (4) at r_g). With one group, or every group at one r, it is eq. (3) exactly.
+
+  Args:
+    song_tags: [num_songs, tags] multi-hot tags (as for `propagated_tags`).
+    samples: G walks of one batch, `PropagationSample`s of [batch] arrays.
+    tag_group: [tags] int, each tag's index into `samples`.
+
+  Returns:
+    targets: [batch, tags] of `song_tags`'s dtype; zero where the group's walk found no partner.
+    weight: [batch, tags] float32, the group's eq. (4) weight; zero without a partner.
+    has_partner: [batch, tags] bool.
+  """
+  if not samples:
+    raise ValueError("grouped_targets: pass at least one PropagationSample.")
+  partner = jnp.stack([s.partner for s in samples])                  # [G, B]
+  weight = jnp.stack([s.weight for s in samples])                    # [G, B]
+  rows = song_tags[jnp.maximum(partner, 0)]                          # [G, B, T]
+  group = jnp.asarray(tag_group, jnp.int32)
+  has = partner[:, :, None] >= 0                                     # [G, B, 1]
+  pick = lambda x: jnp.take_along_axis(
+      x, jnp.broadcast_to(group[None, None, :], (1,) + rows.shape[1:]), axis=0)[0]
+  has_partner = pick(jnp.broadcast_to(has, rows.shape))
+  targets = jnp.where(has_partner, pick(rows), jnp.zeros((), rows.dtype))
+  weights = jnp.where(has_partner, pick(jnp.broadcast_to(weight[:, :, None], rows.shape)), 0.0)
+  return targets, weights, has_partner

@@ -108,6 +108,43 @@ def test_rows_without_a_partner_keep_only_their_own_term():
                              WEIGHT[0] * (_sigmoid(SUPPORT_LOGITS[0]) - PROPAGATED[0]), atol=1e-6)
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_tag_dependent_weights_by_hand(reduction):
+  """A [batch, tags] weight and mask: each tag's supportive BCE has its own W_{s,t'}."""
+  scale = 1.0 if reduction == "sum" else 1.0 / LOGITS.shape[1]
+  per_tag = np.array([[0.25, 0.0, 0.5], [0.6, 0.1, np.nan]], np.float32)
+  has = np.array([[True, True, True], [True, True, False]])
+  propagated = PROPAGATED.copy()
+  propagated[1, 2] = 7.0                 # garbage under the mask must not leak
+
+  def loss(logits, support_logits):
+    return supportive.supportive_bce(logits, jnp.asarray(TAGS), jnp.asarray(propagated),
+                                     jnp.asarray(per_tag), support_logits=support_logits,
+                                     has_partner=jnp.asarray(has), reduction=reduction)
+
+  want = [scale * (sum(_bce(x, y) for x, y in zip(xs, ys))
+                   + sum(w * _bce(z, yp) for z, yp, w, h in zip(zs, yps, ws, hs) if h))
+          for xs, ys, zs, yps, ws, hs in zip(LOGITS, TAGS, SUPPORT_LOGITS, propagated, per_tag,
+                                             has)]
+  got = loss(jnp.asarray(LOGITS), jnp.asarray(SUPPORT_LOGITS))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+  g_logits, g_support = jax.grad(lambda a, b: jnp.sum(loss(a, b)), argnums=(0, 1))(
+      jnp.asarray(LOGITS), jnp.asarray(SUPPORT_LOGITS))
+  np.testing.assert_allclose(np.asarray(g_logits), scale * (_sigmoid(LOGITS) - TAGS), atol=1e-6)
+  want_support = np.where(has, np.nan_to_num(per_tag) * (_sigmoid(SUPPORT_LOGITS) - propagated),
+                          0.0)
+  np.testing.assert_allclose(np.asarray(g_support), scale * want_support, atol=1e-6)
+  # A [batch] weight broadcast to every tag is eq. (3): the two forms agree.
+  row = supportive.supportive_bce(jnp.asarray(LOGITS), jnp.asarray(TAGS), jnp.asarray(PROPAGATED),
+                                  jnp.asarray(WEIGHT), has_partner=jnp.asarray([True, False]),
+                                  reduction=reduction)
+  tiled = supportive.supportive_bce(
+      jnp.asarray(LOGITS), jnp.asarray(TAGS), jnp.asarray(PROPAGATED),
+      jnp.asarray(np.repeat(WEIGHT[:, None], 3, 1)),
+      has_partner=jnp.asarray(np.array([[True] * 3, [False] * 3])), reduction=reduction)
+  np.testing.assert_allclose(np.asarray(tiled), np.asarray(row), rtol=1e-6)
+
+
 def test_rejects_bad_arguments():
   x = jnp.asarray(LOGITS)
   with pytest.raises(ValueError, match="unknown reduction"):
@@ -116,6 +153,8 @@ def test_rejects_bad_arguments():
     supportive.supportive_bce(x, x, x[:, :2], jnp.asarray(WEIGHT))
   with pytest.raises(ValueError, match="\\[batch\\]"):
     supportive.supportive_bce(x, x, x, jnp.asarray(WEIGHT[:1]))
+  with pytest.raises(ValueError, match="\\[batch, tags\\]"):
+    supportive.supportive_bce(x, x, x, x[:, :2])
 
 
 def test_a_jitted_step_with_the_sampler_compiles_once():

@@ -268,3 +268,82 @@ def test_build_time_at_aotm_size():
   out = _sample(tables, jnp.arange(SMALL, dtype=jnp.int32), jax.random.key(0))
   partner = np.asarray(out.partner)
   assert np.all(source[partner[partner >= 0]])
+
+
+# ----------------------------------------------------------------------------- a range per group
+
+
+def test_grouped_targets_by_hand():
+  """Each tag takes its group's partner, weight and mask (hand-made walks of a batch of 3)."""
+  song_tags = jnp.asarray(np.eye(4, 5, dtype=np.float32) + np.eye(4, 5, 1, dtype=np.float32))
+  walk = lambda partner, weight: propagation.PropagationSample(
+      partner=jnp.asarray(partner, jnp.int32), distance=jnp.zeros(3, jnp.int32),
+      weight=jnp.asarray(weight, jnp.float32), playlist=jnp.zeros(3, jnp.int32),
+      position=jnp.zeros(3, jnp.int32))
+  first, second = walk([2, -1, 0], [0.5, 0.0, 0.25]), walk([3, 1, -1], [0.2, 0.7, 0.0])
+  tag_group = jnp.asarray([0, 1, 1, 0, 1])
+  targets, weight, has = jax.jit(propagation.grouped_targets)(song_tags, [first, second],
+                                                              tag_group)
+  rows = np.asarray(song_tags)
+  use = np.array([0, 1, 1, 0, 1])
+  partners = np.array([[2, -1, 0], [3, 1, -1]])
+  weights = np.array([[0.5, 0.0, 0.25], [0.2, 0.7, 0.0]])
+  for b in range(3):
+    for t in range(5):
+      p = partners[use[t], b]
+      assert bool(has[b, t]) == (p >= 0)
+      assert float(targets[b, t]) == (rows[p, t] if p >= 0 else 0.0)
+      assert float(weight[b, t]) == pytest.approx(weights[use[t], b] if p >= 0 else 0.0)
+  # One group is `propagated_tags` with the walk's weight on every tag.
+  targets, weight, has = propagation.grouped_targets(song_tags, [first], jnp.zeros(5, jnp.int32))
+  want, want_has = propagation.propagated_tags(song_tags, first.partner)
+  np.testing.assert_array_equal(np.asarray(targets), np.asarray(want))
+  np.testing.assert_array_equal(np.asarray(has), np.repeat(np.asarray(want_has)[:, None], 5, 1))
+  np.testing.assert_allclose(np.asarray(weight),
+                             np.where(np.asarray(has), np.asarray(first.weight)[:, None], 0.0))
+  with pytest.raises(ValueError, match="at least one"):
+    propagation.grouped_targets(song_tags, [], tag_group)
+
+
+def test_grouped_walks_follow_each_groups_closed_form():
+  """Two tag groups at r = 1/2 and r = 1 from song 0 (it opens p0 = [0, 1, gap, 2, 3]): with one
+  tag per song, a group's target row names its partner, whose law is the closed form at the
+  group's r; the two groups' walks are independent (keys folded as the system folds them)."""
+  song_tags = jnp.asarray(np.eye(NUM_SONGS, dtype=np.float32))
+  groups = (_tables(0.5), _tables(1.0))
+  draws = SMALL
+  songs = jnp.zeros(draws, jnp.int32)
+  key = jax.random.key(5)
+
+  @jax.jit
+  def run(key):
+    walks = [propagation.sample(groups[0], songs, key),
+             propagation.sample(groups[1], songs, jax.random.fold_in(key, 1))]
+    # Tags 0-3 follow group 0, tags 4-7 group 1: a partner's one-hot tag shows in one half only.
+    tag_group = jnp.asarray([0] * 4 + [1] * 4)
+    both = propagation.grouped_targets(jnp.concatenate([song_tags[:, :4], song_tags[:, :4]], 1),
+                                       walks, tag_group)
+    return both, walks
+
+  (targets, weight, has), walks = jax.tree.map(np.asarray, run(key))
+  found = [targets[:, :4].argmax(1), targets[:, 4:].argmax(1)]
+  for g, r in enumerate((Fraction(1, 2), Fraction(1))):
+    expected = {}
+    for (p, i), prob in _closed_form(0, r).items():
+      song = PLAYLISTS[p][i]                     # -1 at the gap: no partner
+      expected[song] = expected.get(song, Fraction(0)) + prob
+    observed = np.where(has[:, 4 * g], found[g], -1)
+    np.testing.assert_array_equal(observed, walks[g].partner)
+    keys = sorted(expected)
+    counts = np.array([(observed == k).sum() for k in keys])
+    p = np.array([float(expected[k]) for k in keys])
+    assert stats.chisquare(counts[p > 0], p[p > 0] * draws).pvalue > 1e-4, (r, counts, p)
+    # Each group's weight is eq. (4) at its own r.
+    np.testing.assert_allclose(weight[:, 4 * g], np.where(
+        has[:, 4 * g], np.asarray(_support_weights(groups[g], songs, walks[g].partner)), 0.0))
+  # At r = 1 from song 0: backward stays on 0, forward reaches the end song 3, 1/2 each.
+  assert set(np.unique(walks[1].partner)) == {0, 3}
+  # Independence: the joint law of the two partners is the product of the marginals.
+  table = np.array([[np.sum((walks[0].partner == a) & (walks[1].partner == b)) for b in (0, 3)]
+                    for a in (-1, 0, 1, 2, 3)])
+  assert stats.chi2_contingency(table[table.sum(1) > 0]).pvalue > 1e-4
