@@ -71,8 +71,19 @@ The recipe (§IV.A-B) and where it departs:
 Variants (`configs.common.parse_arg`): `top50`, `top1000` (the two setups), `baseline` (eq. (1)
 alone), `tiny` (tests: six blocks over 2,187 samples on the tiny world, seconds), `demo` (the
 built-in demo world: nine blocks at an eighth of Lee et al.'s widths, as configs/samplecnn.py:demo,
-a few minutes per run on 2 CPU cores); knobs `head=single|separate`, `r=`, `top_n=`, `lr=`,
-`batch=`, `epochs=`.
+a few minutes per run on 2 CPU cores, and the world's own taxonomy), `shortchunk` (Won et al.'s
+short-chunk CNN instead of the SampleCNN, beyond the paper; with `tiny` or `demo` a small one);
+knobs `head=single|separate`, `r=`, `top_n=`, `lr=`, `batch=`, `epochs=`.
+
+Beyond the paper (its future work, §V.D and §VI):
+
+* a search range per tag category, `--config.objective.category_r=genre=0.8,instrument=0.2` (the
+  categories of `eval.taxonomy`; every other tag keeps `objective.r`). One walk per distinct r in
+  the step; with no category named the objective is eq. (3) exactly;
+* propagation for another network: `configs/tagprop.py:top50,shortchunk` (and `...,baseline,
+  shortchunk` for its baseline) trains Won et al.'s short-chunk CNN with the same objective, crops
+  of 88,064 samples at 22,050 Hz, and the same SGD recipe (the SMC 2020 code trains it with Adam
+  and a hand-made schedule; the point here is the objective, so the optimizer stays the paper's).
 """
 
 from __future__ import annotations
@@ -83,7 +94,11 @@ from configs import common
 
 # Lee et al.'s nine block widths (configs/samplecnn.py keeps them equal to the model's).
 LEE_WIDTHS = (128, 128, 256, 256, 256, 256, 256, 256, 512)
+# Won et al.'s short-chunk CNN: won_widths(128) of musemb/models/shortchunk.py.
+SHORTCHUNK_WIDTHS = (128, 128, 256, 256, 256, 256, 512)
+SHORTCHUNK_SAMPLES = 172 * 512   # 173 centred frames at hop 512 (shortchunk.NUM_SAMPLES)
 HEADS = ("single", "separate")
+MODELS = ("samplecnn", "shortchunk")
 # Figs. 3-4: the search ranges of the sweep. The paper's text gives no grid (only the best: 0.4 for
 # 50 tags, 0.2 for 1000); steps of 0.2 hold both. r = 0 is the control: the walk never leaves s,
 # so the supportive term repeats the own-tag term and no tag is propagated.
@@ -100,17 +115,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.top_n_tags = 0            # keep the N tags carried by the most training songs (0 = all)
 
   c.model = ml_collections.ConfigDict()
+  c.model.name = "samplecnn"       # samplecnn (the paper's) | shortchunk (Won et al.'s, beyond it)
   c.model.head = "single"          # single (the paper) | separate (a second output layer)
   c.model.widths = LEE_WIDTHS
   c.model.stem_width = 128
   c.model.final_width = 512        # 0 = no final 1x1 convolution
   c.model.dropout = 0.5
   c.model.bn_momentum = 0.99
+  # model.name = "shortchunk": Won et al.'s short-chunk CNN (musemb/models/shortchunk.py), the
+  # SMC 2020 tagging model: log-mel (1024-point FFT, hop 512, 128 bands) inside the network, seven
+  # 3x3 conv + 2x2 max-pool layers, dense 512 + BN + ReLU + dropout (model.dropout), dense T.
+  # `shortchunk` (the variant) also sets data.crop_samples to its 88,064 samples (173 frames).
+  c.model.shortchunk = ml_collections.ConfigDict()
+  c.model.shortchunk.widths = SHORTCHUNK_WIDTHS
+  c.model.shortchunk.dense_width = 512
+  c.model.shortchunk.n_mels = 128
+  c.model.shortchunk.n_fft = 1024
+  c.model.shortchunk.hop_length = 512
+  c.model.shortchunk.bn_momentum = 0.9  # PyTorch's momentum 0.1 in Flax's convention
 
   c.objective = ml_collections.ConfigDict()
   c.objective.name = "supportive"  # supportive (eq. (3), the proposed) | baseline (eq. (1))
   c.objective.r = 0.4              # the search range: 0.4 for 50 tags, 0.2 for 1000 (§V.A)
   c.objective.reduction = "mean"   # over tags: mean (Lee et al.'s Keras BCE) | sum (as printed)
+  # A search range per tag category (beyond the paper, its §V.D future work): comma-separated
+  # category=r items over the categories of eval.taxonomy, e.g. "genre=0.8,instrument=0.2"; the
+  # tags of a named category are propagated by a walk with its r, all others with objective.r.
+  c.objective.category_r = ""
 
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.01
@@ -135,11 +166,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.max_distance = 10         # Fig. 2: playlist distances up to this
   c.eval.bootstrap_resamples = 2000  # the report's paired bootstrap intervals
   c.eval.bootstrap_seed = 0
-  c.eval.taxonomy = ""             # Table II / Fig. 6: JSON {category: [tags]}; "" = the paper's
+  # Table II / Fig. 6 and objective.category_r's categories: a JSON {category: [tags]} file, ""
+  # = the paper's Table II, "builtin" = the built-in world's categories (launch.report
+  # --taxonomy= overrides it for the report).
+  c.eval.taxonomy = ""
 
   _apply_variants(c, common.parse_arg(arg, tiny=False, demo=False, top50=False, top1000=False,
-                                      baseline=False, head="", r=-1.0, top_n=-1, lr=0.0,
-                                      batch=0, epochs=0.0))
+                                      baseline=False, shortchunk=False, head="", r=-1.0,
+                                      top_n=-1, lr=0.0, batch=0, epochs=0.0))
   return c
 
 
@@ -178,6 +212,21 @@ def _apply_variants(c: ml_collections.ConfigDict, v: ml_collections.ConfigDict) 
     c.eval.windows = 2
     c.eval.batch_size = 16
     c.eval.popularity_bin = 10
+    c.eval.taxonomy = "builtin"      # Table II / Fig. 6 over the world's own categories
+  if v.shortchunk:
+    c.model.name = "shortchunk"
+    c.data.crop_samples = SHORTCHUNK_SAMPLES
+    if v.tiny:
+      # The tiny world's 2.5 s clips at 16 kHz: 4,096 samples are 9 frames; two 4 x 4 layers
+      # over 16 mel bands.
+      c.data.crop_samples = 8 * 512
+      c.model.shortchunk.widths = (4, 4)
+      c.model.shortchunk.dense_width = 8
+      c.model.shortchunk.n_mels = 16
+    if v.demo:
+      # An eighth of Won et al.'s widths, as the demo's SampleCNN; 8 s clips hold two crops.
+      c.model.shortchunk.widths = tuple(w // 8 for w in SHORTCHUNK_WIDTHS)
+      c.model.shortchunk.dense_width = 64
   if v.baseline:
     c.objective.name = "baseline"
   if v.head:

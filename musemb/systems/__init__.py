@@ -28,8 +28,10 @@ The verbs (all pure functions of their arguments; `config` is the run's ConfigDi
       The final evaluation on `config.eval.split`; writes the system's own files (per-query
       arrays, embeddings, indexes) and returns its metrics without prefix. The loop writes them
       into `metrics.json` as `<key>/<metric>`.
-  report(workdir, *, baseline_workdirs=()) -> path of report.md
-  compare(workdirs, out_path) -> out_path       (optional) the paper's cross-run tables
+  report(workdir, *, baseline_workdirs=(), **options) -> path of report.md
+  compare(workdirs, out_path, **options) -> out_path   (optional) the paper's cross-run tables
+      `report_options` names the keyword options both take (e.g. tagprop's `taxonomy`, which
+      `launch.report --taxonomy=` passes); a launcher passes only the ones a system declares.
   predictor(workdir, **options) -> Predictor    (optional) what the query tool and server call
   fit(config, workdir) -> metrics               (optional) for systems fitted outside the
       gradient loop (WMF's alternating least squares); such a system has no loss.
@@ -95,6 +97,7 @@ class System:
   predictor: Callable[..., Predictor] | None = None
   fit: Callable[[Any, str], dict[str, float]] | None = None
   metrics_key: Callable[[Any], str] | None = None
+  report_options: tuple[str, ...] = ()
 
   def __post_init__(self):
     trained = [self.load_data, self.init, self.loss, self.evaluate, self.write_outputs]

@@ -28,14 +28,19 @@ BASE_SONG_AP = np.linspace(0.2, 0.6, 12)
 
 
 def _write_run(folder, *, baseline, r=0.4, ap=BASE_AP, auc=BASE_AUC, song_ap=BASE_SONG_AP,
-               taxonomy=""):
-  """A finished run's workdir as `write_outputs` leaves it: config, metrics, per-query arrays."""
+               taxonomy="", category_r=None, model=None):
+  """A finished run's workdir as `write_outputs` leaves it: config, metrics, per-query arrays.
+  `category_r` and `model` None leave those keys out, as in configs written before they existed."""
   os.makedirs(folder, exist_ok=True)
   config = {"system": "tagprop", "data_dir": "",
             "objective": {"name": "baseline" if baseline else "supportive", "r": r},
             "model": {"head": "single"},
             "eval": {"bootstrap_resamples": 300, "bootstrap_seed": 0, "popularity_bin": 3,
                      "taxonomy": taxonomy}}
+  if category_r is not None:
+    config["objective"]["category_r"] = category_r
+  if model is not None:
+    config["model"]["name"] = model
   key = evaluation.metrics_key(config)
   metrics = {f"{key}/annotation/map": float(np.mean(song_ap)),
              f"{key}/retrieval/map": float(np.nanmean(ap)),
@@ -179,3 +184,60 @@ def test_search_range_configs_and_taxonomy_key():
   assert tagprop_config.get_config().eval.taxonomy == ""
   assert tagprop_config.get_config("top50").objective.r in tagprop_config.SEARCH_RANGES
   assert tagprop_config.get_config("top1000").objective.r in tagprop_config.SEARCH_RANGES
+
+
+def test_category_and_shortchunk_runs_in_table_one_and_the_sweep(tmp_path):
+  """A run with a search range per category is a Table I row of its own (not a point of the r
+  sweep); short-chunk CNN runs are compared with their own network's baseline."""
+  base = _write_run(tmp_path / "base", baseline=True)
+  r2 = _write_run(tmp_path / "r0.2", baseline=False, r=0.2, ap=BASE_AP + 0.01)
+  r4 = _write_run(tmp_path / "r0.4", baseline=False, r=0.4, ap=BASE_AP + 0.02)
+  category = _write_run(tmp_path / "category", baseline=False, r=0.4, ap=BASE_AP * 1.25,
+                        category_r="genre=0.8,era=0.2")
+  sc_base = _write_run(tmp_path / "sc_base", baseline=True, model="shortchunk", ap=BASE_AP / 2)
+  sc = _write_run(tmp_path / "sc", baseline=False, model="shortchunk", ap=BASE_AP)
+  runs = [report.read_run(w) for w in (base, r2, r4, category, sc_base, sc)]
+  assert [r.key for r in runs] == ["tagprop_baseline", "tagprop", "tagprop", "tagprop_category_r",
+                                   "tagprop_baseline_shortchunk", "tagprop_shortchunk"]
+  assert runs[3].label == "Proposed (eq. 3, single head), r = 0.4, genre 0.8, era 0.2"
+  assert runs[5].label == "Proposed (eq. 3, single head, short-chunk CNN), r = 0.4"
+  (sweep,) = report.search_range_sweeps(runs)
+  assert [p["run"].workdir for p in sweep["points"]] == [r2, r4]
+  text = open(report.compare([base, r2, r4, category, sc_base, sc],
+                             str(tmp_path / "all.md"))).read()
+  table = {row[0]: row for row in _cells(text.split("## Table I")[1].split("\n## ")[0])}
+  # Relative to the SampleCNN baseline: AP x 1.25; the short-chunk CNN to its own (AP x 2).
+  assert table[runs[3].label][3].endswith("(+25.0%)")
+  assert table[runs[5].label][3].endswith("(+100.0%)")
+  assert float(table["Baseline (eq. 1, short-chunk CNN)"][3]) == pytest.approx(
+      np.mean(BASE_AP) / 2, abs=5e-4)
+  assert sum("(paper, MSD)" in label for label in table) == 0        # 9 tags: no paper rows
+
+
+def test_taxonomy_at_report_time(tmp_path):
+  """`compare(..., taxonomy=)` and `launch.report --taxonomy=` replace the runs' own taxonomy."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+  from launch import report as report_launcher  # pylint: disable=g-import-not-at-top
+  base = _write_run(tmp_path / "base", baseline=True)
+  run = _write_run(tmp_path / "run", baseline=False, ap=BASE_AP * 2)
+  own = tmp_path / "mine.json"
+  own.write_text(json.dumps({"loud ones": ["rock", "metal"]}))
+  text = open(report.compare([base, run], str(tmp_path / "a.md"), taxonomy=str(own))).read()
+  assert f"taxonomy: {own}:" in text and "| era" not in text
+  builtin = open(report.compare([base, run], str(tmp_path / "b.md"), taxonomy="builtin")).read()
+  assert "taxonomy: the built-in world's categories:" in builtin
+  flags.FLAGS.mark_as_parsed()
+  with flagsaver.flagsaver(workdir=run, baselines=[base], workdirs=[], out=None,
+                           taxonomy=str(own)):
+    report_launcher.main(["report"])
+  assert f"taxonomy: {own}:" in open(os.path.join(run, "report.md")).read()
+  with flagsaver.flagsaver(workdir=run, baselines=[base], workdirs=[], out=None, taxonomy=None):
+    report_launcher.main(["report"])
+  assert "taxonomy: the paper's Table II:" in open(os.path.join(run, "report.md")).read()
+  # A system whose report takes no taxonomy refuses the flag instead of ignoring it.
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from musemb import systems  # pylint: disable=g-import-not-at-top
+  with flagsaver.flagsaver(taxonomy="builtin"):
+    with pytest.raises(app.UsageError, match="not an option of the 'wmf' report"):
+      report_launcher._options([systems.get("wmf")])  # pylint: disable=protected-access

@@ -11,6 +11,7 @@ import pytest
 from sklearn import metrics as sk_metrics
 
 from configs import tagprop as tagprop_config
+from musemb import sharding as sharding_lib
 from musemb import systems
 from musemb import train
 from musemb.data.sources import records
@@ -21,6 +22,7 @@ from musemb.systems import tagprop
 from musemb.systems.tagprop import data as tagprop_data
 from musemb.systems.tagprop import evaluation
 from musemb.systems.tagprop import report
+from musemb.systems.tagprop import taxonomy as taxonomy_lib
 
 
 def _config(dataset_dir, variant="tiny"):
@@ -46,6 +48,12 @@ def tiny_runs(tiny_dataset_dir, tmp_path_factory):
     workdirs[name] = str(root / name)
     train.train_and_evaluate(config, workdirs[name])
   return workdirs
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_dataset_dir):
+  """The proposed model's data on the tiny world (the heads and r do not change the songs)."""
+  return tagprop.load_data(_config(tiny_dataset_dir), "/nonexistent")
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -86,9 +94,8 @@ def test_per_query_arrays_reproduce_the_means(tiny_runs):
 # ----------------------------------------------------------------------------- tables and leaks
 
 
-def test_no_validation_or_test_tags_reach_a_training_target(tiny_dataset_dir):
-  config = _config(tiny_dataset_dir)
-  data = tagprop.load_data(config, "/nonexistent")
+def test_no_validation_or_test_tags_reach_a_training_target(tiny_data):
+  data = tiny_data
   songs, tables = data.songs, data.tables
   held_out = songs.splits != "train"
   assert held_out.any() and songs.tags[held_out].any()     # they do have tags to leak
@@ -155,9 +162,8 @@ def _init(config, info):
 
 
 def test_loss_is_eq3_with_the_walk_of_the_step_for_both_heads_and_eq1_for_the_baseline(
-    tiny_dataset_dir):
-  single = _config(tiny_dataset_dir)
-  data = tagprop.load_data(single, "/nonexistent")       # the heads do not change the data
+    tiny_dataset_dir, tiny_data):
+  data = tiny_data                                       # the heads do not change the data
   num_tags = data.info["num_tags"]
   batch = {k: jnp.asarray(v) for k, v in data.train_batch(0).items()}
   rng = jax.random.key(7)
@@ -196,6 +202,126 @@ def test_loss_is_eq3_with_the_walk_of_the_step_for_both_heads_and_eq1_for_the_ba
       assert float(value) == pytest.approx(np.mean(own), rel=1e-5)
 
 
+# ----------------------------------------------------------------------------- beyond the paper
+
+
+def test_search_range_groups_by_hand():
+  names = ["rock", "jazz", "piano", "happy", "guitar", "whistling"]
+  taxonomy = {"genre": ["rock", "jazz", "punk"], "instrument": ["piano", "guitar"],
+              "mood": ["happy"], "odd": ["piano"]}
+  ranges, group, found = tagprop_data.search_range_groups(
+      names, taxonomy, {"genre": 0.8, "instrument": 0.0, "mood": 0.4}, 0.4)
+  # mood's r is objective.r: its tags stay in group 0 with the untaxed "whistling".
+  assert ranges == [0.4, 0.8, 0.0]
+  np.testing.assert_array_equal(group, [1, 1, 2, 0, 2, 0])
+  assert found == {"genre": 2, "instrument": 2, "mood": 1}
+  with pytest.raises(ValueError, match="'piano' is in categories 'instrument'"):
+    tagprop_data.search_range_groups(names, taxonomy, {"instrument": 0.2, "odd": 0.6}, 0.4)
+  # Two categories that share a tag at one r are fine.
+  _, group, _ = tagprop_data.search_range_groups(names, taxonomy, {"instrument": 0.2, "odd": 0.2},
+                                                 0.4)
+  np.testing.assert_array_equal(group, [0, 0, 1, 0, 1, 0])
+  with pytest.raises(ValueError, match="not categories of"):
+    tagprop_data.search_range_groups(names, taxonomy, {"era": 0.2}, 0.4)
+  assert taxonomy_lib.parse_category_r(" genre=0.8, instrument=0 ") == {"genre": 0.8,
+                                                                       "instrument": 0.0}
+  assert taxonomy_lib.parse_category_r("") == {}
+  for bad in ("genre", "genre=1.5", "=0.2", "genre=x", "genre=0.1,genre=0.2"):
+    with pytest.raises(ValueError, match="category_r"):
+      taxonomy_lib.parse_category_r(bad)
+
+
+def test_builtin_taxonomy_covers_the_world_as_won_groups_it():
+  from musemb.data.sources import synthetic  # pylint: disable=g-import-not-at-top
+  from musemb.systems.won import data as won_data  # pylint: disable=g-import-not-at-top
+  taxonomy = taxonomy_lib.load_taxonomy("builtin")
+  assert {t: c for c, tags in taxonomy.items() for t in tags} == won_data.builtin_taxonomy()
+  assert sorted(t for tags in taxonomy.values() for t in tags) == sorted(synthetic.TAG_VOCABULARY)
+
+
+def test_a_search_range_per_category_is_eq3_per_group_by_hand(tiny_dataset_dir, tiny_data):
+  """genre tags walk at r = 1, instrument tags at r = 0 (the song itself, weight 1: the closed
+  form of a walk that never moves), the rest at objective.r = 0.4, in one step."""
+  config = _config(tiny_dataset_dir, "tiny")
+  config.eval.taxonomy = "builtin"
+  config.objective.category_r = "genre=1,instrument=0"
+  data = tiny_data
+  names = data.info["tag_names"]
+  ranges, tag_group, _ = tagprop_data.search_range_groups(
+      names, taxonomy_lib.load_taxonomy("builtin"), {"genre": 1.0, "instrument": 0.0}, 0.4)
+  assert ranges == [0.4, 1.0, 0.0] and {0, 1, 2} <= set(tag_group.tolist())
+  tables = tagprop_data.device_tables(data.songs, data.sequences, 0.4, ranges, tag_group)
+  assert [float(t.r) for t in tables["ranges"]] == [1.0, 0.0]
+  num_tags = data.info["num_tags"]
+  batch = {k: jnp.asarray(v) for k, v in data.train_batch(0).items()}
+  rng = jax.random.key(3)
+  rng_dropout, rng_walk = jax.random.split(rng)
+  walks = [jax.jit(propagation.sample)(t, batch["song"], jax.random.fold_in(rng_walk, g) if g
+                                       else rng_walk)
+           for g, t in enumerate([tables["propagation"], *tables["ranges"]])]
+  partner = np.stack([np.asarray(w.partner) for w in walks])          # [3, B]
+  weight = np.stack([np.asarray(w.weight) for w in walks])
+  songs = np.asarray(batch["song"])
+  # r = 0: every song in a playlist is its own partner, with eq. (4)'s weight 1.
+  walked = partner[2] >= 0
+  assert walked.any() and (partner[2][walked] == songs[walked]).all()
+  np.testing.assert_allclose(weight[2][walked], 1.0)
+  variables = _init(config, data.info)
+  value, _ = jax.jit(lambda v, b, t, k: tagprop.loss(v, b, t, k, config))(variables, batch, tables,
+                                                                         rng)
+  model = tagprop.make_model(config, num_tags)
+  out, _ = jax.jit(lambda v, a: model.apply(v, a, train=True, rngs={"dropout": rng_dropout},
+                                            mutable=["batch_stats"]))(variables, batch["audio"])
+  x = np.asarray(out, np.float64)
+  y = np.asarray(batch["tags"], np.float64)
+  bce = np.logaddexp(0, x) - y * x                                     # [B, T]
+  expected = bce.mean(axis=1)
+  for g in range(3):
+    cols = tag_group == g
+    p = partner[g]
+    y_g = np.where(p[:, None] >= 0, data.songs.tags[np.maximum(p, 0)][:, cols], 0.0)
+    support = np.logaddexp(0, x[:, cols]) - y_g * x[:, cols]
+    expected = expected + np.where(p >= 0, weight[g] * support.sum(axis=1), 0.0) / num_tags
+  assert float(value) == pytest.approx(float(np.mean(expected)), rel=1e-5)
+  # The run's data builds the same tables from the config (and the key says what it is).
+  loaded = tagprop.load_data(config, "/nonexistent")
+  np.testing.assert_array_equal(loaded.tables["tag_range"], tag_group)
+  assert [float(t.r) for t in loaded.tables["ranges"]] == [1.0, 0.0]
+  assert loaded.info["search_ranges"] == ranges
+  assert tagprop.metrics_key(config) == "tagprop_category_r"
+  bad = _config(tiny_dataset_dir, "tiny")
+  bad.objective.category_r = "activity=0.2"         # not a category of the paper's Table II
+  with pytest.raises(ValueError, match="eval.taxonomy=''"):
+    tagprop.load_data(bad, "/nonexistent")
+
+
+def test_shortchunk_trains_with_propagation(tiny_dataset_dir, tiny_data):
+  """The objective does not depend on the network: Won et al.'s short-chunk CNN takes the same
+  step, and a few steps on one batch lower eq. (3)."""
+  config = tagprop_config.get_config("tiny,shortchunk")
+  config.data_dir = tiny_dataset_dir
+  config.data.sample_rate = 16000
+  config.optimizer.learning_rate = 0.05
+  assert tagprop.metrics_key(config) == "tagprop_shortchunk"
+  data = tiny_data
+  model = tagprop.make_model(config, data.info["num_tags"])
+  assert isinstance(model, tagprop.ShortChunkTagger) and model.num_samples == 4096
+  tx = train.make_optimizer(config)
+  system = systems.get("tagprop")
+  state = train.create_train_state(system, config, data.info, tx, sharding_lib.make_mesh())
+  assert "dense2" in state.params and "layer2_conv" in state.params
+  step = train.make_train_step(system, config, tx)
+  rng = np.random.default_rng(0)
+  songs = np.flatnonzero(data.songs.source_mask)[:8]
+  batch = {"audio": 0.1 * rng.standard_normal((8, 4096)).astype(np.float32),
+           "tags": data.songs.tags[songs].astype(np.float32), "song": songs.astype(np.int32)}
+  losses = []
+  for _ in range(6):
+    state, metrics = step(state, batch, data.tables)
+    losses.append(float(metrics["loss"]))
+  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+
+
 def test_the_baseline_builds_no_propagation_tables(tiny_dataset_dir):
   data = tagprop.load_data(_config(tiny_dataset_dir, "tiny,baseline"), "/nonexistent")
   assert data.tables == {} and data.info["playlists"]["train_songs_in_playlists"] > 0
@@ -213,6 +339,14 @@ def test_config_variants():
   assert tagprop.metrics_key(tagprop_config.get_config("top50,baseline")) == "tagprop_baseline"
   assert tagprop.metrics_key(tagprop_config.get_config("top50")) == "tagprop"
   assert tagprop.metrics_key(tagprop_config.get_config("head=separate")) == "tagprop_separate"
+  assert tagprop.metrics_key(tagprop_config.get_config("baseline,shortchunk")) == (
+      "tagprop_baseline_shortchunk")
+  shortchunk = tagprop_config.get_config("top50,shortchunk")
+  assert (shortchunk.model.name, shortchunk.data.crop_samples) == ("shortchunk", 172 * 512)
+  assert tagprop_config.MODELS == tagprop.MODELS
+  both = tagprop_config.get_config("head=separate")
+  both.objective.category_r = "genre=0.8"
+  assert tagprop.metrics_key(both) == "tagprop_separate_category_r"
   default = tagprop_config.get_config()
   assert default.data.crop_samples == 3 ** 10 and default.data.sample_rate == 22050
   assert (default.optimizer.learning_rate, default.optimizer.momentum) == (0.01, 0.9)
@@ -226,6 +360,14 @@ def test_config_variants():
   bad = tagprop_config.get_config("tiny")
   bad.objective.r = 1.5
   with pytest.raises(ValueError, match="objective.r"):
+    tagprop.check_config(bad)
+  bad = tagprop_config.get_config("tiny,baseline")
+  bad.objective.category_r = "genre=0.8"
+  with pytest.raises(ValueError, match="propagates nothing"):
+    tagprop.check_config(bad)
+  bad = tagprop_config.get_config("tiny")
+  bad.model.name = "vgg"
+  with pytest.raises(ValueError, match="model.name"):
     tagprop.check_config(bad)
 
 

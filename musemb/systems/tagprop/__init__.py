@@ -5,9 +5,13 @@ paper). Songs next to each other in a playlist tend to share tags (its Fig. 2), 
 song also learns the tags of a playlist neighbour s' drawn by a random walk, weighted by how
 likely the walk is to pick it:
 
-* the model: Lee et al.'s 3^9 SampleCNN (`musemb.models.samplecnn`) on 22,050 Hz crops of 59,049
-  samples (`configs/tagprop.py` says why not the paper's 50,000), batch statistics in
-  `batch_stats`;
+* the model (`model.name`): Lee et al.'s 3^9 SampleCNN (`musemb.models.samplecnn`, the paper's)
+  on 22,050 Hz crops of 59,049 samples (`configs/tagprop.py` says why not the paper's 50,000), or,
+  beyond the paper (its future work: "applying our approach to other neural network-based
+  models"), Won et al.'s short-chunk CNN (`musemb.models.shortchunk`: log-mel computed inside the
+  model, seven conv layers, a dense head) on crops of 88,064 samples (173 frames, ~4 s). The
+  objective never looks inside the network, so both train with the same eq. (1)/(3), heads, walk,
+  optimizer and schedule; batch statistics in `batch_stats`;
 * the baseline (`objective.name = "baseline"`): eq. (1), binary cross-entropy on the song's own
   tags (`musemb.objectives.supportive.tag_bce`);
 * the proposed model (`"supportive"`): eq. (3), eq. (1) plus the supportive cross-entropy on the
@@ -15,6 +19,12 @@ likely the walk is to pick it:
   inside the jitted step (`musemb.samplers.propagation.sample`, its docstring settles the
   published pseudocode) from the batch's song indices and the device tables of `data.py`; only
   training songs pass tags on;
+* a search range per tag category (`objective.category_r`, e.g. "genre=0.8,instrument=0.2", beyond
+  the paper: its §V.D future work): the tags of each named category of the taxonomy
+  (`eval.taxonomy`) are propagated from a walk with that category's r, every other tag from the
+  walk with `objective.r`; one walk per distinct r in the step, each with eq. (4)'s weights at
+  its r (`musemb.samplers.propagation.grouped_targets` gives the per-tag targets and weights,
+  `supportive_bce` takes them). With no category named it is the paper's eq. (3) exactly;
 * heads (`model.head`): `single`, the paper's one output layer for both terms, or `separate`, a
   second linear output for the supportive term on the same features (the usual multi-task form;
   the paper calls its objective multi-task). Both are one dense layer: with `separate` it has 2T
@@ -27,10 +37,11 @@ likely the walk is to pick it:
   on the validation songs (`bce`).
 
 metrics.json keys: `tagprop_baseline/...` (eq. (1)), `tagprop/...` (eq. (3), single head) and
-`tagprop_separate/...` (eq. (3), separate head), so one workdir's metrics.json can hold every row
-of Table I (`report.py` merges them). Per-song and per-tag values go to `per_query.npz` for the
-report's paired bootstrap intervals, test predictions to `predictions.npz` and Fig. 2's playlist
-statistic to `tag_similarity.npz`.
+`tagprop_separate/...` (eq. (3), separate head), with `_category_r` after a proposed key when
+`objective.category_r` is set and `_shortchunk` at the end for the short-chunk CNN, so one
+workdir's metrics.json can hold every row of Table I (`report.py` merges them). Per-song and
+per-tag values go to `per_query.npz` for the report's paired bootstrap intervals, test
+predictions to `predictions.npz` and Fig. 2's playlist statistic to `tag_similarity.npz`.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ import numpy as np
 
 from musemb import utils
 from musemb.models import samplecnn as samplecnn_lib
+from musemb.models import shortchunk as shortchunk_lib
 from musemb.objectives import supportive
 from musemb.samplers import propagation
 from musemb.systems import System
@@ -53,8 +65,10 @@ from musemb.systems.samplecnn import evaluation as samplecnn_evaluation
 from musemb.systems.tagprop import data as tagprop_data
 from musemb.systems.tagprop import evaluation
 from musemb.systems.tagprop import report
+from musemb.systems.tagprop import taxonomy as taxonomy_lib
 
 HEADS = ("single", "separate")
+MODELS = ("samplecnn", "shortchunk")
 OBJECTIVES = ("supportive", "baseline")
 metrics_key = evaluation.metrics_key
 
@@ -71,6 +85,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                     f"{supportive.REDUCTIONS})")
   if not 0.0 <= float(config.objective.r) <= 1.0:
     problems.append(f"objective.r={config.objective.r!r} (the search range, in [0, 1])")
+  if config.model.name not in MODELS:
+    problems.append(f"model.name={config.model.name!r} (one of {MODELS})")
+  try:
+    category_r = taxonomy_lib.parse_category_r(config.objective.category_r)
+  except ValueError as error:
+    problems.append(str(error).rstrip("."))
+    category_r = {}
+  if category_r and config.objective.name == "baseline":
+    problems.append(f"objective.category_r={config.objective.category_r!r} with "
+                    "objective.name='baseline' (the baseline propagates nothing)")
   if config.objective.name == "baseline" and config.model.head == "separate":
     problems.append("model.head='separate' with objective.name='baseline' (the baseline trains "
                     "no supportive head)")
@@ -78,13 +102,32 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("tagprop config: " + "; ".join(problems) + ".")
 
 
-def make_model(config: ml_collections.ConfigDict, num_tags: int) -> samplecnn_lib.SampleCNN:
-  """The SampleCNN with T outputs (single head) or 2T (auto-tagger, then supportive head)."""
+class ShortChunkTagger(shortchunk_lib.ShortChunkCNN):
+  """`ShortChunkCNN` as an auto-tagger: the same module and parameters; `head` (a class attribute,
+  not a field) tells SampleCNN's window reader (`samplecnn.evaluation.predict_split`, reused for
+  both models) that the outputs are tag logits to pass through a sigmoid before averaging."""
+
+  head = "tags"
+
+
+def make_model(config: ml_collections.ConfigDict, num_tags: int):
+  """The network (`model.name`) with T outputs (single head) or 2T (auto-tagger, then supportive
+  head)."""
   m = config.model
   if num_tags < 1:
     raise ValueError("tagprop: the dataset has no tags to learn.")
+  outputs = int(num_tags) * (2 if m.head == "separate" else 1)
+  if m.name == "shortchunk":
+    s = m.shortchunk
+    return ShortChunkTagger(
+        num_outputs=outputs, widths=tuple(int(w) for w in s.widths),
+        dense_width=int(s.dense_width) or None, dropout_rate=float(m.dropout),
+        mel=shortchunk_lib.MelConfig(sample_rate=int(config.data.sample_rate),
+                                     n_fft=int(s.n_fft), hop_length=int(s.hop_length),
+                                     n_mels=int(s.n_mels)),
+        num_samples=int(config.data.crop_samples), bn_momentum=float(s.bn_momentum))
   return samplecnn_lib.SampleCNN(
-      num_outputs=int(num_tags) * (2 if m.head == "separate" else 1), head="tags",
+      num_outputs=outputs, head="tags",
       widths=tuple(int(w) for w in m.widths), stem_width=int(m.stem_width),
       final_width=int(m.final_width) or None, dropout_rate=float(m.dropout),
       num_samples=int(config.data.crop_samples), bn_momentum=float(m.bn_momentum))
@@ -122,13 +165,22 @@ def loss(variables: dict, batch: dict, tables: Any, rng: jax.Array,
   if config.objective.name == "baseline":
     aux["bce"] = {"own": jnp.mean(own)}
     return jnp.mean(own), aux
-  walk = propagation.sample(tables["propagation"], batch["song"], rng_walk)
-  targets, has_partner = propagation.propagated_tags(tables["song_tags"], walk.partner)
   support_logits = out[:, num_tags:] if config.model.head == "separate" else None
-  per_example = supportive.supportive_bce(logits, batch["tags"], targets, walk.weight,
+  walk = propagation.sample(tables["propagation"], batch["song"], rng_walk)
+  if "ranges" in tables:
+    # A search range per tag category: one more walk per r (keys folded from the walk's, so the
+    # objective.r walk is the one the paper's model would draw), tags picking their group's.
+    walks = [walk] + [propagation.sample(t, batch["song"], jax.random.fold_in(rng_walk, g))
+                      for g, t in enumerate(tables["ranges"], start=1)]
+    targets, weight, has_partner = propagation.grouped_targets(tables["song_tags"], walks,
+                                                               tables["tag_range"])
+  else:
+    targets, has_partner = propagation.propagated_tags(tables["song_tags"], walk.partner)
+    weight = walk.weight
+  per_example = supportive.supportive_bce(logits, batch["tags"], targets, weight,
                                           support_logits=support_logits, has_partner=has_partner,
                                           reduction=reduction)
-  found = has_partner.astype(jnp.float32)
+  found = (walk.partner >= 0).astype(jnp.float32)   # of the objective.r walk
   aux["bce"] = {"own": jnp.mean(own), "support": jnp.mean(per_example - own)}
   aux["propagation"] = {
       "partner_rate": jnp.mean(found),
@@ -190,4 +242,4 @@ def write_outputs(variables: Any, data: tagprop_data.TagpropData,
 SYSTEM = System(
     name="tagprop", load_data=load_data, init=init, loss=loss, evaluate=evaluate,
     write_outputs=write_outputs, report=report.write_report, compare=report.compare,
-    metrics_key=metrics_key)
+    metrics_key=metrics_key, report_options=("taxonomy",))

@@ -23,6 +23,12 @@ training split keeps validation and test labels out of the choice.
 
 Songs in no playlist still train (eq. (1)); their walk finds no partner and their supportive
 term is zero. How many training songs can propagate is logged and reported.
+
+A search range per tag category (`objective.category_r`, beyond the paper: see
+`search_range_groups`): `tables["ranges"]` holds one more `PropagationTables` per distinct r of
+the categories (built by `build_tables` with that r: the same CSR, eq. (4)'s weights at that r)
+and `tables["tag_range"]` [T] int32 says which walk each tag's targets come from: 0 is
+`tables["propagation"]` (`objective.r`), k >= 1 is `tables["ranges"][k - 1]`.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from musemb.data import pipeline
 from musemb.data.sources import records
 from musemb.samplers import propagation
 from musemb.systems.samplecnn import data as audio_data
+from musemb.systems.tagprop import taxonomy as taxonomy_lib
 
 # TrackTargets stores float32: every integer below 2^24 is exact.
 MAX_SONGS = 2 ** 24
@@ -124,12 +131,67 @@ def playlist_sequences(playlists: Sequence[records.Playlist], index: dict[str, i
                      "gaps": gaps, "not_prepared": missing}
 
 
-def device_tables(songs: SongTable, sequences: Sequence[Sequence[int]], r: float
+def search_range_groups(tag_names: Sequence[str], taxonomy: dict[str, list[str]],
+                        category_r: dict[str, float], default_r: float, where: str = "taxonomy"
+                        ) -> tuple[list[float], np.ndarray, dict[str, int]]:
+  """Which search range each tag propagates with: a search range per tag category.
+
+  Lin et al. find the improvement depends on the tag category (§V.D, Fig. 6) and name "an
+  appropriate search range to each category" as future work. Here every tag of a category named
+  in `category_r` takes that category's r and every other tag `default_r` (`objective.r`); the
+  step draws one walk per distinct r (`musemb.samplers.propagation.grouped_targets`).
+
+  Args:
+    tag_names: [T] the run's vocabulary.
+    taxonomy: {category: [tags]} (`eval.taxonomy`); tags outside the vocabulary are ignored.
+    category_r: {category: r}, each a category of `taxonomy`.
+    default_r: the r of every tag outside the named categories.
+    where: names the taxonomy in errors.
+
+  Returns:
+    ranges: [G] the distinct search ranges, `default_r` first (group 0, always present).
+    tag_group: [T] int32, each tag's index into `ranges`.
+    tags_per_category: {category: tags of the vocabulary it gives its r}.
+  """
+  unknown = sorted(set(category_r) - set(taxonomy))
+  if unknown:
+    raise ValueError(f"objective.category_r names {unknown}, which are not categories of {where} "
+                     f"(its categories: {sorted(taxonomy)}); set eval.taxonomy to the taxonomy "
+                     "whose categories you name.")
+  column = {t: i for i, t in enumerate(tag_names)}
+  chosen: dict[int, tuple[str, float]] = {}
+  counts = {}
+  for category, r in category_r.items():
+    found = [column[t] for t in dict.fromkeys(taxonomy[category]) if t in column]
+    counts[category] = len(found)
+    for i in found:
+      if i in chosen and chosen[i][1] != r:
+        raise ValueError(f"objective.category_r: tag {tag_names[i]!r} is in categories "
+                         f"{chosen[i][0]!r} (r = {chosen[i][1]:g}) and {category!r} (r = {r:g}) "
+                         f"of {where}; give them one r, or drop one of them.")
+      chosen[i] = (category, r)
+  # Group 0 is objective.r; then each other r in the order category_r names it, if a tag uses it.
+  used = {r for _, r in chosen.values()}
+  ranges = [float(default_r)] + [r for r in dict.fromkeys(category_r.values())
+                                 if r in used and r != float(default_r)]
+  tag_group = np.zeros(len(tag_names), np.int32)
+  for i, (_, r) in chosen.items():
+    tag_group[i] = ranges.index(r)
+  return ranges, tag_group, counts
+
+
+def device_tables(songs: SongTable, sequences: Sequence[Sequence[int]], r: float,
+                  ranges: Sequence[float] = (), tag_group: np.ndarray | None = None
                   ) -> dict[str, Any]:
-  """`{"propagation": PropagationTables, "song_tags": [S, T] bool}` for the jitted step."""
-  return {"propagation": propagation.build_tables(sequences, len(songs.track_ids),
-                                                  songs.source_mask, r),
-          "song_tags": songs.source_tags}
+  """`{"propagation": PropagationTables, "song_tags": [S, T] bool}` for the jitted step, plus
+  `"ranges"` (one `PropagationTables` per r of `ranges[1:]`) and `"tag_range"` [T] int32 when
+  some tags take another search range (`search_range_groups`)."""
+  build = lambda x: propagation.build_tables(sequences, len(songs.track_ids), songs.source_mask, x)
+  tables = {"propagation": build(r), "song_tags": songs.source_tags}
+  if len(ranges) > 1:
+    tables["ranges"] = tuple(build(x) for x in ranges[1:])
+    tables["tag_range"] = np.asarray(tag_group, np.int32)
+  return tables
 
 
 @dataclasses.dataclass
@@ -206,7 +268,22 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> TagpropData:
                      "be propagated. Prepare the dataset with its playlists (launch.prepare "
                      "--source=msd --playlists=<aotm2011_playlists.json.gz>), or train the "
                      "baseline (configs/tagprop.py:...,baseline).")
-  tables = device_tables(songs, sequences, float(config.objective.r)) if proposed else {}
+  ranges, tag_group, per_category = [float(config.objective.r)], None, {}
+  category_r = taxonomy_lib.parse_category_r(config.objective.category_r)
+  tag_names = [prepared.tag_names[i] for i in columns]
+  if category_r and proposed:
+    ranges, tag_group, per_category = search_range_groups(
+        tag_names, taxonomy_lib.load_taxonomy(config.eval.taxonomy), category_r,
+        float(config.objective.r), where=f"eval.taxonomy={config.eval.taxonomy!r}")
+    logging.info("tagprop: search ranges %s; tags per category given its own r: %s; %d tags "
+                 "keep objective.r = %g.", ranges, per_category, int((tag_group == 0).sum()),
+                 config.objective.r)
+    empty = [c for c, n in per_category.items() if not n]
+    if empty:
+      logging.warning("tagprop: objective.category_r names %s, which have no tag in the "
+                      "vocabulary: their r changes nothing.", empty)
+  tables = (device_tables(songs, sequences, float(config.objective.r), ranges, tag_group)
+            if proposed else {})
   if train.sum() < config.train.batch_size:
     raise ValueError(f"only {int(train.sum())} training songs for batch_size="
                      f"{config.train.batch_size}; lower --config.train.batch_size.")
@@ -217,11 +294,11 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> TagpropData:
       info={}, splits=splits, tables={}, prepared=prepared, targets=targets,
       batch_size=config.train.batch_size, crop_samples=config.data.crop_samples, seed=config.seed,
       train_requires_targets=False)
-  tag_names = [prepared.tag_names[i] for i in columns]
   info = {"num_tags": len(columns), "tag_names": tag_names,
           "tag_train_counts": labels["train"].tags[:, columns].sum(axis=0).astype(int).tolist(),
           "sample_rate": prepared.sample_rate, "num_train_examples": int(train.sum()),
           "coverage": {s: {"tracks": len(labels[s])} for s in order},
-          "playlists": counts, "dataset": prepared.full_name}
+          "playlists": counts, "dataset": prepared.full_name,
+          "search_ranges": ranges, "category_tags": per_category}
   return TagpropData(info=info, splits=splits, tables=tables, audio=audio, tag_columns=columns,
                      songs=songs, sequences=sequences)

@@ -30,10 +30,18 @@ from musemb import metrics as metrics_lib
 
 def metrics_key(config: Mapping[str, Any]) -> str:
   """The metrics.json prefix of a run (a ConfigDict or its config.json): `tagprop_baseline`
-  (eq. (1)), `tagprop` (eq. (3), single head) or `tagprop_separate` (eq. (3), separate head)."""
+  (eq. (1)), `tagprop` (eq. (3), single head) or `tagprop_separate` (eq. (3), separate head);
+  `_category_r` follows a proposed key with a search range per tag category, and `_shortchunk`
+  ends the key of a short-chunk CNN run (`model.name`). Configs written before these options
+  existed read as the paper's SampleCNN with one search range."""
   if config["objective"]["name"] == "baseline":
-    return "tagprop_baseline"
-  return "tagprop_separate" if config["model"]["head"] == "separate" else "tagprop"
+    key = "tagprop_baseline"
+  else:
+    key = "tagprop_separate" if config["model"]["head"] == "separate" else "tagprop"
+    if str(config["objective"].get("category_r", "") or "").strip():
+      key += "_category_r"
+  model = config["model"].get("name", "samplecnn") or "samplecnn"
+  return key if model == "samplecnn" else f"{key}_{model}"
 
 
 def tagging_metrics(scores: np.ndarray, tags: np.ndarray

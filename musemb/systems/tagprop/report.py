@@ -1,10 +1,11 @@
 """The tag-propagation runs' report, shaped like Lin et al.'s Table I, with Figs. 2 and 5.
 
-`write_report(workdir, baseline_workdirs)`: one run (`configs/tagprop.py`) and the runs it is
-compared with (the baseline; other heads or search ranges) -> `<workdir>/report.md`; their
-metrics are merged into the run's metrics.json first (other runs' keys, `tagprop_baseline/...`,
-never the run's own), so one metrics.json holds every row.
-`compare(workdirs, out_path)`: the same document for any set of runs, written to `out_path`.
+`write_report(workdir, baseline_workdirs, taxonomy=None)`: one run (`configs/tagprop.py`) and the
+runs it is compared with (the baseline; other heads, networks or search ranges) ->
+`<workdir>/report.md`; their metrics are merged into the run's metrics.json first (other runs'
+keys, `tagprop_baseline/...`, never the run's own), so one metrics.json holds every row.
+`compare(workdirs, out_path, taxonomy=None)`: the same document for any set of runs, written to
+`out_path`.
 
 What the document holds:
 
@@ -23,12 +24,13 @@ What the document holds:
 * Fig. 5: the relative improvement of retrieval MAP and AUC per bin of `eval.popularity_bin`
   tags (100 in the paper; the demo's 47 tags use 10) in order of popularity (training songs per
   tag), as a table and `fig5_popularity.png`;
-* Table II and Fig. 6: per tag category of a taxonomy (`eval.taxonomy`, a JSON {category:
-  [tags]}; by default the paper's Table II, shipped as `table2_taxonomy.json`, see
-  `load_taxonomy`), the category's tags found in the run's vocabulary, their mean popularity
-  (training songs per tag, and as % of the training songs as Fig. 6 plots it) and the relative
-  improvement of retrieval MAP and AUC with a paired bootstrap interval over the category's tags,
-  as a table and `fig6_categories.png`;
+* Table II and Fig. 6: per tag category of a taxonomy (`eval.taxonomy`, or `taxonomy=` here and
+  `launch.report --taxonomy=` at report time: a JSON {category: [tags]}; by default the paper's
+  Table II, shipped as `table2_taxonomy.json`; "builtin" the built-in world's; see
+  `taxonomy.load_taxonomy`), the category's tags found in the run's vocabulary, their mean
+  popularity (training songs per tag, and as % of the training songs as Fig. 6 plots it) and the
+  relative improvement of retrieval MAP and AUC with a paired bootstrap interval over the
+  category's tags, as a table and `fig6_categories.png`;
 * Fig. 2: the mean cosine similarity of two playlist songs' tag vectors against their distance,
   computed from the data alone (`tag_similarity.npz`), as a table and `fig2_tag_similarity.png`;
 * how much the playlists covered: playlists, gaps, training songs in a playlist.
@@ -51,6 +53,7 @@ from musemb.reports import runs as runs_lib
 from musemb.reports import stats as stats_lib
 from musemb.reports import tables as tables_lib
 from musemb.systems.tagprop import evaluation
+from musemb.systems.tagprop import taxonomy as taxonomy_lib
 
 PAPER = ('Lin, Chung and Chen, "Playlist-Based Tag Propagation for Improving Music '
          'Auto-Tagging"')
@@ -58,8 +61,9 @@ PAPER = ('Lin, Chung and Chen, "Playlist-Based Tag Propagation for Improving Mus
 PAPER_TABLE1 = {50: (("Baseline", 0.296, 0.172, 0.701), ("Proposed, r = 0.4", 0.323, 0.193, 0.721)),
                 1000: (("Baseline", 0.0948, 0.0115, 0.559),
                        ("Proposed, r = 0.2", 0.119, 0.0179, 0.648))}
-# Table II of the paper, as its text lists it (see `load_taxonomy`).
-TABLE2_TAXONOMY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "table2_taxonomy.json")
+TABLE2_TAXONOMY = taxonomy_lib.TABLE2_TAXONOMY
+load_taxonomy = taxonomy_lib.load_taxonomy
+MODEL_NAMES = {"samplecnn": "SampleCNN", "shortchunk": "short-chunk CNN"}
 # (task, per-query metric, metrics.json name, column title, bootstrapped over)
 METRICS = (("annotation", "ap", "annotation/map", "Annotation MAP", "songs"),
            ("retrieval", "ap", "retrieval/map", "Retrieval MAP", "tags"),
@@ -91,6 +95,15 @@ class Run:
   def r(self) -> float:
     return float(self.config["objective"]["r"])
 
+  @property
+  def category_r(self) -> str:
+    """`objective.category_r` ("" without a search range per category)."""
+    return str(self.config["objective"].get("category_r", "") or "").strip()
+
+  @property
+  def model(self) -> str:
+    return str(self.config["model"].get("name", "samplecnn") or "samplecnn")
+
   def value(self, name: str) -> float | None:
     return runs_lib.get_float(self.metrics, f"{self.key}/{name}")
 
@@ -110,11 +123,15 @@ def read_run(workdir: str) -> Run:
   run = Run(workdir=workdir, config=config, key=key, metrics=runs_lib.read_metrics(workdir),
             per_query=runs_lib.read_npz(os.path.join(workdir, "per_query.npz")),
             similarity=runs_lib.read_npz(os.path.join(workdir, "tag_similarity.npz")))
+  model = "" if run.model == "samplecnn" else f", {MODEL_NAMES.get(run.model, run.model)}"
   if run.baseline:
-    run.label = "Baseline (eq. 1)"
+    run.label = f"Baseline (eq. 1{model})"
   else:
     head = "separate head" if config["model"]["head"] == "separate" else "single head"
-    run.label = f"Proposed (eq. 3, {head}), r = {run.r:g}"
+    run.label = f"Proposed (eq. 3, {head}{model}), r = {run.r:g}"
+    if run.category_r:
+      run.label += ", " + ", ".join(f"{c} {r:g}" for c, r in
+                                    taxonomy_lib.parse_category_r(run.category_r).items())
   return run
 
 
@@ -142,11 +159,14 @@ def _percent(x: float | None) -> str:
 
 
 def _groups(runs: Sequence[Run]) -> list[tuple[int | None, Run | None, list[Run]]]:
-  """(tags, baseline or None, proposed runs) per vocabulary size, in order of size."""
-  sizes = sorted({r.num_tags for r in runs}, key=lambda n: (n is None, n))
+  """(tags, baseline or None, proposed runs) per vocabulary size and network, in order of size
+  (the SampleCNN first): each proposed run is compared with the baseline of its own network."""
+  order = {m: i for i, m in enumerate(MODEL_NAMES)}
+  keys = sorted({(r.num_tags, r.model) for r in runs},
+                key=lambda k: (k[0] is None, k[0], order.get(k[1], len(order)), k[1]))
   out = []
-  for n in sizes:
-    members = [r for r in runs if r.num_tags == n]
+  for n, model in keys:
+    members = [r for r in runs if r.num_tags == n and r.model == model]
     baselines = [r for r in members if r.baseline]
     out.append((n, baselines[0] if baselines else None, [r for r in members if not r.baseline]))
   return out
@@ -172,6 +192,8 @@ def _table1(runs: Sequence[Run]) -> str:
           cell += f" ({_percent(_relative(value, base.value(name)))})"
         row.append(cell)
       rows.append(row)
+    if (base or proposed[0]).model != "samplecnn":
+      continue                       # the paper's rows are the SampleCNN's
     for label, *values in PAPER_TABLE1.get(n, ()):
       rows.append([f"*{label} (paper, MSD)*", tags] + [tables_lib.format_value(v) for v in values])
   header = ["Model", "# training tags"] + [title for _, _, _, title, _ in METRICS]
@@ -253,7 +275,8 @@ def search_range_sweeps(runs: Sequence[Run]) -> list[dict[str, Any]]:
   for n, base, proposed in _groups(runs):
     by_head: dict[str, list[Run]] = {}
     for run in proposed:
-      by_head.setdefault(run.config["model"]["head"], []).append(run)
+      if not run.category_r:         # a run with a search range per category is not a point of r
+        by_head.setdefault(run.config["model"]["head"], []).append(run)
     for head, members in by_head.items():
       if len({r.r for r in members}) < 2:
         continue
@@ -264,8 +287,16 @@ def search_range_sweeps(runs: Sequence[Run]) -> list[dict[str, Any]]:
             "values": {name: run.value(name) for _, _, name, _, _ in METRICS},
             "differences": {name: (_bootstrap(run, base, task, metric) if base else None)
                             for task, metric, name, _, _ in METRICS}})
-      out.append({"tags": n, "head": head, "baseline": base, "points": points})
+      out.append({"tags": n, "head": head, "model": members[0].model, "baseline": base,
+                  "points": points})
   return out
+
+
+def _sweep_name(sweep: dict[str, Any]) -> str:
+  """The sweep's name in the table and plot: "single head", "separate head, short-chunk CNN"."""
+  model = sweep.get("model", "samplecnn")
+  return f"{sweep['head']} head" + ("" if model == "samplecnn" else
+                                    f", {MODEL_NAMES.get(model, model)}")
 
 
 def _search_range(runs: Sequence[Run], folder: str) -> str | None:
@@ -279,7 +310,7 @@ def _search_range(runs: Sequence[Run], folder: str) -> str | None:
       rows.append([tags, "baseline (no r)", "-"]
                   + [tables_lib.format_value(base.value(name)) for _, _, name, _, _ in METRICS])
     for point in sweep["points"]:
-      row = [tags, sweep["head"], f"{point['r']:g}"]
+      row = [tags, _sweep_name(sweep), f"{point['r']:g}"]
       for _, _, name, _, _ in METRICS:
         cell = tables_lib.format_value(point["values"][name])
         s = point["differences"][name]
@@ -323,7 +354,7 @@ def write_search_range_plot(sweeps: Sequence[dict[str, Any]], path: str) -> str:
             low[j] = max(d["difference"] - d["difference_low"], 0.0)
             high[j] = max(d["difference_high"] - d["difference"], 0.0)
         ax.errorbar(x, y, yerr=np.stack([low, high]), marker="o", capsize=3,
-                    label=f"proposed, {sweep['head']} head")
+                    label=f"proposed, {_sweep_name(sweep)}")
       base = members[0]["baseline"]
       if base is not None and base.value(name) is not None:
         ax.axhline(base.value(name), color="grey", ls="--", label="baseline")
@@ -334,31 +365,6 @@ def write_search_range_plot(sweeps: Sequence[dict[str, Any]], path: str) -> str:
       ax.legend(fontsize=7, loc="best")
   fig.tight_layout()
   return plots_lib.save_figure_atomic(fig, path)
-
-
-def load_taxonomy(path: str = "") -> dict[str, list[str]]:
-  """A tag taxonomy {category: [tags]} from a JSON file; "" is the paper's Table II.
-
-  The shipped `table2_taxonomy.json` holds exactly the tags the paper's Table II text lists, in
-  its six categories and spelling (case included, as in the Last.fm tags of the MSD: "Hip-Hop",
-  "Mellow"; its placements too: "singer-songwriter" under personal, "oldies" under mood). Those are
-  50 tags, as many as the top-50 setup's vocabulary, so the table reads as that vocabulary
-  categorised; the paper does not list the categories of the other 950 tags of its 1000-tag
-  setup, and none are guessed here: a run's tags outside the taxonomy are counted, not
-  categorised. Tags match the run's vocabulary exactly.
-  """
-  path = path or TABLE2_TAXONOMY
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"eval.taxonomy={path!r} does not exist where the report runs; pass "
-                            "a JSON {category: [tags]} file, or \"\" for the paper's Table II.")
-  with open(path) as f:
-    taxonomy = json.load(f)
-  if not isinstance(taxonomy, dict) or not taxonomy or not all(
-      isinstance(k, str) and isinstance(v, list) and v and all(isinstance(t, str) for t in v)
-      for k, v in taxonomy.items()):
-    raise ValueError(f"eval.taxonomy={path!r}: expected a JSON object of categories, each a "
-                     "non-empty list of tag names, e.g. {\"genre\": [\"rock\", \"jazz\"]}.")
-  return {k: list(v) for k, v in taxonomy.items()}
 
 
 def category_improvements(taxonomy: dict[str, list[str]], names: np.ndarray, counts: np.ndarray,
@@ -400,10 +406,14 @@ def category_improvements(taxonomy: dict[str, list[str]], names: np.ndarray, cou
   return out
 
 
-def _categories(runs: Sequence[Run], folder: str) -> str | None:
+def _categories(runs: Sequence[Run], folder: str, taxonomy_name: str | None = None
+                ) -> str | None:
+  """Table II / Fig. 6 per (baseline, proposed) pair, over `taxonomy_name` (None: each run's own
+  `eval.taxonomy`)."""
   series = []
   for base, run in _paired_runs(runs):
-    path = str(runs_lib.config_get(run.config, "eval.taxonomy", "") or "")
+    path = (str(runs_lib.config_get(run.config, "eval.taxonomy", "") or "")
+            if taxonomy_name is None else taxonomy_name)
     taxonomy = load_taxonomy(path)
     names = run.per_query["retrieval/query_ids"].astype(str)
     aligned = {m: _aligned_tags(run, base, m) for m in ("ap", "roc_auc")}
@@ -411,7 +421,7 @@ def _categories(runs: Sequence[Run], folder: str) -> str | None:
         taxonomy, names, aligned["ap"][0], {m: v[1] for m, v in aligned.items()},
         {m: v[2] for m, v in aligned.items()}, train_songs=run.value("playlists/train_songs"),
         **_bootstrap_settings(run))
-    series.append((run, path or "the paper's Table II", len(names), rows))
+    series.append((run, taxonomy_lib.describe(path), len(names), rows))
   if not series:
     return None
   out = ["## Table II and Fig. 6: improvement and popularity per tag category", ""]
@@ -615,8 +625,10 @@ def _coverage(runs: Sequence[Run]) -> str:
       "playlists but never pass their tags on."])
 
 
-def document(runs: Sequence[Run], folder: str) -> str:
-  """The report's markdown for `runs`; its plots are written into `folder`."""
+def document(runs: Sequence[Run], folder: str, taxonomy: str | None = None) -> str:
+  """The report's markdown for `runs`; its plots are written into `folder`. `taxonomy` (a
+  `taxonomy.load_taxonomy` name: "", "builtin" or a path) replaces the runs' `eval.taxonomy` in
+  Table II / Fig. 6; None keeps theirs."""
   if not runs:
     raise ValueError("no tagprop runs to report.")
   seen: dict[str, int] = {}
@@ -634,7 +646,8 @@ def document(runs: Sequence[Run], folder: str) -> str:
     if line:
       head += ["", f"{run.label}: {line}"]
   sections = ["\n".join(head), _table1(runs), _intervals(runs)]
-  for section in (_search_range(runs, folder), _figure5(runs, folder), _categories(runs, folder),
+  for section in (_search_range(runs, folder), _figure5(runs, folder),
+                  _categories(runs, folder, taxonomy),
                   _figure2(runs, folder)):
     if section:
       sections.append(section)
@@ -642,8 +655,10 @@ def document(runs: Sequence[Run], folder: str) -> str:
   return "\n\n".join(sections) + "\n"
 
 
-def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
-  """`<workdir>/report.md` of a run and those it is compared with; returns its path."""
+def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = (),
+                 taxonomy: str | None = None) -> str:
+  """`<workdir>/report.md` of a run and those it is compared with; returns its path. `taxonomy`:
+  see `document` (`launch.report --taxonomy=`)."""
   run = read_run(workdir)
   others = [read_run(w) for w in baseline_workdirs]
   notes: list[str] = []
@@ -651,7 +666,7 @@ def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
                                    list(baseline_workdirs), notes)
   if added:
     utils.write_json_atomic(os.path.join(workdir, "metrics.json"), run.metrics)
-  text = document([run] + others, workdir)
+  text = document([run] + others, workdir, taxonomy)
   if notes:
     text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
   path = os.path.join(workdir, "report.md")
@@ -659,8 +674,10 @@ def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
   return path
 
 
-def compare(workdirs: Sequence[str], out_path: str) -> str:
-  """The same document for several runs, at `out_path` (plots beside it)."""
-  text = document([read_run(w) for w in workdirs], os.path.dirname(os.path.abspath(out_path)))
+def compare(workdirs: Sequence[str], out_path: str, *, taxonomy: str | None = None) -> str:
+  """The same document for several runs, at `out_path` (plots beside it); `taxonomy`: see
+  `document`."""
+  text = document([read_run(w) for w in workdirs], os.path.dirname(os.path.abspath(out_path)),
+                  taxonomy)
   utils.write_text_atomic(out_path, text)
   return out_path
