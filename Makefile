@@ -37,7 +37,8 @@ demo-reviews: $(STAMP)
 	$(PY) -m launch.demo_reviews --workdir=workdirs/reviews --data_dir=$(DATA_DIR)
 
 # Lin et al.'s playlist-based tag propagation: SampleCNN baseline (eq. 1) vs proposed (eq. 3, single
-# and separate heads), Table I with bootstrap intervals, Figs. 2 and 5.
+# and separate heads), an r sweep (0.2, 0.4, 0.8), a search range per tag category, Table I with
+# bootstrap intervals, Figs. 2-6.
 demo-playlists: $(STAMP)
 	$(PY) -m launch.demo_playlists --workdir=workdirs/playlists --data_dir=$(DATA_DIR)
 

@@ -1,17 +1,28 @@
 r"""`make demo-playlists`: Lin et al.'s playlist-based tag propagation on the built-in world.
 
   python -m launch.demo_playlists --workdir=workdirs/playlists --data_dir=data \
-      [--runs=baseline,proposed,separate]
+      [--runs=baseline,proposed,separate,r0.2,r0.8,category]
 
 1. prepares the synthetic `demo` world at 22,050 Hz (the rate configs/tagprop.py trains at; the
    same dataset `make demo-won` uses: reused if present) with its playlists and its weak,
    incomplete tags;
-2. trains the baseline SampleCNN (eq. (1), configs/tagprop.py:demo,baseline), the proposed model
-   (eq. (3), the paper's single head, r = 0.4) and the proposed model with a separate supportive
-   head (`--runs` picks which);
+2. trains (`--runs` picks which; the default is the first six):
+   * `baseline`: the SampleCNN with eq. (1) alone (configs/tagprop.py:demo,baseline);
+   * `proposed`: eq. (3), the paper's single head, r = 0.4 (configs/tagprop.py:demo);
+   * `separate`: eq. (3) with a separate supportive head, r = 0.4;
+   * `r0.2`, `r0.8`: the single head at r = 0.2 and 0.8, with `proposed` a short search-range
+     sweep (Figs. 3-4);
+   * `category`: a search range per tag category (beyond the paper, its §V.D future work) over
+     the world's taxonomy: genre tags at r = 0.8, instrument tags at r = 0.2, the rest (mood,
+     activity) at 0.4. Chosen from how the world makes its playlists, not tuned: a playlist keeps
+     to one genre throughout (so a far neighbour still shares the genre) and flows from song to
+     song by mood and tempo, while the instruments vary from track to track within a genre;
+   * `shortchunk_baseline`, `shortchunk` (not in the default): Won et al.'s short-chunk CNN at an
+     eighth of its widths, eq. (1) and eq. (3) at r = 0.4 (propagation for another network);
 3. writes `<workdir>/proposed/report.md` (the proposed run's, the others merged into its
-   metrics.json) and `<workdir>/report.md` (Table I with paired bootstrap intervals, Fig. 5 per
-   popularity bin, Fig. 2 from the playlists) and prints Table I.
+   metrics.json) and `<workdir>/report.md` (Table I with paired bootstrap intervals, the
+   search-range sweep and its plot, Fig. 5 per popularity bin, Table II / Fig. 6 per category of
+   the world's taxonomy, Fig. 2 from the playlists) and prints Table I.
 
 Each run resumes if interrupted; a finished run is evaluated again, not retrained.
 """
@@ -25,10 +36,23 @@ from absl import logging
 
 from launch import common
 
-RUNS = {"baseline": "demo,baseline", "proposed": "demo", "separate": "demo,head=separate"}
+# The genre/instrument search ranges of the `category` run (see the docstring).
+CATEGORY_R = "genre=0.8,instrument=0.2"
+# name -> (configs/tagprop.py variant, config overrides)
+RUNS = {
+    "baseline": ("demo,baseline", {}),
+    "proposed": ("demo", {}),
+    "separate": ("demo,head=separate", {}),
+    "r0.2": ("demo,r=0.2", {}),
+    "r0.8": ("demo,r=0.8", {}),
+    "category": ("demo", {"objective.category_r": CATEGORY_R}),
+    "shortchunk_baseline": ("demo,baseline,shortchunk", {}),
+    "shortchunk": ("demo,shortchunk", {}),
+}
+DEFAULT_RUNS = ["baseline", "proposed", "separate", "r0.2", "r0.8", "category"]
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/playlists", "Where the runs and report go.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "Where the prepared world goes.")
-_RUNS = flags.DEFINE_list("runs", list(RUNS), f"Which runs to train, of {list(RUNS)}.")
+_RUNS = flags.DEFINE_list("runs", DEFAULT_RUNS, f"Which runs to train, of {list(RUNS)}.")
 
 
 def main(argv):
@@ -53,8 +77,12 @@ def main(argv):
 
   workdirs = {}
   for name in [n for n in RUNS if n in _RUNS.value]:
-    config = tagprop_config.get_config(RUNS[name])
+    variant, overrides = RUNS[name]
+    config = tagprop_config.get_config(variant)
     config.data_dir = dataset_dir
+    for key, value in overrides.items():
+      section, field = key.split(".")
+      config[section][field] = value
     workdirs[name] = os.path.join(_WORKDIR.value, name)
     train.run(config, workdirs[name])
     logging.info("[demo-playlists] %s trained (%.0f s)", name, time.time() - start)
@@ -65,11 +93,11 @@ def main(argv):
   path = tagprop.compare(list(workdirs.values()), os.path.join(_WORKDIR.value, "report.md"))
 
   print("\nAuto-tagging the demo world's test songs (Table I shape):\n")
-  print(f"  {'run':10s} {'annotation MAP':>15s} {'retrieval MAP':>14s} {'retrieval AUC':>14s}")
+  print(f"  {'run':20s} {'annotation MAP':>15s} {'retrieval MAP':>14s} {'retrieval AUC':>14s}")
   for name, workdir in workdirs.items():
     m = common.read_metrics(workdir)
     key = tagprop.key(systems.run_config(workdir))
-    print(f"  {name:10s} {m[f'{key}/annotation/map']:15.3f} {m[f'{key}/retrieval/map']:14.3f} "
+    print(f"  {name:20s} {m[f'{key}/annotation/map']:15.3f} {m[f'{key}/retrieval/map']:14.3f} "
           f"{m[f'{key}/retrieval/roc_auc']:14.3f}")
   print(f"\nreport: {os.path.abspath(path)}   ({time.time() - start:.0f} s in all)")
 
