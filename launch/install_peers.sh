@@ -9,6 +9,7 @@
 #   pip < 25, setuptools, wheel, cython and the numpy/scipy versions of .venv, then installed into
 #   .venv with .venv's own pip, which is left at its version. Compiling takes about 15 s (gcc, OpenMP).
 # * implicit 0.7.3 (a binary wheel), for the ALS benchmark.
+# * torch 2.13.0 (CPU), the SampleCNN benchmark's peer (see the torch block below).
 #
 # Idempotent: a peer already importable at the pinned version is skipped.
 set -euo pipefail
@@ -56,4 +57,14 @@ if [[ "$(installed_version implicit)" == "$IMPLICIT_VERSION" ]]; then
 else
   "$PY" -m pip install --quiet --only-binary=implicit "implicit==$IMPLICIT_VERSION"
   "$PY" -c "import implicit; print('installed implicit', implicit.__version__)"
+fi
+
+# torch 2.13.0, CPU build (musemb.benchmarks.samplecnn's peer). TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# picks PyTorch's CPU-only index where PyPI's default Linux wheel would pull the CUDA libraries.
+TORCH_VERSION="2.13.0"
+if [[ "$(installed_version torch)" == "$TORCH_VERSION"* ]]; then
+  echo "torch $TORCH_VERSION already installed in $VENV."
+else
+  "$PY" -m pip install --quiet ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==$TORCH_VERSION"
+  "$PY" -c "import torch; print('installed torch', torch.__version__)"
 fi
