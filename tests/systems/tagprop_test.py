@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -156,9 +157,23 @@ def test_top_n_tags_are_the_most_frequent_training_tags(tiny_dataset_dir):
 # ----------------------------------------------------------------------------- loss and heads
 
 
+@functools.lru_cache(maxsize=None)
+def _init_model(model):
+  # Jitted as the loop does (create_train_state): flax's eager init takes seconds op by op. Cached
+  # by the (hashable) module, so tests of one network share its variables and compilation.
+  return jax.jit(lambda key: dict(model.init({"params": key}, jnp.zeros((2, model.num_samples)),
+                                             train=False)))(jax.random.key(1))
+
+
 def _init(config, info):
-  # Jitted as the loop does (create_train_state): flax's eager init takes seconds op by op.
-  return jax.jit(lambda key: tagprop.init(config, info, key))(jax.random.key(1))
+  return _init_model(tagprop.make_model(config, info["num_tags"]))
+
+
+@functools.lru_cache(maxsize=None)
+def _train_apply(model):
+  """Jitted `model.apply` in train mode: (variables, audio, dropout key) -> outputs."""
+  return jax.jit(lambda v, a, k: model.apply(v, a, train=True, rngs={"dropout": k},
+                                             mutable=["batch_stats"])[0])
 
 
 def test_loss_is_eq3_with_the_walk_of_the_step_for_both_heads_and_eq1_for_the_baseline(
@@ -183,9 +198,7 @@ def test_loss_is_eq3_with_the_walk_of_the_step_for_both_heads_and_eq1_for_the_ba
         variables, batch, data.tables, rng)
     # By hand: the same dropout key gives the same outputs, the walk key the same partners.
     model = tagprop.make_model(config, num_tags)
-    out, _ = jax.jit(lambda v, a, m=model: m.apply(v, a, train=True, rngs={"dropout": rng_dropout},
-                                                   mutable=["batch_stats"]))(variables,
-                                                                            batch["audio"])
+    out = _train_apply(model)(variables, batch["audio"], rng_dropout)
     x = np.asarray(out, np.float64)
     support = x[:, num_tags:] if head == "separate" else x[:, :num_tags]
     own = bce(x[:, :num_tags], y)
@@ -270,8 +283,7 @@ def test_a_search_range_per_category_is_eq3_per_group_by_hand(tiny_dataset_dir, 
   value, _ = jax.jit(lambda v, b, t, k: tagprop.loss(v, b, t, k, config))(variables, batch, tables,
                                                                          rng)
   model = tagprop.make_model(config, num_tags)
-  out, _ = jax.jit(lambda v, a: model.apply(v, a, train=True, rngs={"dropout": rng_dropout},
-                                            mutable=["batch_stats"]))(variables, batch["audio"])
+  out = _train_apply(model)(variables, batch["audio"], rng_dropout)
   x = np.asarray(out, np.float64)
   y = np.asarray(batch["tags"], np.float64)
   bce = np.logaddexp(0, x) - y * x                                     # [B, T]
