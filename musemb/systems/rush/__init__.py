@@ -57,6 +57,7 @@ from musemb.systems.rush import data as rush_data
 from musemb.systems.rush import evaluation
 from musemb.systems.rush import model as rush_model
 from musemb.systems.rush import report
+from musemb.text import tokenize as tokenize_lib
 from musemb.text import vocabulary as vocabulary_lib
 
 LOSSES = ("bidirectional", "infonce")
@@ -255,8 +256,13 @@ class RushPredictor:
     dist = evaluation.album_distances(emb, self.index["item_embeddings"],
                                       self.index["item_album"], len(self.index["album_ids"]))[0]
     rows = np.argsort(dist, kind="stable")[:top]
-    return {"words": known, "albums": [{**self._album(int(a)), "distance": float(dist[a])}
-                                       for a in rows]}
+    out = {"words": known, "albums": [{**self._album(int(a)), "distance": float(dist[a])}
+                                      for a in rows]}
+    # Words the vocabulary lacks read as <unk> (as in training); launch.predict names them.
+    oov = [w for w in tokenize_lib.tokenize(text) if w not in self.vocab.index]
+    if oov:
+      out["oov"] = oov
+    return out
 
 
 def predictor(workdir: str, config: ml_collections.ConfigDict, restore: Callable[[dict], Any]

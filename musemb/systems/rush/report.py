@@ -146,8 +146,8 @@ def write_report(workdir: str, *, baseline_workdirs: Sequence[str] = ()) -> str:
         f"{k} {'yes' if val is True else 'no' if val is False else val}"
         for k, val in v.items()) + ".", ""]
     if v["bert"]:
-      lines += [f"Text: {_features_label(workdir)}, read from {info.get('text_features', '?')}.",
-                ""]
+      where = str(info.get("text_features", "?")).rsplit(": ", 1)[0]
+      lines += [f"Text: {_features_label(workdir)}, read from {where}.", ""]
   line = runs_lib.training_line(workdir)
   if line:
     lines += [line, ""]
