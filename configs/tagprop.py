@@ -31,10 +31,12 @@ comparison with the baseline, which draws each r's difference to the baseline wi
 W/top50_r0.6,W/top50_r0.8 --out=W/search_range.md                    # + figs3_4_search_range.png
 
 Fig. 6 and Table II (per tag category) come with every report that has a baseline, from the
-paper's Table II (`musemb/systems/tagprop/table2_taxonomy.json`) or a JSON {category: [tags]} of
-your own, set when training: `--config.eval.taxonomy=path/to/taxonomy.json`.
+paper's Table II (`musemb/systems/tagprop/table2_taxonomy.json`), the built-in world's
+(`builtin`, the demo's) or a JSON {category: [tags]} of your own, set when training
+(`--config.eval.taxonomy=path/to/taxonomy.json`) or when reporting (`launch.report --taxonomy=`).
 
-  make demo-playlists     # the built-in world: baseline, proposed (both heads), report
+  make demo-playlists     # the built-in world: baseline, proposed (both heads), r = 0.2 / 0.4 /
+                          # 0.8, a search range per category, report
 
 Table I of the paper, for orientation (MSD + AotM-2011; ours depend on the data the run used):
 top-50 baseline 0.296 / 0.172 / 0.701 (annotation MAP / retrieval MAP / retrieval AUC), proposed
