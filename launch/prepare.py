@@ -33,6 +33,12 @@ only songs with audio and tags, hence --tagged_only:
       --data_dir=$HOME/musemb_data --tagged_only \
       --playlists=$HOME/data/aotm2011_playlists.json.gz --playlist_sequence=filtered
 
+Any of these as an Apache Beam pipeline (the `beam` extra: pip install -e '.[beam]'), here on two
+local worker processes; on a cluster, name its runner and pass its flags in --beam_options:
+
+  python -m launch.prepare --source=synthetic --size=small --data_dir=/tmp/musemb_data \
+      --beam_runner=DirectRunner --num_workers=2
+
 The dataset lands in <data_dir>/musemb_<source>/<config>/1.0.0 (e.g. musemb_synthetic/demo-16k/
 1.0.0); running the same command again reuses it. The command prints that directory, the split
 sizes and what was skipped and why. Audio that cannot be used (unreadable, empty, shorter than
@@ -42,6 +48,8 @@ every track's bag of frames are computed too and cached under <dataset dir>/deri
 """
 
 from __future__ import annotations
+
+import shlex
 
 from absl import app
 from absl import flags
@@ -82,7 +90,18 @@ flags.DEFINE_float("max_bad_fraction", 0.05,
                    "Largest fraction of a split's tracks that may be skipped for bad audio.")
 flags.DEFINE_string("config_name", None,
                     "Name of the dataset config (default: derived from the options).")
-flags.DEFINE_integer("num_workers", None, "Threads decoding audio (default: min(8, CPUs)).")
+flags.DEFINE_integer("num_workers", None,
+                     "Threads decoding audio (default: min(8, CPUs)); with "
+                     "--beam_runner=DirectRunner, local worker processes (default: CPUs).")
+flags.DEFINE_string("beam_runner", None,
+                    "Generate the dataset as an Apache Beam pipeline on this runner: DirectRunner "
+                    "(local processes, see --num_workers), or a cluster's (DataflowRunner, "
+                    "FlinkRunner, SparkRunner, ...; --data_dir must then be storage the workers "
+                    "share). Same dataset, skips and metadata as without it. Needs the beam "
+                    "extra: pip install -e '.[beam]'.")
+flags.DEFINE_string("beam_options", "",
+                    "Beam pipeline flags, space-separated, e.g. '--direct_num_workers=4' or "
+                    "'--project=P --region=R --temp_location=gs://B/tmp'.")
 flags.DEFINE_bool("bof", False, "Also compute the MFCC codebook and bag-of-frames features.")
 flags.DEFINE_integer("n_codewords", 2000, "Bag of frames: codebook size.")
 flags.DEFINE_integer("bof_batch_size", 16, "Bag of frames: clips per MFCC batch.")
@@ -117,6 +136,9 @@ def make_source():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.beam_options and not FLAGS.beam_runner:
+    raise app.UsageError("--beam_options is read only with --beam_runner (e.g. "
+                         "--beam_runner=DirectRunner).")
   common.setup()   # TensorFlow quiet and off the accelerators (it only reads data here)
   from musemb import features  # pylint: disable=g-import-not-at-top
   from musemb.data import builders  # pylint: disable=g-import-not-at-top
@@ -131,7 +153,8 @@ def main(argv):
   dataset_dir = builders.prepare(
       source, FLAGS.data_dir, sample_rate=FLAGS.sample_rate, max_seconds=max_seconds,
       min_seconds=FLAGS.min_seconds, max_bad_fraction=FLAGS.max_bad_fraction,
-      config_name=FLAGS.config_name, num_workers=FLAGS.num_workers)
+      config_name=FLAGS.config_name, num_workers=FLAGS.num_workers,
+      beam_runner=FLAGS.beam_runner, beam_options=shlex.split(FLAGS.beam_options))
   prepared = prepared_lib.load_prepared(dataset_dir)
   print(prepared.summary())
   if FLAGS.bof:

@@ -46,6 +46,13 @@ importer left out: `SkipCounter.as_dict()`), `audio_skipped` ({split: SkipCounte
 source's vocabulary does not hold them, e.g. below MagnaTagATune's top 50}); the MSD builder adds
 `coverage` and, with AotM-2011 playlists, `playlists` (their counts and skips; see `MusembMsd`).
 
+With `prepare(..., beam_runner=...)` (`launch.prepare --beam_runner`) the splits are generated as
+an Apache Beam pipeline (the optional `beam` extra): the DirectRunner runs it in local worker
+processes, a cluster runner (Dataflow, Flink, Spark) on its machines, with `data_dir` on storage
+the workers share. Tracks on disk are decoded in the workers, and the synthetic world is rendered
+there track by track; the records, skips and metadata are the plain path's (see the notes above
+`_merge_reports` for how skips are counted across workers).
+
 Audio that cannot be used (unreadable, empty, shorter than `min_seconds`, non-finite) is skipped,
 logged and counted per split with its reason; a split whose skipped fraction exceeds
 `max_bad_fraction` stops the build with a message naming the counts, example files and the flag.
@@ -56,6 +63,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -343,6 +351,188 @@ def _too_many_skipped_message(split: str, skipped: records.SkipCounter, total: i
           "accept the skips. Nothing was written: the build is atomic.")
 
 
+@dataclasses.dataclass
+class _ExampleMaker:
+  """Turns a decoded track into its TFDS example; the same code on the plain and Beam paths.
+
+  Picklable (plain fields and the TFDS audio feature), so Beam ships it to its workers.
+  """
+
+  source_name: str
+  tag_names: list[str]
+  artist_names: list[str]
+  audio_feature: tfds.features.Audio
+
+  def __post_init__(self):
+    self._tag_index = {t: i for i, t in enumerate(self.tag_names)}
+    self._artist_set = set(self.artist_names)
+
+  def __call__(self, item: _Pending, samples: np.ndarray) -> tuple[dict[str, Any], int]:
+    """Returns (example, number of the track's tags outside the vocabulary)."""
+    unknown = [a for a in item.artists if a not in self._artist_set]
+    if unknown:
+      raise ValueError(f"Track {item.id!r} names artists {unknown} that are not in source "
+                       f"{self.source_name!r}'s artist_names; the source must list every artist "
+                       "it uses.")
+    tags = np.zeros(len(self.tag_names), dtype=np.bool_)
+    outside_vocab = 0
+    for tag in item.tags:
+      i = self._tag_index.get(tag)
+      if i is None:
+        outside_vocab += 1  # e.g. tags outside MTAT's top 50: the source chose the vocabulary
+      else:
+        tags[i] = True
+    return {
+        "track_id": item.id,
+        "audio": _encode_audio(self.audio_feature, samples),
+        "artists": item.artists,
+        "tags": tags,
+        "title": item.title,
+        "album": item.album,
+    }, outside_vocab
+
+
+def _log_skip(item: _Pending, where: str, error: audio_lib.AudioError) -> None:
+  logging.warning("Skipping track %s (%s): %s audio: %s", item.id, where, error.reason, error)
+
+
+# ------------------------------------------------------------------------------------------------
+# Apache Beam: the same generation, distributed.
+#
+# `prepare(..., beam_runner=...)` (launch.prepare --beam_runner) hands TFDS a runner, and each
+# split is then generated as a Beam pipeline instead of a Python generator: the listing (file
+# paths and metadata, or track indices for sources that render a track by index) is written to a
+# file in the build folder, the workers decode or render the tracks, and TFDS's own Beam writer
+# shuffles and shards the examples exactly as its plain writer does (same keys, same hash salt),
+# so the records are the same.
+#
+# Skips cannot be counted the plain way, by mutating a SkipCounter: each worker holds its own
+# copy. Instead every track that is skipped, or that carries tags outside the vocabulary, emits a
+# small report on a side output (a SkipCounter of one track, with the track's position in source
+# order); `_merge_reports` combines them per split (counts summed, the five earliest examples per
+# reason kept, as SkipCounter keeps the first five it meets), the merged report is written beside
+# the listing, and `_process_pipeline_result` turns it into the same `audio_skipped` and
+# `tags_outside_vocabulary` metadata and the same `max_bad_fraction` check as the plain path.
+# Side outputs are data, so a retried bundle is counted once (Beam metrics counters promise that
+# only where a runner commits them), and the examples of each reason travel with the counts.
+
+_BEAM_WORK_DIR = ".musemb-beam"
+_REPORT_TAG = "report"
+_MAX_SKIP_EXAMPLES = 5  # as many as a SkipCounter keeps by default
+
+
+def _renders_by_index(source: records.Source) -> bool:
+  """Whether the source makes any one track on its own: `splits` (per track) and `track(i)`.
+
+  SyntheticWorld does; on the Beam path such a source is rendered in the workers.
+  """
+  return (callable(getattr(source, "track", None))
+          and isinstance(getattr(source, "splits", None), (list, tuple)))
+
+
+def _import_beam():
+  try:
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "Preparing with a Beam runner needs apache-beam, an optional extra of musemb: "
+        "`pip install -e '.[beam]'` (see README, \"Prepared datasets\"), or prepare without "
+        f"--beam_runner. ({e})") from e
+  return beam
+
+
+def beam_download_config(beam_runner: str, beam_options: Iterable[str] = (),
+                         num_workers: int | None = None) -> tfds.download.DownloadConfig:
+  """TFDS's download config for a Beam build with `beam_runner` and pipeline flags.
+
+  `beam_options` are Beam's command-line pipeline flags (e.g. `--project=... --region=...
+  --temp_location=gs://...` for DataflowRunner); `data_dir` must then be storage that the workers
+  share. For the DirectRunner, unless the flags say otherwise, the work runs in
+  `num_workers` local processes (default: CPU count): `--direct_num_workers=N
+  --direct_running_mode=multi_processing`.
+  """
+  beam = _import_beam()
+  flags = [str(f) for f in beam_options]
+  if beam_runner in ("DirectRunner", "direct"):
+    if not any(f.startswith("--direct_num_workers") for f in flags):
+      flags.append(f"--direct_num_workers={num_workers or os.cpu_count() or 1}")
+    if not any(f.startswith("--direct_running_mode") for f in flags):
+      flags.append("--direct_running_mode=multi_processing")
+  options = beam.options.pipeline_options.PipelineOptions(flags)
+  return tfds.download.DownloadConfig(beam_runner=beam_runner, beam_options=options)
+
+
+def _empty_report() -> dict[str, Any]:
+  return {"counts": {}, "examples": {}, "outside_vocab": 0}
+
+
+def _merge_reports(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
+  """Merges split reports (associative and commutative, so Beam may merge partial merges).
+
+  A report: `counts` {reason: skips}, `examples` {reason: [[position, where], ...]} (the
+  earliest in source order, at most SkipCounter's five), `outside_vocab` (tags dropped).
+  """
+  merged = _empty_report()
+  examples: dict[str, list] = collections.defaultdict(list)
+  for report in reports:
+    for reason, n in report["counts"].items():
+      merged["counts"][reason] = merged["counts"].get(reason, 0) + n
+    for reason, items in report["examples"].items():
+      examples[reason].extend(items)
+    merged["outside_vocab"] += report["outside_vocab"]
+  merged["examples"] = {reason: sorted(items)[:_MAX_SKIP_EXAMPLES]
+                        for reason, items in examples.items()}
+  return merged
+
+
+def _skip_counter_from_report(report: dict[str, Any]) -> records.SkipCounter:
+  """The SkipCounter the plain path would have filled: reasons in the order first met."""
+  skipped = records.SkipCounter()
+  first = {reason: min(position for position, _ in items)
+           for reason, items in report["examples"].items()}
+  for reason in sorted(report["counts"], key=lambda r: (first.get(r, float("inf")), r)):
+    skipped.counts[reason] = report["counts"][reason]
+    skipped.examples[reason] = [where for _, where in report["examples"].get(reason, [])]
+  return skipped
+
+
+def _write_report(report: dict[str, Any], path: str) -> None:
+  epath.Path(path).write_text(json.dumps(report))
+
+
+def _beam_generate_track(line: str, *, split: str, config: MusembConfig,
+                         make_example: _ExampleMaker, source: records.Source | None):
+  """One listed track in a Beam worker: (key, example), plus a report when it is skipped or
+  loses tags (see the comment above)."""
+  beam = _import_beam()
+  row = json.loads(line)
+  position = row.pop("position")
+  if "index" in row:  # a source that renders a track by index (source is then given)
+    track = source.track(row["index"])
+    if track.split != split:
+      raise ValueError(f"Track {row['index']} of source {source.name!r} is in split "
+                       f"{track.split!r}, but its `splits` entry says {split!r}.")
+    item = _Pending(id=track.id, artists=list(track.artists), tags=list(track.tags),
+                    title=track.title or "", album=track.album or "",
+                    audio_path=track.audio_path)
+    target = track
+  else:
+    item = target = _Pending(**row)
+  try:
+    samples = decode_track(target, config)
+  except audio_lib.AudioError as e:
+    where = item.audio_path or item.id
+    _log_skip(item, where, e)
+    yield beam.pvalue.TaggedOutput(_REPORT_TAG, {
+        "counts": {e.reason: 1}, "examples": {e.reason: [[position, where]]},
+        "outside_vocab": 0})
+    return
+  example, outside_vocab = make_example(item, samples)
+  if outside_vocab:
+    yield beam.pvalue.TaggedOutput(_REPORT_TAG, {**_empty_report(), "outside_vocab": outside_vocab})
+  yield item.id, example
+
+
 # ------------------------------------------------------------------------------------------------
 # Side tables.
 
@@ -404,6 +594,7 @@ class _MusembBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   RELEASE_NOTES = RELEASE_NOTES
   SOURCE_NAME = ""
   CONFIG_CLASS: type[MusembConfig] = MusembConfig
+  _beam = False  # set per build by `_download_and_prepare`
   # TFDS derives this from the package through `importlib_resources`, a backport this stack does
   # not install (ModuleNotFoundError at download_and_prepare); it only locates the (absent)
   # checksums file, so name this file directly.
@@ -497,6 +688,18 @@ class _MusembBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     logging.info("Prepared %s.", self.data_dir)
 
   def _download_and_prepare(self, dl_manager, download_config):
+    # TFDS runs the generation as a Beam pipeline when it is given a runner or options.
+    self._beam = (download_config.beam_runner is not None
+                  or download_config.beam_options is not None)
+    self._beam_reports = {}
+    if self._beam:
+      try:
+        super()._download_and_prepare(dl_manager, download_config)
+      finally:  # the listings and reports must not land in the dataset
+        work = epath.Path(self.data_dir) / _BEAM_WORK_DIR
+        if work.exists():
+          work.rmtree()
+      return
     # In-memory audio is decoded once, in the listing pass, and parked here until its split is
     # written (see `_list_tracks`); local disk beside the data when there is one.
     root = os.fspath(self.data_dir_root)
@@ -516,7 +719,7 @@ class _MusembBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.info.metadata["tables"] = counts
     self.info.metadata["artist_similarity"] = {
         str(k): [str(a) for a in v] for k, v in tables.artist_similarity.items()}
-    per_split = self._list_tracks(source)
+    per_split = self._beam_listing(source) if self._beam else self._list_tracks(source)
     self.info.metadata["source_skipped"] = source.skipped.as_dict()
     if not any(per_split.values()):
       raise ValueError(f"Source {source.name!r} ({source.description()}) yielded no tracks; "
@@ -535,8 +738,8 @@ class _MusembBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           "allows. Check --source_dir (and --audio_dir), finish copying the audio, or pass a "
           "larger --max_bad_fraction.")
     # TFDS refuses a split that yields nothing, so only splits with tracks are generated.
-    return {split: self._generate_examples(split, pending)
-            for split, pending in per_split.items() if pending}
+    generate = self._beam_generate if self._beam else self._generate_examples
+    return {split: generate(split, pending) for split, pending in per_split.items() if pending}
 
   def _list_tracks(self, source: records.Source) -> dict[str, list[_Pending]]:
     """One pass over `source.tracks()`: what each split will hold, in source order.
@@ -572,11 +775,15 @@ class _MusembBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         f.close()
     return per_split
 
-  def _generate_examples(self, split: str, pending: list[_Pending]):
+  def _example_maker(self) -> _ExampleMaker:
     source = self._get_source()
+    return _ExampleMaker(source_name=source.name, tag_names=list(source.tag_names),
+                         artist_names=list(source.artist_names),
+                         audio_feature=self.info.features["audio"])
+
+  def _generate_examples(self, split: str, pending: list[_Pending]):
     config = self.builder_config
-    tag_index = {t: i for i, t in enumerate(source.tag_names)}
-    artist_set = set(source.artist_names)
+    make_example = self._example_maker()
     skipped = records.SkipCounter()
     kept = 0
     outside_vocab = 0
@@ -592,39 +799,24 @@ class _MusembBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       except audio_lib.AudioError as e:
         return e
 
-    audio_feature = self.info.features["audio"]
     for item, result in _map_ordered(load, pending, self._num_workers):
       if isinstance(result, audio_lib.AudioError):
         where = item.audio_path or item.id
         skipped.add(result.reason, where)
-        logging.warning("Skipping track %s (%s): %s audio: %s", item.id, where, result.reason,
-                        result)
+        _log_skip(item, where, result)
         continue
-      unknown = [a for a in item.artists if a not in artist_set]
-      if unknown:
-        raise ValueError(f"Track {item.id!r} names artists {unknown} that are not in source "
-                         f"{source.name!r}'s artist_names; the source must list every artist "
-                         "it uses.")
-      tags = np.zeros(len(source.tag_names), dtype=np.bool_)
-      for tag in item.tags:
-        i = tag_index.get(tag)
-        if i is None:
-          outside_vocab += 1  # e.g. tags outside MTAT's top 50: the source chose the vocabulary
-        else:
-          tags[i] = True
+      example, outside = make_example(item, result)
+      outside_vocab += outside
       kept += 1
-      yield item.id, {
-          "track_id": item.id,
-          "audio": _encode_audio(audio_feature, result),
-          "artists": item.artists,
-          "tags": tags,
-          "title": item.title,
-          "album": item.album,
-      }
+      yield item.id, example
+    self._finish_split(split, skipped, kept, outside_vocab)
 
+  def _finish_split(self, split: str, skipped: records.SkipCounter, kept: int,
+                    outside_vocab: int) -> None:
+    """Records a generated split's skips in the metadata; raises if it lost too many tracks."""
     total = kept + skipped.total
     self.info.metadata["audio_skipped"][split] = skipped.as_dict()
-    self.info.metadata["source_skipped"] = source.skipped.as_dict()
+    self.info.metadata["source_skipped"] = self._get_source().skipped.as_dict()
     self.info.metadata.setdefault("tags_outside_vocabulary", {})[split] = outside_vocab
     if skipped.total:
       logging.warning("Split %s: skipped %d of %d tracks for bad audio: %s", split,
@@ -632,6 +824,83 @@ class _MusembBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if kept == 0 or skipped.total > self._max_bad_fraction * total:
       raise TooManySkippedError(_too_many_skipped_message(split, skipped, total,
                                                           self._max_bad_fraction))
+
+  # -- Apache Beam -------------------------------------------------------------------------------
+
+  def _beam_listing(self, source: records.Source) -> dict[str, list[dict]]:
+    """What each split will hold, as small JSON rows for the workers; no audio is touched.
+
+    A source that renders one track by index (`_renders_by_index`) lists indices, so that the
+    rendering itself happens in the workers; other sources list their tracks' files (and the
+    metadata that goes with them). `position` is the track's place in source order, which puts
+    the skip examples in the order the plain path meets them.
+    """
+    per_split: dict[str, list[dict]] = {split: [] for split in records.SPLITS}
+    if _renders_by_index(source):
+      for index, split in enumerate(source.splits):
+        per_split[split].append({"position": index, "index": index})
+      return per_split
+    for position, track in enumerate(source.tracks()):
+      if track.audio_path is None:
+        raise ValueError(
+            f"Source {source.name!r} yields track {track.id!r} with in-memory audio but cannot "
+            "render a track by index (it needs `splits` and `track(index)`, as SyntheticWorld "
+            "has), so its audio cannot be made in the Beam workers; prepare it without "
+            "--beam_runner.")
+      per_split[track.split].append({
+          "position": position, "id": track.id, "artists": list(track.artists),
+          "tags": list(track.tags), "title": track.title or "", "album": track.album or "",
+          "audio_path": track.audio_path})
+    return per_split
+
+  def _beam_generate(self, split: str, rows: list[dict]):
+    """A `beam.PTransform` making the split's examples; its skips go to a report file.
+
+    The listing is written as JSON lines into the build's own folder (on a cluster, `data_dir`
+    is shared storage, as TFDS's Beam path requires anyway) and read back in the pipeline, so a
+    million tracks do not travel inside the pipeline graph. Each worker decodes (or renders) its
+    tracks and emits, beside the examples, a small report for every track that was skipped or
+    lost tags outside the vocabulary; `_merge_reports` merges these per split (counts summed,
+    the earliest examples in source order kept) and the merged report is written next to the
+    listing. `_process_pipeline_result` reads it once the pipeline has run.
+    """
+    beam = _import_beam()
+    work = epath.Path(self.data_dir) / _BEAM_WORK_DIR
+    work.mkdir(parents=True, exist_ok=True)
+    listing = work / f"{split}-tracks.jsonl"
+    with listing.open("w") as f:
+      for row in rows:
+        f.write(json.dumps(row))  # ASCII with escapes: no encoding question anywhere
+        f.write("\n")
+    report = work / f"{split}-report.json"
+    self._beam_reports[split] = (os.fspath(report), len(rows))
+    source = self._get_source()
+    generate = functools.partial(
+        _beam_generate_track, split=split, config=self.builder_config,
+        make_example=self._example_maker(),
+        source=source if _renders_by_index(source) else None)
+
+    @beam.ptransform_fn
+    def generate_split(pipeline):
+      outputs = (pipeline
+                 | "ReadListing" >> beam.io.ReadFromText(os.fspath(listing))
+                 # Spread the tracks over the workers: a small listing is one bundle otherwise.
+                 | "Spread" >> beam.Reshuffle()
+                 | "Decode" >> beam.FlatMap(generate).with_outputs(_REPORT_TAG, main="examples"))
+      _ = (outputs[_REPORT_TAG]
+           | "MergeReports" >> beam.CombineGlobally(_merge_reports)
+           | "WriteReport" >> beam.Map(_write_report, path=os.fspath(report)))
+      return outputs.examples
+
+    return generate_split()  # pylint: disable=no-value-for-parameter
+
+  def _process_pipeline_result(self, pipeline_result) -> None:
+    """After the Beam pipeline: each split's merged report into the metadata, as the plain path."""
+    del pipeline_result
+    for split, (report_path, listed) in self._beam_reports.items():
+      report = json.loads(epath.Path(report_path).read_text())
+      skipped = _skip_counter_from_report(report)
+      self._finish_split(split, skipped, listed - skipped.total, report["outside_vocab"])
 
 
 class MusembSynthetic(_MusembBuilder):
@@ -817,7 +1086,8 @@ def make_config(source: records.Source, *, sample_rate: int = 16000,
 def prepare(source: records.Source, data_dir: epath.PathLike, *, sample_rate: int = 16000,
             max_seconds: float | None = None, min_seconds: float = 1.0,
             max_bad_fraction: float = 0.05, config_name: str | None = None,
-            num_workers: int | None = None) -> str:
+            num_workers: int | None = None, beam_runner: str | None = None,
+            beam_options: Iterable[str] = ()) -> str:
   """Builds `source` into a TFDS dataset under `data_dir` unless it is there; returns its dir.
 
   The dataset lands in `<data_dir>/musemb_<source.name>/<config_name>/1.0.0`. An existing dataset
@@ -835,7 +1105,14 @@ def prepare(source: records.Source, data_dir: epath.PathLike, *, sample_rate: in
     max_bad_fraction: the build fails when a split loses a larger fraction of its tracks to
       unusable audio.
     config_name: overrides the name derived from the options (e.g. "demo-16k-max30s").
-    num_workers: threads decoding audio files (default min(8, CPU count)).
+    num_workers: threads decoding audio files (default min(8, CPU count)); with
+      `beam_runner="DirectRunner"`, the number of local worker processes (default: CPU count).
+    beam_runner: generate the splits as an Apache Beam pipeline on this runner ("DirectRunner"
+      for local processes, "DataflowRunner", "FlinkRunner", ...; needs the `beam` extra). The
+      dataset, its skips and its metadata are those of the plain path (see
+      `beam_download_config` and the notes on the Beam path above `_merge_reports`).
+    beam_options: Beam pipeline flags, e.g. ["--direct_num_workers=4"] or a cluster's
+      ["--project=...", "--temp_location=gs://..."].
 
   Raises:
     TooManySkippedError: too much unusable audio in a split; nothing is written.
@@ -863,7 +1140,9 @@ def prepare(source: records.Source, data_dir: epath.PathLike, *, sample_rate: in
     if (dataset_dir / "dataset_info.json").exists():    # built while we waited for the lock
       return os.fspath(dataset_dir)
     _remove_leftovers(epath.Path(data_dir))
-    return _build(cls, source, config, data_dir, max_bad_fraction, num_workers)
+    download_config = (None if beam_runner is None else
+                       beam_download_config(beam_runner, beam_options, num_workers))
+    return _build(cls, source, config, data_dir, max_bad_fraction, num_workers, download_config)
 
 
 def _remove_leftovers(data_dir: epath.Path) -> None:
@@ -875,7 +1154,8 @@ def _remove_leftovers(data_dir: epath.Path) -> None:
 
 
 def _build(cls, source: records.Source, config: MusembConfig, data_dir: epath.PathLike,
-           max_bad_fraction: float, num_workers: int | None) -> str:
+           max_bad_fraction: float, num_workers: int | None,
+           download_config: tfds.download.DownloadConfig | None = None) -> str:
   predefined = {c.name: c for c in cls.BUILDER_CONFIGS}
   if config.name in predefined:
     if predefined[config.name].options() != config.options():
@@ -887,6 +1167,8 @@ def _build(cls, source: records.Source, config: MusembConfig, data_dir: epath.Pa
     config_arg = config
   builder = cls(source=source, config=config_arg, data_dir=os.fspath(data_dir),
                 max_bad_fraction=max_bad_fraction, num_workers=num_workers)
-  logging.info("Preparing %s into %s.", source.description(), builder.data_dir)
-  builder.download_and_prepare()
+  logging.info("Preparing %s into %s%s.", source.description(), builder.data_dir,
+               "" if download_config is None else
+               f" with Beam's {download_config.beam_runner}")
+  builder.download_and_prepare(download_config=download_config)
   return os.fspath(builder.data_dir)
