@@ -9,7 +9,7 @@ DATA_DIR ?= data
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: demo demo-listening demo-won demo-reviews demo-playlists test install bench tables clean
+.PHONY: demo demo-listening demo-won demo-reviews demo-playlists serve test install bench tables clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ demo-reviews: $(STAMP)
 # bootstrap intervals, Figs. 2-6.
 demo-playlists: $(STAMP)
 	$(PY) -m launch.demo_playlists --workdir=workdirs/playlists --data_dir=$(DATA_DIR)
+
+# The upload-and-analyse page over the demo runs that exist (make demo / demo-won / demo-reviews);
+# prints the address (http://127.0.0.1:8000/). launch/serve.py --workdirs=... serves other runs.
+serve: $(STAMP)
+	$(PY) -m launch.serve
 
 test: $(STAMP)
 	XLA_FLAGS="$(XLA_FLAGS)" $(PY) -m pytest -q tests
