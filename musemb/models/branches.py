@@ -162,6 +162,7 @@ class AcousticBranch(nn.Module):
     num_samples: required clip length (88,064); None accepts any long-enough clip.
     input_bn: batch-normalise the spectrogram.
     hidden_dim, out_dim, dropout_rate, normalize, bn_momentum: as in `TagBranch`.
+    dtype: the CNN's computation dtype ("float32" or "bfloat16"; `ShortChunkCNN.dtype`).
   """
   widths: Sequence[int] = shortchunk.WON_WIDTHS
   mel: shortchunk.MelConfig = shortchunk.MelConfig()
@@ -172,6 +173,7 @@ class AcousticBranch(nn.Module):
   dropout_rate: float = 0.5
   normalize: bool = True
   bn_momentum: float = shortchunk.TORCH_BN_MOMENTUM
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, audio: jax.Array, train: bool = False) -> jax.Array:
@@ -179,7 +181,8 @@ class AcousticBranch(nn.Module):
     out = shortchunk.ShortChunkCNN(
         num_outputs=self.out_dim, widths=self.widths, dense_width=self.hidden_dim,
         dropout_rate=self.dropout_rate, input_bn=self.input_bn, mel=self.mel,
-        num_samples=self.num_samples, bn_momentum=self.bn_momentum, name="cnn")(audio, train)
+        num_samples=self.num_samples, bn_momentum=self.bn_momentum, dtype=self.dtype,
+        name="cnn")(audio, train)
     return ops.l2_normalize(out) if self.normalize else out
 
 

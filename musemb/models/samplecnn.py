@@ -34,6 +34,11 @@ examples per batch: the last stages hold one frame per example, so a batch of on
 to zero. The outputs of every stage
 are sown into the `intermediates` collection (`stem`, `block1` ... `block9`, `final`) for callers
 that ask for it with `mutable=["intermediates"]`.
+
+`dtype="bfloat16"` runs the convolutions, batch norms and the dense head in bfloat16 (mixed
+precision, for accelerators): parameters stay float32 (`param_dtype`, so the optimiser updates
+float32 weights), batch norm reduces its statistics in float32, and the output is cast back to
+float32 before the loss. The default is float32 throughout.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from musemb import ops
 
 LEE_WIDTHS = (128, 128, 256, 256, 256, 256, 256, 256, 512)
 HEADS = ("tags", "factors")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 
@@ -80,6 +86,7 @@ class SampleCNN(nn.Module):
     dropout_rate: dropout before the dense head (train mode only).
     num_samples: input length; 3^(len(widths) + 1) so the last block outputs one frame.
     bn_momentum: running-average decay of batch norm.
+    dtype: computation dtype, "float32" or "bfloat16" (parameters are float32 either way).
   """
   num_outputs: int = 50
   head: str = "tags"
@@ -89,10 +96,13 @@ class SampleCNN(nn.Module):
   dropout_rate: float = 0.5
   num_samples: int = 3 ** 10
   bn_momentum: float = 0.99
+  dtype: str = "float32"
 
   def _check(self, audio: jax.Array) -> None:
     if self.head not in HEADS:
       raise ValueError(f"SampleCNN: head={self.head!r}; expected one of {HEADS}.")
+    if self.dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"SampleCNN: dtype={self.dtype!r}; expected one of {COMPUTE_DTYPES}.")
     if self.num_samples != 3 ** (len(self.widths) + 1):
       raise ValueError(
           f"SampleCNN: num_samples={self.num_samples} with {len(self.widths)} blocks does not end "
@@ -112,15 +122,16 @@ class SampleCNN(nn.Module):
     """
     self._check(audio)
     conv_init = nn.initializers.he_uniform()  # as in Lee et al.'s implementation
+    dtype = jnp.dtype(self.dtype)
 
     def conv_bn_relu(x, width, kernel, stride, padding, name):
       x = nn.Conv(width, (kernel,), strides=(stride,), padding=padding, kernel_init=conv_init,
-                  name=f"{name}_conv")(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                       name=f"{name}_bn")(x)
+                  dtype=dtype, param_dtype=jnp.float32, name=f"{name}_conv")(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=dtype,
+                       param_dtype=jnp.float32, name=f"{name}_bn")(x)
       return nn.relu(x)
 
-    x = audio[..., None].astype(jnp.float32)  # [batch, samples, 1]
+    x = audio[..., None].astype(dtype)  # [batch, samples, 1]
     x = conv_bn_relu(x, self.stem_width, 3, 3, "VALID", "stem")
     self.sow("intermediates", "stem", x)
     for i, width in enumerate(self.widths, start=1):
@@ -132,5 +143,6 @@ class SampleCNN(nn.Module):
       self.sow("intermediates", "final", x)
     x = x[:, 0, :]  # the single remaining frame: [batch, channels]
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    out = nn.Dense(self.num_outputs, name="head")(x)
+    out = nn.Dense(self.num_outputs, dtype=dtype, param_dtype=jnp.float32, name="head")(x)
+    out = out.astype(jnp.float32)
     return ops.l2_normalize(out) if self.head == "factors" else out

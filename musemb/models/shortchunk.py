@@ -58,6 +58,11 @@ averages and no dropout, so evaluation is deterministic and per-example. Train w
 examples per batch: dense1's batch norm normalises a batch of one to zero. The stages are sown
 into `intermediates` (`log_mel` [batch, frames, n_mels], `layer1` ... `layer7` [batch, time,
 freq, channels], `pooled`, `hidden`) for callers that pass `mutable=["intermediates"]`.
+
+`dtype="bfloat16"` runs the CNN and the dense head in bfloat16 (mixed precision, for
+accelerators): the log-mel front end stays float32 (the FFT and the dB scale need its range), its
+output is cast after the input batch norm, parameters stay float32 (`param_dtype`), batch norm
+reduces its statistics in float32, and the output is cast back to float32. Default: float32.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 # PyTorch's BatchNorm momentum 0.1 updates running = 0.9 running + 0.1 batch; Flax's momentum is
 # the 0.9.
 TORCH_BN_MOMENTUM = 0.9
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def won_widths(n_channels: int = 128) -> tuple[int, ...]:
@@ -145,15 +151,16 @@ def pooled_shapes(n_frames: int, n_mels: int, num_layers: int) -> list[tuple[int
 
 
 def dense_bn_relu_dropout(x: jax.Array, width: int, *, train: bool, dropout_rate: float,
-                          bn_momentum: float, name: str) -> jax.Array:
+                          bn_momentum: float, name: str, dtype: str = "float32") -> jax.Array:
   """Won et al.'s hidden layer, `Linear -> BatchNorm1d -> ReLU -> Dropout`, inside a compact method.
 
   Creates `{name}` (Dense, no bias: see the module docstring) and `{name}_bn` (BatchNorm) in the
-  calling module.
+  calling module; `dtype` is their computation dtype (parameters float32).
   """
-  x = nn.Dense(width, use_bias=False, kernel_init=TORCH_INIT, name=name)(x)
-  x = nn.BatchNorm(use_running_average=not train, momentum=bn_momentum, epsilon=1e-5,
-                   name=f"{name}_bn")(x)
+  x = nn.Dense(width, use_bias=False, kernel_init=TORCH_INIT, dtype=dtype,
+               param_dtype=jnp.float32, name=name)(x)
+  x = nn.BatchNorm(use_running_average=not train, momentum=bn_momentum, epsilon=1e-5, dtype=dtype,
+                   param_dtype=jnp.float32, name=f"{name}_bn")(x)
   x = nn.relu(x)
   return nn.Dropout(dropout_rate, deterministic=not train)(x)
 
@@ -174,6 +181,7 @@ class ShortChunkCNN(nn.Module):
     mel: the log-mel front end.
     num_samples: required input length (88,064: 173 frames); None accepts any long-enough clip.
     bn_momentum: running-average decay of every batch norm (PyTorch's momentum 0.1).
+    dtype: computation dtype of the CNN and head, "float32" or "bfloat16" (parameters float32).
   """
   num_outputs: int | None = 50
   widths: Sequence[int] = WON_WIDTHS
@@ -183,9 +191,13 @@ class ShortChunkCNN(nn.Module):
   mel: MelConfig = MelConfig()
   num_samples: int | None = NUM_SAMPLES
   bn_momentum: float = TORCH_BN_MOMENTUM
+  dtype: str = "float32"
 
   def _check(self, audio: jax.Array) -> None:
     layers = len(self.widths)
+    if self.dtype not in COMPUTE_DTYPES:
+      raise ValueError(
+          f"ShortChunkCNN: dtype={self.dtype!r}; expected one of {COMPUTE_DTYPES}.")
     if layers < 1 or any(int(w) < 1 for w in self.widths):
       raise ValueError(
           f"ShortChunkCNN: widths={tuple(self.widths)} must be a non-empty sequence of positive "
@@ -231,18 +243,21 @@ class ShortChunkCNN(nn.Module):
     audio = jnp.asarray(audio)
     self._check(audio)
 
-    def batch_norm(name):
+    dtype = jnp.dtype(self.dtype)
+
+    def batch_norm(name, bn_dtype=dtype):
       return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                          name=name)
+                          dtype=bn_dtype, param_dtype=jnp.float32, name=name)
 
     x = self.mel.compute(audio.astype(jnp.float32))  # [batch, frames, n_mels]
     self.sow("intermediates", "log_mel", x)
     x = x[..., None]  # one input channel: [batch, time, freq, 1]
     if self.input_bn:
-      x = batch_norm("spec_bn")(x)
+      x = batch_norm("spec_bn", jnp.float32)(x)  # dB values: normalised before the cast
+    x = x.astype(dtype)
     for i, width in enumerate(self.widths, start=1):
       x = nn.Conv(int(width), (3, 3), padding="SAME", use_bias=False, kernel_init=TORCH_INIT,
-                  name=f"layer{i}_conv")(x)
+                  dtype=dtype, param_dtype=jnp.float32, name=f"layer{i}_conv")(x)
       x = nn.relu(batch_norm(f"layer{i}_bn")(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
       self.sow("intermediates", f"layer{i}", x)
@@ -250,8 +265,9 @@ class ShortChunkCNN(nn.Module):
     self.sow("intermediates", "pooled", x)
     if self.dense_width is not None:
       x = dense_bn_relu_dropout(x, self.dense_width, train=train, dropout_rate=self.dropout_rate,
-                                bn_momentum=self.bn_momentum, name="dense1")
+                                bn_momentum=self.bn_momentum, name="dense1", dtype=self.dtype)
       self.sow("intermediates", "hidden", x)
     if self.num_outputs is None:
-      return x
-    return nn.Dense(self.num_outputs, kernel_init=TORCH_INIT, name="dense2")(x)
+      return x.astype(jnp.float32)
+    return nn.Dense(self.num_outputs, kernel_init=TORCH_INIT, dtype=dtype, param_dtype=jnp.float32,
+                    name="dense2")(x).astype(jnp.float32)

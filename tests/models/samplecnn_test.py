@@ -163,3 +163,37 @@ def test_benchmark_quick_run_reports_throughput():
   r = bench.measure(batch_size=2, steps=1)
   # A real training step of the full module ran (its timing logic: tests/benchmarks/timing_test.py).
   assert np.isfinite(r["loss"]) and r["steps"] == 1 and r["batch_size"] == 2
+
+
+def test_bfloat16_compute_keeps_float32_params_and_a_close_loss():
+  audio = 0.3 * jax.random.normal(jax.random.key(1), (4, 81))
+  targets = jax.random.normal(jax.random.key(2), (4, 5))
+  m32, m16 = _small(head="factors"), _small(head="factors", dtype="bfloat16")
+  variables = jax.jit(m32.init)(jax.random.key(0), audio)
+  # The same float32 parameters either way: bfloat16 is only the computation dtype.
+  v16 = jax.jit(m16.init)(jax.random.key(0), audio)
+  assert all(a.dtype == b.dtype == jnp.float32 and np.array_equal(a, b)
+             for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(v16)))
+
+  def loss_and_grads(model):
+    def loss_fn(p):
+      out, state = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, audio,
+                               train=True, rngs={"dropout": jax.random.key(3)},
+                               mutable=["batch_stats", "intermediates"])
+      return samplecnn.factor_mse_loss(out, targets), (out, state)
+    return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+
+  (l32, (out32, s32)), g32 = loss_and_grads(m32)
+  (l16, (out16, s16)), g16 = loss_and_grads(m16)
+  assert s16["intermediates"]["block1"][0].dtype == jnp.bfloat16  # really computed in bf16
+  assert s32["intermediates"]["block1"][0].dtype == jnp.float32
+  assert out16.dtype == jnp.float32 and l16.dtype == jnp.float32
+  assert abs(float(l16) - float(l32)) <= 0.02 * float(l32)
+  flat32, flat16 = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)]) for g in (g32, g16))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(g16))
+  assert np.dot(flat32, flat16) / np.linalg.norm(flat32) / np.linalg.norm(flat16) > 0.98
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(s16["batch_stats"]))
+  from configs import common  # pylint: disable=g-import-not-at-top
+  assert common.MODEL_DTYPES == samplecnn.COMPUTE_DTYPES  # the configs' model.dtype choices
+  with pytest.raises(ValueError, match="dtype='float16'"):
+    _small(dtype="float16").init(jax.random.key(0), audio)

@@ -370,3 +370,37 @@ def test_benchmark_measure_reports_throughput():
   assert np.isfinite(r["loss"]) and r["steps"] == 1 and r["batch_size"] == 2
   with pytest.raises(ValueError, match="batch_size >= 2"):
     bench.measure(batch_size=1, steps=1)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_a_close_loss():
+  audio = _audio(4)
+  targets = jax.random.normal(jax.random.key(2), (4, 5))
+  m32, m16 = _small(widths=(4,)), _small(widths=(4,), dtype="bfloat16")
+  variables = _init(m32, audio)
+  v16 = _init(m16, audio)
+  assert all(a.dtype == b.dtype == jnp.float32 and np.array_equal(a, b)
+             for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(v16)))
+
+  def loss_and_grads(model):
+    def loss_fn(p):
+      out, state = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, audio,
+                               train=True, rngs={"dropout": jax.random.key(3)},
+                               mutable=["batch_stats", "intermediates"])
+      return jnp.mean(jnp.square(out - targets)), (out, state)
+    return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+
+  (l32, (_, s32)), g32 = loss_and_grads(m32)
+  (l16, (out16, s16)), g16 = loss_and_grads(m16)
+  inter16 = s16["intermediates"]
+  assert inter16["log_mel"][0].dtype == jnp.float32  # the front end stays float32
+  assert inter16["layer1"][0].dtype == jnp.bfloat16
+  assert s32["intermediates"]["layer1"][0].dtype == jnp.float32
+  assert out16.dtype == jnp.float32
+  assert abs(float(l16) - float(l32)) <= 0.02 * float(l32)
+  flat32, flat16 = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)]) for g in (g32, g16))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(g16))
+  assert np.dot(flat32, flat16) / np.linalg.norm(flat32) / np.linalg.norm(flat16) > 0.98
+  from configs import common  # pylint: disable=g-import-not-at-top
+  assert common.MODEL_DTYPES == shortchunk.COMPUTE_DTYPES  # the configs' model.dtype choices
+  with pytest.raises(ValueError, match="dtype='float16'"):
+    _init(_small(dtype="float16"), audio)
