@@ -23,6 +23,12 @@ from __future__ import annotations
 
 import ml_collections
 
+# `model.dtype` of the configs whose neural models take one (samplecnn, won's acoustic branch): the
+# computation dtype of their convolutions and dense layers. "bfloat16" is mixed precision for
+# accelerators (parameters, batch-norm statistics, the log-mel front end and the losses stay
+# float32); the default is "float32" throughout.
+MODEL_DTYPES = ("float32", "bfloat16")
+
 
 def base(system: str) -> ml_collections.ConfigDict:
   """The keys the loop reads, with defaults that run on the built-in world."""

@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.final_width = 512        # 0 = no final 1x1 convolution
   c.model.dropout = 0.5
   c.model.bn_momentum = 0.99
+  c.model.dtype = "float32"        # computation dtype, one of common.MODEL_DTYPES (bfloat16: GPU/TPU)
 
   c.optimizer.name = "sgd"         # sgd (momentum, Lee et al. / Platt) | adam | adagrad
   c.optimizer.learning_rate = 0.01  # Lee et al.'s start; the thesis started at 0.5 (msd variant)

@@ -132,6 +132,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.embed_dim = 256          # the shared embedding space
   c.model.dropout = 0.5
   c.model.bn_momentum = TORCH_BN_MOMENTUM
+  c.model.dtype = "float32"        # acoustic branch's computation dtype (common.MODEL_DTYPES)
   c.model.late_fusion_weight = 0.5  # late_fusion: acoustic weight of the fused retrieval score
 
   c.sampling = ml_collections.ConfigDict()
