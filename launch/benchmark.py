@@ -1,7 +1,7 @@
 r"""Benchmarks of the hot paths, each against a peer library run in the same process on the same data.
 
   python -m launch.benchmark --suite=all  # or: features, evaluation, warp, samplecnn, als,
-                                          #     shortchunk, propagation
+                                          #     shortchunk, propagation, accelerator
   python -m launch.benchmark --suite=warp --quick   # smaller sizes, for a smoke run
 
 Suites (each prints a table with the musemb/peer ratio):
@@ -23,6 +23,11 @@ Suites (each prints a table with the musemb/peer ratio):
               with and without the walk and the supportive BCE (same model, same batch, one run),
               examples per second and their ratio, at the paper's AotM-2011 scale
               (launch.benchmarks.propagation)
+  accelerator for a lent GPU/TPU (runs anywhere): SampleCNN and short-chunk training steps in
+              float32 and bfloat16, the MUSLSE WARP step at the issue-14 scale and ALS at ten times
+              the `als` suite's size: examples/s, FLOPs per step (XLA's cost analysis; analytic for
+              ALS), achieved FLOP/s and the share of the chip's peak (launch.benchmarks.accelerator);
+              not part of `all` (minutes of accelerator work, hours on 2 CPU cores)
 
 Numbers are wall-clock on a shared machine: compare the ratio, not the absolute values.
 """
@@ -35,7 +40,10 @@ from absl import flags
 from launch import common
 
 SUITES = ("features", "evaluation", "warp", "samplecnn", "als", "shortchunk", "propagation")
-_SUITE = flags.DEFINE_enum("suite", "all", SUITES + ("all",), "Which benchmark to run.")
+# Run only when named: at full size it is sized for an accelerator.
+EXTRA_SUITES = ("accelerator",)
+_SUITE = flags.DEFINE_enum("suite", "all", SUITES + EXTRA_SUITES + ("all",),
+                           "Which benchmark to run.")
 _QUICK = flags.DEFINE_boolean("quick", False, "Small sizes (smoke test of the benchmark itself).")
 
 
