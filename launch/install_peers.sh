@@ -10,6 +10,7 @@
 #   .venv with .venv's own pip, which is left at its version. Compiling takes about 15 s (gcc, OpenMP).
 # * implicit 0.7.3 (a binary wheel), for the ALS benchmark.
 # * torch 2.13.0 (CPU), the SampleCNN benchmark's peer (see the torch block below).
+# * faiss-cpu 1.15.1 (a binary wheel), faiss's IndexFlatIP is the evaluation benchmark's peer.
 #
 # Idempotent: a peer already importable at the pinned version is skipped.
 set -euo pipefail
@@ -19,6 +20,7 @@ VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
 LIGHTFM_VERSION="1.17"
 IMPLICIT_VERSION="0.7.3"
+FAISS_VERSION="1.15.1"
 
 if [[ ! -x "$PY" ]]; then
   echo "install_peers.sh: $PY not found; run 'make install' first (or set VENV=...)." >&2
@@ -57,6 +59,13 @@ if [[ "$(installed_version implicit)" == "$IMPLICIT_VERSION" ]]; then
 else
   "$PY" -m pip install --quiet --only-binary=implicit "implicit==$IMPLICIT_VERSION"
   "$PY" -c "import implicit; print('installed implicit', implicit.__version__)"
+fi
+
+if [[ "$(installed_version faiss-cpu)" == "$FAISS_VERSION" ]]; then
+  echo "faiss-cpu $FAISS_VERSION already installed in $VENV."
+else
+  "$PY" -m pip install --quiet --only-binary=faiss-cpu "faiss-cpu==$FAISS_VERSION"
+  "$PY" -c "import faiss; print('installed faiss-cpu', faiss.__version__)"
 fi
 
 # torch 2.13.0, CPU build (musemb.benchmarks.samplecnn's peer). TORCH_INDEX=https://download.pytorch.org/whl/cpu

@@ -1,18 +1,31 @@
-"""Benchmark: exact top-k ranking at MUSLSE's Big-data scale, musemb vs a numpy peer.
+"""Benchmark: exact top-k ranking at MUSLSE's Big-data scale, musemb vs faiss flat search (and numpy).
 
 Weston et al. (MUSLSE) evaluate artist prediction on Big-data by ranking 26,972 artists for each
 of 66,072 test songs in a d = 100 space and reading precision@k up to k = 15. This benchmark times
-`musemb.ranking.top_k_scores` on random embeddings of that shape, next to the obvious numpy
-implementation over the same query chunks (BLAS matmul, `np.argpartition`, then a sort of the k
-survivors), and reports seconds and peak resident memory of each.
+`musemb.ranking.top_k_scores` (its default chunking) on random embeddings of that shape against
+two peers on the same data:
+
+* faiss 1.15.1 `IndexFlatIP` (exact inner-product search, BLAS sgemm blocks and a k-heap per
+  query), 2 OpenMP threads, the index built inside the timed call. faiss is a benchmark-only
+  dependency installed by `bash launch/install_peers.sh`; without it the row says so.
+* the obvious numpy implementation over query chunks of 1,024 (BLAS matmul, `np.argpartition`,
+  then a sort of the k survivors), run once (it has nothing to warm up).
+
+For each it reports the first call (compilation included for musemb), a second (warm) call, the
+peak resident memory of the process and its working memory: that peak minus the resident size
+just before the first call (after the imports, the backend start-up and the data), i.e. what the
+ranking itself adds. JAX's runtime alone is about 200 MB resident once a CPU client exists, so
+the whole-process peak of a JAX program cannot go under faiss's; the working memory compares what
+the two searches allocate.
 
 Each implementation runs in its own fresh Python process, started through a tiny launcher that
 reads `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` after the measurement exits. The launcher is
 needed because Linux carries a process's resident size at fork into the child's ru_maxrss: a
 child forked from this (possibly large) process would report at least this process's memory.
-Both processes generate the same data from the same seed; the numpy process never imports JAX.
+All processes generate the same data from the same seed; the peer processes never import JAX.
+The suite checks that musemb's top-15 lists equal faiss's (and numpy's) for every query.
 
-    python -c "from launch.benchmarks import evaluation; evaluation.run()"
+    python -m launch.benchmark --suite=evaluation
 """
 
 from __future__ import annotations
@@ -33,6 +46,9 @@ _SEED = 0
 
 # Runs the command in its argv, then prints the peak resident size of that child in bytes. Kept
 # import-light so that its own size, which its child inherits at fork, stays a few MB.
+_FAISS_THREADS = 2
+_IMPLS = ("musemb", "faiss", "numpy")
+
 _LAUNCHER = """
 import resource, subprocess, sys
 subprocess.run(sys.argv[1:], check=True)
@@ -58,6 +74,19 @@ def _numpy_top_k(queries: np.ndarray, items: np.ndarray, k: int, chunk: int) -> 
   return out
 
 
+def _resident_bytes() -> int:
+  """This process's current resident set size (Linux /proc; 0 where unavailable)."""
+  try:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except (OSError, ValueError, IndexError):
+    return 0
+
+
+def faiss_available() -> bool:
+  return subprocess.run([sys.executable, "-c", "import faiss"], capture_output=True).returncode == 0
+
+
 def _child_main() -> None:
   """Entry point of a measurement process: argv = impl, queries, items, dim, k, chunk, out."""
   impl, num_queries, num_items, dim, k, chunk, out_path = sys.argv[1:8]
@@ -66,22 +95,36 @@ def _child_main() -> None:
   if impl == "musemb":
     from musemb import ranking  # pylint: disable=g-import-not-at-top
 
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.numpy.zeros(1).block_until_ready()  # start the backend before the baseline RSS
+
     def rank():
-      return ranking.top_k_scores(queries, items, k, query_chunk=chunk)[1]
+      return ranking.top_k_scores(queries, items, k)[1]
+  elif impl == "faiss":
+    import faiss  # pylint: disable=g-import-not-at-top
+    faiss.omp_set_num_threads(_FAISS_THREADS)
+
+    def rank():
+      index = faiss.IndexFlatIP(dim)
+      index.add(items)
+      return index.search(queries, k)[1]
   elif impl == "numpy":
 
     def rank():
       return _numpy_top_k(queries, items, k, chunk)
   else:
-    raise ValueError(f"unknown implementation {impl!r}; expected 'musemb' or 'numpy'.")
+    raise ValueError(f"unknown implementation {impl!r}; expected one of {_IMPLS}.")
+  baseline = _resident_bytes()
   start = time.perf_counter()
   indices = rank()
   first = time.perf_counter() - start
-  start = time.perf_counter()
-  indices = rank()
-  warm = time.perf_counter() - start
+  warm = float("nan")
+  if impl != "numpy":  # numpy has nothing to compile or warm up: one call is its time
+    start = time.perf_counter()
+    indices = rank()
+    warm = time.perf_counter() - start
   np.save(out_path, np.asarray(indices, np.int64))
-  print("RESULT", json.dumps({"first_s": first, "warm_s": warm}))
+  print("RESULT", json.dumps({"first_s": first, "warm_s": warm, "baseline_bytes": baseline}))
 
 
 def _measure(impl: str, sizes: dict[str, int], out_path: str) -> dict[str, float]:
@@ -103,11 +146,12 @@ def _measure(impl: str, sizes: dict[str, int], out_path: str) -> dict[str, float
       result.update(json.loads(line[len("RESULT "):]))
     elif line.startswith("PEAK_RSS_BYTES "):
       result["peak_mb"] = int(line.split()[1]) / 2**20
+  result["work_mb"] = result["peak_mb"] - result.pop("baseline_bytes") / 2**20
   return result
 
 
 def run(quick: bool = False) -> str:
-  """Times top-k ranking at Big-data scale against the numpy peer; prints and returns a table.
+  """Times top-k ranking at Big-data scale against faiss and numpy; prints and returns a table.
 
   Args:
     quick: rank a tenth of the queries (6,607 songs against all 26,972 artists).
@@ -118,23 +162,37 @@ def run(quick: bool = False) -> str:
   sizes = dict(_BIG_DATA)
   if quick:
     sizes["queries"] //= 10
+  impls = [impl for impl in _IMPLS if impl != "faiss" or faiss_available()]
   with tempfile.TemporaryDirectory() as tmp:
-    paths = {impl: os.path.join(tmp, f"{impl}.npy") for impl in ("musemb", "numpy")}
+    paths = {impl: os.path.join(tmp, f"{impl}.npy") for impl in impls}
     results = {impl: _measure(impl, sizes, path) for impl, path in paths.items()}
-    agree = np.mean(np.all(np.load(paths["musemb"]) == np.load(paths["numpy"]), axis=1))
-  ours, peer = results["musemb"], results["numpy"]
+    ours_idx = np.load(paths["musemb"])
+    agree = {impl: np.mean(np.all(ours_idx == np.load(paths[impl]), axis=1))
+             for impl in impls if impl != "musemb"}
+  names = {"musemb": "musemb.ranking.top_k_scores (JAX, lax.top_k)",
+           "faiss": f"faiss IndexFlatIP ({_FAISS_THREADS} threads, peer)",
+           "numpy": f"numpy matmul + argpartition (chunk {_CHUNK})"}
   header = (f"top-k ranking, {sizes['queries']:,} queries x {sizes['items']:,} items, "
-            f"d={sizes['dim']}, k={sizes['k']}, query chunk {_CHUNK}, {os.cpu_count()} CPUs")
-  rows = [
-      f"{'implementation':<44} {'first call s':>12} {'warm s':>8} {'peak MB':>8}",
-      f"{'musemb.ranking.top_k_scores (JAX, lax.top_k)':<44} {ours['first_s']:>12.2f} "
-      f"{ours['warm_s']:>8.2f} {ours['peak_mb']:>8.0f}",
-      f"{'numpy matmul + argpartition (peer)':<44} {peer['first_s']:>12.2f} "
-      f"{peer['warm_s']:>8.2f} {peer['peak_mb']:>8.0f}",
-      f"{'ratio peer / musemb':<44} {peer['first_s'] / ours['first_s']:>12.2f} "
-      f"{peer['warm_s'] / ours['warm_s']:>8.2f} {peer['peak_mb'] / ours['peak_mb']:>8.2f}",
-      f"identical top-{sizes['k']} lists: {agree:.2%} of queries",
-  ]
+            f"d={sizes['dim']}, k={sizes['k']}, {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f}")
+  rows = [f"{'implementation':<46} {'first call s':>12} {'warm s':>8} {'peak MB':>8} "
+          f"{'working MB':>10}"]
+  for impl in impls:
+    r = results[impl]
+    rows.append(f"{names[impl]:<46} {r['first_s']:>12.2f} {r['warm_s']:>8.2f} "
+                f"{r['peak_mb']:>8.0f} {r['work_mb']:>10.0f}")
+  ours = results["musemb"]
+  for impl in impls[1:]:
+    peer = results[impl]
+    peer_best = np.nanmin([peer["first_s"], peer["warm_s"]])
+    rows.append(f"ratio {impl} / musemb: first call {peer['first_s'] / ours['first_s']:.2f}x, "
+                f"best call {peer_best / min(ours['first_s'], ours['warm_s']):.2f}x (> 1: musemb "
+                f"faster), peak memory {peer['peak_mb'] / ours['peak_mb']:.2f}x, working memory "
+                f"{peer['work_mb'] / max(ours['work_mb'], 1e-9):.2f}x; identical top-{sizes['k']} "
+                f"lists: {agree[impl]:.2%} of queries")
+  if "faiss" not in impls:
+    rows.append("faiss is not installed: `bash launch/install_peers.sh` (faiss-cpu 1.15.1), then "
+                "rerun `python -m launch.benchmark --suite=evaluation`.")
   table = "\n".join([header, *rows])
   print(table)
   return table
