@@ -23,7 +23,8 @@ An answer is the predictor's own dict (`tags`, `artists`, `similar_songs`, `revi
 input (a run that does not hear audio; a query with no word the run knows). Bad requests get a 4xx
 with `{"error": message}` and the server goes on serving: no `file` field or an empty file (400),
 an unknown run (404), a file over `max_upload_bytes` (413), longer than `max_file_seconds` (413),
-not audio libsndfile decodes (415), shorter than `min_seconds` (422).
+not audio libsndfile decodes (415), shorter than `min_seconds` (422). A run failing in an
+unexpected way gives a 500 with the same shape (and a traceback in the server's log).
 
 Limits (each request's work is bounded; memory does not grow with requests served):
 - The upload is streamed to a temporary file as it arrives (Starlette's multipart parser spools
@@ -60,6 +61,7 @@ import numpy as np
 import soundfile as sf
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
@@ -202,7 +204,9 @@ def decode_upload(path: str, rates: Sequence[int], limits: Limits, filename: str
   return seconds, {r: audio.resample(wave, native, r) for r in sorted(set(rates))}
 
 
-def _choose(runs: dict[str, Run], selection: str | None) -> list[Run]:
+def _choose(runs: dict[str, Run], selection: Any) -> list[Run]:
+  if selection is not None and not isinstance(selection, str):
+    raise RequestError(400, "`runs` must be text: run names separated by commas.")
   if not selection or not selection.strip():
     return list(runs.values())
   names = [s.strip() for s in selection.split(",") if s.strip()]
@@ -326,6 +330,15 @@ def create_app(workdirs: Sequence[str] = (), *, runs: Sequence[Run] | None = Non
     del request
     return _error(exc.status, str(exc))
 
+  async def http_error(request: Request, exc: HTTPException):
+    del request      # Starlette's own refusals (a malformed form, an unknown path), as JSON too
+    return _error(exc.status_code, str(exc.detail))
+
+  async def server_error(request: Request, exc: Exception):
+    logging.exception("serve: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error(500, f"the server failed on this request ({type(exc).__name__}: {exc}); it "
+                       "goes on serving, and its log has the traceback.")
+
   @contextlib.asynccontextmanager
   async def lifespan(app):
     del app
@@ -335,7 +348,9 @@ def create_app(workdirs: Sequence[str] = (), *, runs: Sequence[Run] | None = Non
   app = Starlette(
       routes=[Route("/", page), Route("/api/runs", list_runs),
               Route("/api/analyze", analyze, methods=["POST"]), Route("/api/search", search)],
-      exception_handlers={RequestError: request_error}, lifespan=lifespan)
+      exception_handlers={RequestError: request_error, HTTPException: http_error,
+                          Exception: server_error},
+      lifespan=lifespan)
   app.state.runs, app.state.limits, app.state.pool = runs, limits, pool
   return app
 

@@ -133,6 +133,7 @@ def test_decode_upload_decodes_once_and_resamples_per_rate(tmp_path):
     ("no_file_field", 400, "no `file` field"),
     ("not_multipart", 400, "multipart form"),
     ("unknown_run", 404, "unknown run"),
+    ("two_files", 400, "Maximum number of files is 1"),
     ("bad_top", 400, "top="),
 ])
 def test_bad_uploads_get_a_4xx_and_the_next_upload_is_answered(runs, case, status, words):
@@ -153,6 +154,9 @@ def test_bad_uploads_get_a_4xx_and_the_next_upload_is_answered(runs, case, statu
     response = client.post("/api/analyze", files={"other": ("a.wav", _wav(2.0), "audio/wav")})
   elif case == "not_multipart":
     response = client.post("/api/analyze", data={"file": "song.wav"})
+  elif case == "two_files":
+    response = client.post("/api/analyze", files=[("file", ("a.wav", _wav(2.0), "audio/wav")),
+                                                  ("file", ("b.wav", _wav(2.0), "audio/wav"))])
   elif case == "unknown_run":
     response = _post(client, _wav(2.0), runs="muslse,nope")
   else:
@@ -162,6 +166,24 @@ def test_bad_uploads_get_a_4xx_and_the_next_upload_is_answered(runs, case, statu
   assert "musemb-upload" not in response.json()["error"]    # names the upload, not the temp file
   good = _post(client, _wav(2.0), runs="muslse")
   assert good.status_code == 200 and good.json()["runs"]["muslse"]["tags"]
+
+
+class _FailingPredictor:
+  """A predictor that breaks unexpectedly (a bug, a vanished file): the server must survive it."""
+
+  sample_rate, searches_text = 16000, False
+
+  def analyze(self, waveform, top):
+    raise RuntimeError(f"checkpoint vanished ({len(waveform)} samples, top {top})")
+
+
+def test_an_unexpected_failure_is_a_json_500_and_the_server_goes_on(runs):
+  broken = serve.Run("broken", "/nowhere", "muslse", _FailingPredictor())
+  client = TestClient(serve.create_app(runs=[broken, *runs]), raise_server_exceptions=False)
+  response = _post(client, _wav(2.0))
+  assert response.status_code == 500
+  assert "RuntimeError: checkpoint vanished" in response.json()["error"]
+  assert _post(client, _wav(2.0), runs="muslse").status_code == 200
 
 
 def test_search_ranks_songs_and_albums(runs):
