@@ -356,6 +356,9 @@ def test_config_variants():
   shortchunk = tagprop_config.get_config("top50,shortchunk")
   assert (shortchunk.model.name, shortchunk.data.crop_samples) == ("shortchunk", 172 * 512)
   assert tagprop_config.MODELS == tagprop.MODELS
+  from musemb.models import shortchunk as shortchunk_model  # pylint: disable=g-import-not-at-top
+  assert tagprop_config.SHORTCHUNK_WIDTHS == shortchunk_model.WON_WIDTHS
+  assert tagprop_config.SHORTCHUNK_SAMPLES == shortchunk_model.NUM_SAMPLES
   both = tagprop_config.get_config("head=separate")
   both.objective.category_r = "genre=0.8"
   assert tagprop.metrics_key(both) == "tagprop_separate_category_r"
