@@ -373,14 +373,24 @@ print(json.dumps({"devices": jax.device_count(), "loss": float(value),
 def test_one_step_is_the_same_on_eight_devices(tiny_dataset_dir, tmp_path, repo_env):
   """The global batch's loss and gradients (K negatives drawn from the whole batch, batch norm over
   it) do not depend on how many devices share the batch."""
+  # Both processes at once (each is mostly single-threaded imports and compiles), each with its own
+  # workdir so that neither reads the other's half-written descriptor cache.
+  procs = [subprocess.Popen(
+      [sys.executable, "-c", _STEP_SCRIPT, tiny_dataset_dir, str(tmp_path / f"w{devices}")],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=repo_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"))
+           for devices in (1, 8)]
+  try:
+    results = [proc.communicate(timeout=300) for proc in procs]
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
   out = []
-  for devices in (1, 8):
-    proc = subprocess.run(
-        [sys.executable, "-c", _STEP_SCRIPT, tiny_dataset_dir, str(tmp_path / "w")],
-        capture_output=True, text=True, timeout=300, check=False,
-        env=repo_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  for proc, (stdout, stderr) in zip(procs, results):
+    assert proc.returncode == 0, stderr[-2000:]
+    out.append(json.loads(stdout.strip().splitlines()[-1]))
   assert [o["devices"] for o in out] == [1, 8]
   assert out[1]["loss"] == pytest.approx(out[0]["loss"], rel=1e-5)
   np.testing.assert_allclose(out[1]["grads"], out[0]["grads"], rtol=1e-4)
