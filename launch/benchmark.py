@@ -7,7 +7,7 @@ r"""Benchmarks of the hot paths, each against a peer library run in the same pro
 Suites (each prints a table with the musemb/peer ratio):
   features    log-mel and MFCC+deltas throughput, JAX vs librosa (launch.benchmarks.features)
   evaluation  Big-data-scale top-k evaluation (66,072 songs x 26,972 artists, d=100): seconds and
-              peak memory vs a chunked numpy argpartition (launch.benchmarks.evaluation)
+              memory vs faiss IndexFlatIP, 2 threads (launch.benchmarks.evaluation)
   warp        MUSLSE WARP training vs LightFM's WARP on the same bag-of-frames/tag data: time to
               reach LightFM's best test p@3, 2 threads each (launch.benchmarks.warp); LightFM is
               installed on demand (see its docstring), never a test dependency.
@@ -15,7 +15,8 @@ Suites (each prints a table with the musemb/peer ratio):
               (launch.benchmarks.samplecnn)
   als         implicit-feedback ALS (musemb.systems.wmf.als) vs implicit 0.7.3's CPU ALS (use_cg=True, 2
               threads, fed 1 + alpha*count) on 50k users x 100k items, 5M non-zeros:
-              seconds/iteration and held-out recall@50 / mAP@500 (launch.benchmarks.als)
+              whole fit with an empty and a filled compilation cache, seconds/iteration, held-out
+              recall@50 / mAP@500 (launch.benchmarks.als)
   shortchunk  Won et al.'s acoustic branch (short-chunk CNN over an on-device log-mel) + tag branch
               + triplet loss, training examples per second on the current backend
               (launch.benchmarks.shortchunk)

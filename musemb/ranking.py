@@ -172,17 +172,18 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 256,
   valid_dev = jnp.asarray(np.pad(item_mask, (0, pad_items)).reshape(num_ichunks, ichunk))
 
   # Queries: every call sees the same [qchunk, d] shape, so the function compiles once.
+  # Only the last chunk is padded (a padded copy of all queries would be 26 MB at Big-data scale).
   qchunk = min(query_chunk, num_queries)
-  num_qchunks = -(-num_queries // qchunk)
-  pad_queries = num_qchunks * qchunk - num_queries
-  queries = np.pad(queries, ((0, pad_queries), (0, 0)))
-  exclude = np.pad(exclude, (0, pad_queries), constant_values=-1)
+
+  def rank_chunk(start):
+    q, e = queries[start:start + qchunk], exclude[start:start + qchunk]
+    if len(q) < qchunk:
+      q = np.pad(q, ((0, qchunk - len(q)), (0, 0)))
+      e = np.pad(e, (0, qchunk - len(e)), constant_values=-1)
+    return _top_k_chunk(q, items_dev, valid_dev, e, k=k)
 
   # Dispatch every chunk before reading any result back, so the host never waits in the loop.
-  outputs = [
-      _top_k_chunk(queries[i:i + qchunk], items_dev, valid_dev, exclude[i:i + qchunk], k=k)
-      for i in range(0, num_qchunks * qchunk, qchunk)
-  ]
+  outputs = [rank_chunk(i) for i in range(0, num_queries, qchunk)]
   scores = np.concatenate([np.asarray(s) for s, _ in outputs])[:num_queries]
   indices = np.concatenate([np.asarray(i) for _, i in outputs])[:num_queries]
   if np.isnan(scores).any() or np.isposinf(scores).any():

@@ -8,8 +8,9 @@ two peers on the same data:
 * faiss 1.15.1 `IndexFlatIP` (exact inner-product search, BLAS sgemm blocks and a k-heap per
   query), 2 OpenMP threads, the index built inside the timed call. faiss is a benchmark-only
   dependency installed by `bash launch/install_peers.sh`; without it the row says so.
-* the obvious numpy implementation over query chunks of 1,024 (BLAS matmul, `np.argpartition`,
-  then a sort of the k survivors), run once (it has nothing to warm up).
+* with `run(peers=("faiss", "numpy"))`, the obvious numpy implementation over query chunks of
+  1,024 (BLAS matmul, `np.argpartition`, then a sort of the k survivors), run once (it has
+  nothing to warm up); it is 7-13x slower than musemb, so the suite leaves it out by default.
 
 For each it reports the first call (compilation included for musemb), a second (warm) call, the
 peak resident memory of the process and its working memory: that peak minus the resident size
@@ -23,7 +24,10 @@ reads `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` after the measurement exit
 needed because Linux carries a process's resident size at fork into the child's ru_maxrss: a
 child forked from this (possibly large) process would report at least this process's memory.
 All processes generate the same data from the same seed; the peer processes never import JAX.
-The suite checks that musemb's top-15 lists equal faiss's (and numpy's) for every query.
+The suite checks that musemb's top-15 lists equal faiss's (and numpy's) query by query; where
+they differ it computes both lists' scores exactly (float64) and prints the largest gap, which
+stays at float32 rounding size: two GEMMs summing the 100 products in different orders can swap
+items that tie to within a rounding error (14 of 66,072 queries, scores 6.7e-6 apart at most).
 
     python -m launch.benchmark --suite=evaluation
 """
@@ -48,6 +52,8 @@ _SEED = 0
 # import-light so that its own size, which its child inherits at fork, stays a few MB.
 _FAISS_THREADS = 2
 _IMPLS = ("musemb", "faiss", "numpy")
+# numpy takes 7x musemb's time (about 30 s on idle cores, 11 minutes at load 29): opt-in.
+_DEFAULT_PEERS = ("faiss",)
 
 _LAUNCHER = """
 import resource, subprocess, sys
@@ -150,11 +156,32 @@ def _measure(impl: str, sizes: dict[str, int], out_path: str) -> dict[str, float
   return result
 
 
-def run(quick: bool = False) -> str:
-  """Times top-k ranking at Big-data scale against faiss and numpy; prints and returns a table.
+def _near_ties(ours: np.ndarray, peer: np.ndarray, queries: np.ndarray,
+               items: np.ndarray) -> tuple[int, float]:
+  """Queries whose lists differ, and the largest gap between the two lists' exact scores there.
+
+  Two float32 GEMMs that add the d products in different orders (XLA's and faiss's BLAS) can
+  swap items whose scores are within a rounding error; the exact (float64) score of each list's
+  i-th item then differs by about that error. Returns (number of differing queries, the largest
+  |exact score of ours[i] - exact score of peer[i]| over them and over i).
+  """
+  rows = np.flatnonzero(np.any(ours != peer, axis=1))
+  if not len(rows):
+    return 0, 0.0
+  q = queries[rows].astype(np.float64)
+
+  def exact(idx):
+    return np.einsum("qd,qkd->qk", q, items[idx[rows]].astype(np.float64))
+
+  return len(rows), float(np.max(np.abs(exact(ours) - exact(peer))))
+
+
+def run(quick: bool = False, peers: tuple[str, ...] = _DEFAULT_PEERS) -> str:
+  """Times top-k ranking at Big-data scale against faiss (and numpy); prints and returns a table.
 
   Args:
     quick: rank a tenth of the queries (6,607 songs against all 26,972 artists).
+    peers: the peers to run, from ("faiss", "numpy"); faiss is skipped with a note when missing.
 
   Returns:
     The table as a string (also printed).
@@ -162,13 +189,20 @@ def run(quick: bool = False) -> str:
   sizes = dict(_BIG_DATA)
   if quick:
     sizes["queries"] //= 10
-  impls = [impl for impl in _IMPLS if impl != "faiss" or faiss_available()]
+  unknown = set(peers) - set(_IMPLS[1:])
+  if unknown:
+    raise ValueError(f"unknown peers {sorted(unknown)}; expected some of {_IMPLS[1:]}.")
+  impls = ["musemb"] + [impl for impl in _IMPLS[1:]
+                        if impl in peers and (impl != "faiss" or faiss_available())]
   with tempfile.TemporaryDirectory() as tmp:
     paths = {impl: os.path.join(tmp, f"{impl}.npy") for impl in impls}
     results = {impl: _measure(impl, sizes, path) for impl, path in paths.items()}
     ours_idx = np.load(paths["musemb"])
-    agree = {impl: np.mean(np.all(ours_idx == np.load(paths[impl]), axis=1))
-             for impl in impls if impl != "musemb"}
+    peers_idx = {impl: np.load(paths[impl]) for impl in impls if impl != "musemb"}
+  queries, items = _data(sizes["queries"], sizes["items"], sizes["dim"])
+  agree = {impl: np.mean(np.all(ours_idx == idx, axis=1)) for impl, idx in peers_idx.items()}
+  ties = {impl: _near_ties(ours_idx, idx, queries, items) for impl, idx in peers_idx.items()}
+  del queries, items
   names = {"musemb": "musemb.ranking.top_k_scores (JAX, lax.top_k)",
            "faiss": f"faiss IndexFlatIP ({_FAISS_THREADS} threads, peer)",
            "numpy": f"numpy matmul + argpartition (chunk {_CHUNK})"}
@@ -189,8 +223,10 @@ def run(quick: bool = False) -> str:
                 f"best call {peer_best / min(ours['first_s'], ours['warm_s']):.2f}x (> 1: musemb "
                 f"faster), peak memory {peer['peak_mb'] / ours['peak_mb']:.2f}x, working memory "
                 f"{peer['work_mb'] / max(ours['work_mb'], 1e-9):.2f}x; identical top-{sizes['k']} "
-                f"lists: {agree[impl]:.2%} of queries")
-  if "faiss" not in impls:
+                f"lists: {agree[impl]:.2%} of queries ({ties[impl][0]} differ; there the two "
+                f"lists' exact float64 scores differ by at most {ties[impl][1]:.1e}, float32 "
+                f"rounding near-ties)")
+  if "faiss" in peers and "faiss" not in impls:
     rows.append("faiss is not installed: `bash launch/install_peers.sh` (faiss-cpu 1.15.1), then "
                 "rerun `python -m launch.benchmark --suite=evaluation`.")
   table = "\n".join([header, *rows])
