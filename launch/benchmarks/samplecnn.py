@@ -113,6 +113,7 @@ def measure_torch(batch_size: int, steps: int, seed: int = 0) -> dict[str, float
   for _ in range(steps):
     loss = step()
   elapsed = time.perf_counter() - t0
+  loss = loss.detach()
   if not torch.isfinite(loss):
     raise RuntimeError(f"PyTorch SampleCNN benchmark: the loss became {float(loss)}.")
   return {"batch_size": batch_size, "steps": steps, "seconds": elapsed,
