@@ -25,9 +25,83 @@ class _QuietLibraries(logging.Filter):
     return not any(f"/{p}" in path for p in self._PREFIXES)
 
 
+# Where the launchers keep JAX's persistent compilation cache: MUSEMB_JAX_CACHE names the folder,
+# "off" (or "0", "false", "none", empty) turns the cache off; unset means the user's cache folder.
+CACHE_ENV = "MUSEMB_JAX_CACHE"
+_CACHE_OFF = ("", "0", "off", "false", "none", "no")
+
+
+def default_cache_dir() -> str:
+  """$XDG_CACHE_HOME/musemb/jax, or ~/.cache/musemb/jax when XDG_CACHE_HOME is unset."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "musemb", "jax")
+
+
+def configure_compilation_cache(path: str | None = None) -> str | None:
+  """Turns on JAX's persistent compilation cache for this process; returns its folder or None.
+
+  Every compiled XLA program (whatever its compile time or size) is written under the folder, and
+  a later process that compiles the same program with the same JAX, backend and flags loads it
+  instead: a second run of a launcher compiles nothing. Entries depend on the shapes, so a run on
+  data with other shapes (e.g. another collection's ALS buckets) compiles its own. Only the
+  launchers call this (through `setup`); importing musemb never touches the cache.
+
+  Args:
+    path: the cache folder; None reads $MUSEMB_JAX_CACHE, then keeps a folder already given to JAX
+      (JAX_COMPILATION_CACHE_DIR), then uses `default_cache_dir()`. "off" (or "0", "false",
+      "none", "") disables the cache.
+
+  Returns:
+    The folder in use, or None when the cache is off.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if path is None:
+    path = os.environ.get(CACHE_ENV)
+  if path is None:
+    path = jax.config.jax_compilation_cache_dir or default_cache_dir()
+  if path.strip().lower() in _CACHE_OFF:
+    jax.config.update("jax_enable_compilation_cache", False)
+    return None
+  path = os.path.abspath(os.path.expanduser(path))
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    fail(f"cannot create the JAX compilation cache folder {path} ({e.strerror}); point "
+         f"--jax_cache (or ${CACHE_ENV}) at a writable folder, or pass --jax_cache=off.")
+  jax.config.update("jax_enable_compilation_cache", True)
+  jax.config.update("jax_compilation_cache_dir", path)
+  # JAX's defaults skip programs that compile in under a second; musemb's are many small ones
+  # (e.g. one per ALS bucket shape at about 0.5 s each), so cache every program.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  return path
+
+
+def _cache_flag_value() -> str | None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if "jax_cache" not in flags.FLAGS or not flags.FLAGS.is_parsed():
+    return None
+  return flags.FLAGS.jax_cache
+
+
+def define_cache_flag() -> None:
+  """Defines --jax_cache (once) for the launchers: the compilation cache folder, or "off"."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if "jax_cache" not in flags.FLAGS:
+    flags.DEFINE_string(
+        "jax_cache", None,
+        "Folder of JAX's persistent compilation cache (a second run compiles nothing); 'off' "
+        f"disables it. Default: ${CACHE_ENV}, else {default_cache_dir()}.")
+
+
 def setup() -> None:
-  """TensorFlow on the CPU only (tf.data), quiet TF logs, multi-host JAX when configured."""
+  """TensorFlow on the CPU only (tf.data), quiet TF logs, the JAX compilation cache, multi-host JAX.
+
+  The cache folder comes from --jax_cache, else $MUSEMB_JAX_CACHE, else the user's cache folder
+  (see `configure_compilation_cache`); "off" turns it off.
+  """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  configure_compilation_cache(_cache_flag_value())
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.getLogger().addFilter(_QuietLibraries())
@@ -35,6 +109,9 @@ def setup() -> None:
   tf.config.set_visible_devices([], "GPU")
   from musemb import sharding  # pylint: disable=g-import-not-at-top
   sharding.initialize_distributed()
+
+
+define_cache_flag()
 
 
 def metrics_lines(metrics: dict) -> str:

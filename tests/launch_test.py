@@ -54,3 +54,49 @@ def test_demo_evaluate_and_predict_end_to_end(tmp_path):
   scores = [x["score"] for x in out[wav]["tags"]]
   assert scores == sorted(scores, reverse=True)
   assert "bad.mp3" in out[bad]["error"]
+
+
+_CACHE_PROBE = r"""
+import json, os, sys
+import jax
+import musemb, musemb.ranking, musemb.systems.wmf.als  # importing the library sets no cache
+before = jax.config.jax_compilation_cache_dir
+from launch import common
+if sys.argv[1] == "setup":
+  common.setup()
+else:  # what setup does about the cache, without its TensorFlow import
+  common.configure_compilation_cache()
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+jax.jit(lambda a: a * 2 + 1)(jax.numpy.arange(5.0)).block_until_ready()
+print(json.dumps({"before": before, "dir": jax.config.jax_compilation_cache_dir,
+                  "enabled": jax.config.jax_enable_compilation_cache,
+                  "hits": events.count("/jax/compilation_cache/cache_hits"),
+                  "misses": events.count("/jax/compilation_cache/cache_misses")}))
+"""
+
+
+def test_launcher_setup_turns_on_the_compilation_cache_and_the_library_does_not(tmp_path):
+  def probe(how="setup", **env):
+    full = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu",
+                XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    full.update(env)
+    full.pop("JAX_COMPILATION_CACHE_DIR", None)
+    if "MUSEMB_JAX_CACHE" not in env:
+      full.pop("MUSEMB_JAX_CACHE", None)
+    proc = subprocess.run([sys.executable, "-c", _CACHE_PROBE, how], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+  default = str(tmp_path / "xdg" / "musemb" / "jax")
+  first = probe()
+  assert first["before"] is None  # musemb's import left JAX's cache alone
+  assert first["dir"] == default and first["enabled"]
+  assert first["misses"] >= 1 and first["hits"] == 0 and os.listdir(default)
+  # A second run loads the program instead of compiling it; $MUSEMB_JAX_CACHE names the folder
+  # (here the same one, with XDG_CACHE_HOME elsewhere).
+  second = probe(MUSEMB_JAX_CACHE=default, XDG_CACHE_HOME=str(tmp_path / "elsewhere"))
+  assert second["dir"] == default and second["hits"] >= 1 and second["misses"] == 0
+  off = probe("configure", MUSEMB_JAX_CACHE="off")
+  assert not off["enabled"] and off["hits"] == off["misses"] == 0
