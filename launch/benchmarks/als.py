@@ -6,12 +6,16 @@ with the same factors, regularisation, iterations and 3 warm-started conjugate-g
 row (Takacs et al. 2011):
 
 * **ours**: `musemb.systems.wmf.als.fit(counts, alpha=ALPHA, solver="cg")`, confidence c = 1 + alpha * count,
-  twice: on JAX's default single CPU device (in this process), and in a subprocess started with
-  `--xla_force_host_platform_device_count=2` so that the mesh's `data` axis has 2 CPU devices and
-  each bucket's chunk rows are split between them (`run_ours_sharded`). XLA:CPU runs one device's
-  program on one thread (a profile of the 1-device run shows one busy thread; with 2 devices the
-  two devices' loops overlap 1.77x), so the 2-device row is ours on 2 threads, like implicit's.
-  With both cores also used by other jobs, the 2-device run is not faster than the 1-device one.
+  on JAX's default single CPU device, twice, each in a fresh process (`run_ours_process`) with
+  JAX's persistent compilation cache set the way the launchers set it
+  (`launch.common.configure_compilation_cache`) on one temporary folder: the first process starts
+  with it empty (cold: every bucket shape compiles), the second finds the programs the first wrote
+  (warm: the second run of the same fit, as a launcher's rerun, a resumed job or a sweep over
+  alpha/lambda). The whole fit is timed from the call to its return (bucketing, transfers,
+  compilation, 10 iterations), as implicit's `fit` is. `run_ours_process(devices=2)` runs the
+  same fit with the rows sharded over 2 forced CPU devices (XLA:CPU runs one device's program on
+  one thread, so that is ours on 2 threads); it is no longer part of the default run, to keep the
+  suite to three fits (with both cores used by other jobs it was not faster than 1 device).
 * **implicit** 0.7.3 (Frederickson, github.com/benfred/implicit):
   `implicit.cpu.als.AlternatingLeastSquares(factors, regularization, iterations=..., use_cg=True,
   num_threads=2)` fitted on the matrix of 1 + alpha * count, because implicit takes its input values
@@ -185,12 +189,12 @@ conf = scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tup
 model = AlternatingLeastSquares(factors=int(factors), regularization=float(reg),
                                 iterations=int(iterations), use_cg=True,
                                 num_threads=int(threads), random_state=0)
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 model.fit(conf, show_progress=False)
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 np.savez(out_path, user_factors=np.asarray(model.user_factors, np.float32),
          item_factors=np.asarray(model.item_factors, np.float32))
-print(json.dumps({"seconds": seconds}))
+print(json.dumps({"seconds": seconds, "cpu": cpu}))
 """
 
 
@@ -200,10 +204,10 @@ def implicit_available() -> bool:
 
 
 def run_implicit(train: scipy.sparse.csr_matrix, *, factors: int, regularization: float,
-                 iterations: int, alpha: float) -> tuple[np.ndarray, np.ndarray, float]:
+                 iterations: int, alpha: float) -> tuple[np.ndarray, np.ndarray, float, float]:
   """implicit's CPU ALS on confidences 1 + alpha*count in a subprocess (OPENBLAS_NUM_THREADS=1).
 
-  Returns (user factors, item factors, seconds of `fit`).
+  Returns (user factors, item factors, wall-clock seconds of `fit`, its process CPU seconds).
   """
   conf = train.astype(np.float32).tocsr()
   conf.data = wmf.confidence(conf.data, alpha=alpha)
@@ -217,14 +221,22 @@ def run_implicit(train: scipy.sparse.csr_matrix, *, factors: int, regularization
                           capture_output=True, text=True, env=env)
     if proc.returncode:
       raise RuntimeError(f"implicit's ALS failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
+    timing = json.loads(proc.stdout.strip().splitlines()[-1])
     with np.load(out_path) as z:
-      return z["user_factors"], z["item_factors"], float(seconds)
+      return (z["user_factors"], z["item_factors"], float(timing["seconds"]),
+              float(timing["cpu"]))
 
 
 def run_ours(train: scipy.sparse.csr_matrix, *, factors: int, regularization: float,
-             iterations: int, alpha: float) -> tuple[np.ndarray, np.ndarray, list[float]]:
-  """`musemb.systems.wmf.als.fit` without loss evaluation; returns factors and per-iteration seconds."""
+             iterations: int, alpha: float
+             ) -> tuple[np.ndarray, np.ndarray, list[float], float, float]:
+  """`musemb.systems.wmf.als.fit` without loss evaluation.
+
+  Returns the factors, the seconds of each iteration (the first counted from the call, so it holds
+  the bucketing, the transfers and the compilation), and the wall-clock and process CPU seconds
+  of the whole `fit` call.
+  """
+  cpu_start = time.process_time()
   stamps = [time.perf_counter()]
 
   def tick(it, loss, x, y):
@@ -235,44 +247,55 @@ def run_ours(train: scipy.sparse.csr_matrix, *, factors: int, regularization: fl
   x, y = wmf.fit(train, factors=factors, regularization=regularization, alpha=alpha,
                  iterations=iterations, solver="cg", cg_steps=CG_STEPS, seed=0,
                  compute_loss=False, callback=tick, chunk_cells=CHUNK_CELLS)
-  return x, y, list(np.diff(stamps))
+  return (x, y, list(np.diff(stamps)), time.perf_counter() - stamps[0],
+          time.process_time() - cpu_start)
 
 
-_SHARDED_SCRIPT = r"""
-import json, sys
+_OURS_SCRIPT = r"""
+import sys
 import numpy as np, scipy.sparse
+from launch import common
+data_path, out_path, factors, reg, iterations, alpha, cache = sys.argv[1:8]
+common.configure_compilation_cache(cache)
 from launch.benchmarks import als
-data_path, out_path, factors, reg, iterations, alpha = sys.argv[1:7]
 z = np.load(data_path)
 train = scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-x, y, per_it = als.run_ours(train, factors=int(factors), regularization=float(reg),
-                            iterations=int(iterations), alpha=float(alpha))
-np.savez(out_path, user_factors=x, item_factors=y, seconds=np.asarray(per_it))
+x, y, per_it, total, cpu = als.run_ours(train, factors=int(factors), regularization=float(reg),
+                                        iterations=int(iterations), alpha=float(alpha))
+np.savez(out_path, user_factors=x, item_factors=y, seconds=np.asarray(per_it), total=total,
+         cpu=cpu)
 """
 
 
-def run_ours_sharded(train: scipy.sparse.csr_matrix, *, devices: int, factors: int,
-                     regularization: float, iterations: int,
-                     alpha: float) -> tuple[np.ndarray, np.ndarray, list[float]]:
-  """`run_ours` in a subprocess whose JAX sees `devices` CPU devices (rows sharded over `data`).
+def run_ours_process(train: scipy.sparse.csr_matrix, *, devices: int, cache_dir: str,
+                     factors: int, regularization: float, iterations: int,
+                     alpha: float) -> tuple[np.ndarray, np.ndarray, list[float], float, float]:
+  """`run_ours` in a fresh process whose JAX sees `devices` CPU devices and caches under cache_dir.
 
-  XLA:CPU gives each device its own thread, so this is how our ALS uses `devices` cores; the
-  device count must be set before JAX starts, hence the subprocess.
+  XLA:CPU gives each device its own thread, so `devices` > 1 is how our ALS uses several cores
+  (rows sharded over the mesh's `data` axis); the device count must be set before JAX starts,
+  hence the process. `cache_dir` is JAX's persistent compilation cache as the launchers set it
+  (`launch.common.configure_compilation_cache`): an empty folder gives the cold fit, a folder a
+  previous run filled the warm one; "off" disables the cache.
   """
   with tempfile.TemporaryDirectory() as tmp:
     data_path, out_path = os.path.join(tmp, "train.npz"), os.path.join(tmp, "factors.npz")
     np.savez(data_path, data=train.data, indices=train.indices, indptr=train.indptr,
              shape=np.asarray(train.shape))
     flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
-    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, data_path, out_path,
-                           str(factors), str(regularization), str(iterations), str(alpha)],
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run([sys.executable, "-c", _OURS_SCRIPT, data_path, out_path,
+                           str(factors), str(regularization), str(iterations), str(alpha),
+                           cache_dir],
                           capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode:
       raise RuntimeError(f"the {devices}-device run failed (exit {proc.returncode}):\n"
                          f"{proc.stderr[-2000:]}")
     with np.load(out_path) as z:
-      return z["user_factors"], z["item_factors"], list(z["seconds"])
+      return (z["user_factors"], z["item_factors"], list(z["seconds"]), float(z["total"]),
+              float(z["cpu"]))
 
 
 def run(quick: bool = False) -> str:
@@ -286,36 +309,39 @@ def run(quick: bool = False) -> str:
   lines = [f"data: {size.users:,} users x {size.items:,} items, {counts.nnz:,} non-zeros "
            f"({train.nnz:,} train), generated in {time.perf_counter() - start:.1f}s; "
            f"f={FACTORS}, lambda={REGULARIZATION}, alpha={ALPHA}, {iterations} iterations, CG "
-           f"{CG_STEPS} steps, chunk_cells={CHUNK_CELLS}; quality over {len(users):,} users",
-           "", f"| system | s/iteration | first iteration (s) | recall@{RECALL_K} | map@{MAP_N} |",
-           "|---|---|---|---|---|"]
+           f"{CG_STEPS} steps, chunk_cells={CHUNK_CELLS}; quality over {len(users):,} users; "
+           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+           "", f"| system | whole fit (s) | whole fit, CPU s | s/iteration | first iteration (s) | "
+           f"recall@{RECALL_K} | map@{MAP_N} |", "|---|---|---|---|---|---|---|"]
   kwargs = dict(factors=FACTORS, regularization=REGULARIZATION, iterations=iterations, alpha=ALPHA)
   ours = {}
-  for devices in (1, NUM_THREADS):
-    if devices == 1:
-      x, y, per_it = run_ours(train, **kwargs)
-    else:
-      x, y, per_it = run_ours_sharded(train, devices=devices, **kwargs)
-    seconds = float(np.median(per_it[1:])) if len(per_it) > 1 else per_it[0]
-    q = quality(x, y, train, heldout, users)
-    name = "1 device" if devices == 1 else f"{devices} devices, rows sharded"
-    ours[name] = (seconds, q)
-    lines.append(f"| musemb (JAX CPU, {name}) | {seconds:.3f} | {per_it[0]:.2f} | "
-                 f"{q[f'recall@{RECALL_K}']:.4f} | {q[f'map@{MAP_N}']:.4f} |")
+  with tempfile.TemporaryDirectory() as cache:
+    # One cache folder, empty for the first process (cold: every bucket shape compiles) and
+    # filled by it for the second (warm: a rerun of the same fit, as a launcher's second run).
+    for name in ("cold compilation cache", "warm compilation cache"):
+      x, y, per_it, total, cpu = run_ours_process(train, devices=1, cache_dir=cache, **kwargs)
+      seconds = float(np.median(per_it[1:])) if len(per_it) > 1 else per_it[0]
+      q = quality(x, y, train, heldout, users)
+      ours[name] = (total, cpu, seconds, q)
+      lines.append(f"| musemb (JAX CPU, 1 device, {name}) | {total:.2f} | {cpu:.2f} | {seconds:.3f} | "
+                   f"{per_it[0]:.2f} | {q[f'recall@{RECALL_K}']:.4f} | {q[f'map@{MAP_N}']:.4f} |")
   if not implicit_available():
     lines += ["", INSTALL_HINT]
   else:
-    xi, yi, seconds = run_implicit(train, **kwargs)
+    xi, yi, seconds, theirs_cpu = run_implicit(train, **kwargs)
     qi = quality(xi, yi, train, heldout, users)
     theirs_s = seconds / iterations
-    lines.append(f"| implicit 0.7.3 CPU ({NUM_THREADS} threads) | {theirs_s:.3f} | - | "
-                 f"{qi[f'recall@{RECALL_K}']:.4f} | {qi[f'map@{MAP_N}']:.4f} |")
+    lines.append(f"| implicit 0.7.3 CPU ({NUM_THREADS} threads) | {seconds:.2f} | {theirs_cpu:.2f} | "
+                 f"{theirs_s:.3f} "
+                 f"| - | {qi[f'recall@{RECALL_K}']:.4f} | {qi[f'map@{MAP_N}']:.4f} |")
     lines.append("")
     recall, map_n = f"recall@{RECALL_K}", f"map@{MAP_N}"
-    for name, (ours_s, q) in ours.items():
-      lines.append(f"ratio musemb ({name})/implicit: time per iteration {ours_s / theirs_s:.2f}x "
-                   f"(< 1 is faster), {map_n} {q[map_n] / max(qi[map_n], 1e-12):.3f}x, "
-                   f"{recall} {q[recall] / max(qi[recall], 1e-12):.3f}x")
+    for name, (total, cpu, ours_s, q) in ours.items():
+      lines.append(f"ratio musemb ({name})/implicit: whole fit {total / seconds:.2f}x wall-clock, "
+                   f"{cpu / theirs_cpu:.2f}x CPU seconds, time per "
+                   f"iteration {ours_s / theirs_s:.2f}x (< 1 is faster), {map_n} "
+                   f"{q[map_n] / max(qi[map_n], 1e-12):.3f}x, {recall} "
+                   f"{q[recall] / max(qi[recall], 1e-12):.3f}x")
   table = "\n".join(lines)
   print(table)
   return table
