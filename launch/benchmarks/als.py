@@ -33,7 +33,9 @@ Quality: 20% of each user's pairs are held out (`musemb.systems.wmf.fit.split_ho
 each evaluated user's unseen training items and are scored with recall@50 and the MSD challenge's
 mAP@500 (`musemb.metrics`) on the same users. Time: seconds per ALS iteration of fitting only (no
 loss evaluation); ours excludes the first iteration, which includes XLA compilation (reported
-apart); implicit's is its total fit time / iterations (it has no compilation). Ours runs with
+apart, and inside the whole fit); implicit's is its total fit time / iterations (it has no
+compilation). The whole fit is also reported in process CPU seconds, which other jobs on the
+cores disturb less than wall-clock. Ours runs with
 `chunk_cells=CHUNK_CELLS` (2^13, `wmf.fit`'s default): the CG passes read each chunk's gathered
 [rows, width, f] factor block 7 times, so the block (2 MiB) is sized for a core's L2 cache.
 
@@ -62,9 +64,7 @@ is between variants interleaved in one process, or on a stated size):
   as less work.
 
 The first iteration includes compiling one solve per bucket shape (48 at full size): 31-32 s here.
-
-Results (full size, two runs of `python -m launch.benchmark --suite=als` at load average 3.5-5 on
-the 2 cores, i.e. with other jobs running):
+The results below (before the compilation cache) are per iteration only, with the 2-device row:
 
 | system | s/iteration (run 1, run 2) | recall@50 | map@500 |
 |---|---|---|---|
@@ -72,13 +72,20 @@ the 2 cores, i.e. with other jobs running):
 | musemb, 2 CPU devices | 0.986, 1.027 | 0.2673 | 0.1088 |
 | implicit 0.7.3, 2 threads | 1.417, 1.391 | 0.2657 | 0.1075 |
 
-ratio musemb/implicit time per iteration: 0.57x and 0.55x (1 device), 0.70x and 0.74x (2
-devices); map@500 1.013x, recall@50 1.006x. Two earlier runs during this change, without the
-2-device row: 0.57x (0.582 s against 1.029 s) and 0.55x (0.734 s against 1.324 s). In process CPU
-time per iteration (full size, same conditions) ours took 0.81-0.90 s and implicit 1.21-1.52 s: per
-core ours does 1.5-1.7x implicit's work, which is what the ratio rests on while other jobs hold
-the second core. On an idle machine implicit gets both cores (0.50 s per iteration was measured
-before this change) and the 2-device row is the one to compare; no idle run was possible here.
+(load average 3.5-5; ratio per iteration 0.57x / 0.55x for 1 device, 0.70x / 0.74x for 2.)
+
+Whole fit, with the launchers' compilation cache (issue 14; one run of `python -m launch.benchmark
+--suite=als`, load average 13-16 on the 2 cores, so wall-clock is about 2-4x an idle run's):
+
+| system | whole fit s | CPU s | s/iteration | first iteration s | recall@50 | map@500 |
+|---|---|---|---|---|---|---|
+| musemb, cold cache | 197.88 | 63.97 | 2.437 | 172.40 | 0.2673 | 0.1088 |
+| musemb, warm cache | 30.81 | 20.70 | 1.851 | 12.53 | 0.2673 | 0.1088 |
+| implicit 0.7.3, 2 threads | 40.92 | 18.91 | 4.092 | - | 0.2657 | 0.1074 |
+
+Warm: 0.75x implicit's wall-clock, 1.09x its CPU seconds. Cold: 4.84x (the 48 compilations);
+the quick size (2k x 4k, 3 iterations, about 40 shapes) is all compilation: cold 361 s / 26.2 CPU
+s, warm 47 s / 3.4 CPU s, against implicit's 2.0 s / 0.18 CPU s at load 23-34.
 """
 
 from __future__ import annotations
