@@ -101,6 +101,9 @@ def base(system: str) -> ml_collections.ConfigDict:
   # Five tasks: the audio and tag rows at 4, the artists at 1 (module docstring, "Defaults").
   c.model.max_norms = ml_collections.ConfigDict(dict(audio=4.0, artists=0.0, tags=4.0))
   c.model.ensemble = 1             # M members trained together (vmap); scores summed at test time
+  # How a step applies V to its bags: gather (rows of each bag, segment sum) | dense (the batch's
+  # bags as dense rows, one GEMM) | auto (dense when codewords <= 8 x the bag width; models/linear.py)
+  c.model.bag_form = "auto"
 
   c.loss = ml_collections.ConfigDict()
   c.loss.kind = "warp"             # warp (sampled rank) | warp_exact | auc (eq. 9)

@@ -3,8 +3,13 @@
 Parameters are plain arrays in a pytree (no linen module: a table needs no layers, and plain arrays
 make `vmap` over ensemble members, sharding and checkpointing trivial). A sparse input (a song's
 bag-of-frames) is a padded list of feature ids `idx [..., P]` with values `val [..., P]`; padding has
-value 0. Applying a table is a gather of its rows followed by a weighted sum over the bag, i.e. a
-segment sum with one segment per song; the input is never densified.
+value 0. Applying a table is a weighted sum of the rows of a bag's features, in one of two forms
+(`apply_sparse`): a gather of the rows and a segment sum (memory and work per bag: P rows), or the
+batch's bags scattered into dense rows `[n, F]` and one matrix product with the table (work F per
+bag, but a GEMM, and its gradient with respect to the table another GEMM instead of a scatter-add
+of n*P rows). Tables and data on disk stay sparse; only a batch's bags are densified, inside the
+step, when that is the faster form (DESIGN: "Inside a step, pick the form that is fastest for the
+batch").
 """
 
 from __future__ import annotations
@@ -22,8 +27,37 @@ def normal_tables(rng: jax.Array, rows: dict[str, int], dim: int, members: int =
           for k, (name, n) in zip(keys, sorted(rows.items()))}
 
 
-def apply_sparse(table: jax.Array, idx: jax.Array, val: jax.Array) -> jax.Array:
-  """table [F, D], idx/val [..., P] -> [..., D]: sum_p val[p] * table[idx[p]]."""
+BAG_FORMS = ("auto", "gather", "dense")
+# `auto` densifies when F <= DENSE_FACTOR * P. Measured on 2 cores (the MUSLSE step with its
+# gradient, d = 100, B = 128, F = 2,000 codewords, P = 683: the `bags20k` world of
+# launch/benchmarks/warp.py), the dense form's step took 1/7-1/10 of the gather's at F / P = 3
+# (README, Benchmarks, `warp`): its F / P times more multiply-adds run as GEMMs, where the gather
+# form's forward gathers B * P rows and its gradient scatter-adds as many, which XLA's CPU backend
+# does row by row. The factor 8 keeps the dense form while the extra work is within what that
+# speed-up pays for, and the gather where bags are tiny against the vocabulary (F = 1M, P = 50:
+# memory B * F and 20,000x the work).
+DENSE_FACTOR = 8
+
+
+def apply_sparse(table: jax.Array, idx: jax.Array, val: jax.Array, form: str = "auto"
+                 ) -> jax.Array:
+  """table [F, D], idx/val [..., P] -> [..., D]: sum_p val[p] * table[idx[p]].
+
+  form: "gather" (gather the P rows of each bag, weighted sum), "dense" (scatter the bags into
+  dense rows [n, F], one GEMM) or "auto" (dense when F <= DENSE_FACTOR * P). The forms agree up to
+  float32 summation order.
+  """
+  if form not in BAG_FORMS:
+    raise ValueError(f"musemb/models/linear.py apply_sparse: form={form!r}; expected one of "
+                     f"{BAG_FORMS} (model.bag_form in configs/muslse.py).")
+  if idx.shape != val.shape:
+    raise ValueError(f"musemb/models/linear.py apply_sparse: idx {idx.shape} and val {val.shape} "
+                     "must have the same shape [..., P].")
+  num_features, width = table.shape[0], idx.shape[-1]
+  if form == "dense" or (form == "auto" and num_features <= DENSE_FACTOR * width):
+    lead = idx.shape[:-1]
+    dense = densify(idx.reshape(-1, width), val.reshape(-1, width), num_features)
+    return (dense @ table).reshape(*lead, table.shape[-1])
   return jnp.einsum("...p,...pd->...d", val, table[idx])
 
 

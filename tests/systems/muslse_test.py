@@ -90,6 +90,54 @@ def test_embed_songs_is_a_sparse_matvec():
   np.testing.assert_allclose(np.asarray(muslse_tasks.embed_songs(V, idx, val)), dense @ V, rtol=1e-5)
 
 
+def test_bag_forms_agree_and_bad_forms_are_errors():
+  """The gather + segment sum and the densified GEMM are the same product (and its gradient)."""
+  from musemb.models import linear
+  rng = np.random.default_rng(1)
+  V = jnp.asarray(rng.normal(size=(30, 5)).astype(np.float32))
+  idx = jnp.asarray(rng.integers(0, 30, (2, 3, 7)).astype(np.int32))   # leading dims [2, 3]
+  val = rng.random((2, 3, 7)).astype(np.float32)
+  val[..., -3:] = 0.0
+  val = jnp.asarray(val)
+  outs, grads = {}, {}
+  for form in ("gather", "dense", "auto"):
+    outs[form] = np.asarray(linear.apply_sparse(V, idx, val, form))
+    grads[form] = np.asarray(jax.grad(lambda v, f=form: jnp.sum(
+        linear.apply_sparse(v, idx, val, f) ** 2))(V))
+  assert outs["dense"].shape == (2, 3, 5)
+  for form in ("dense", "auto"):
+    np.testing.assert_allclose(outs[form], outs["gather"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[form], grads["gather"], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="model.bag_form"):
+    linear.apply_sparse(V, idx, val, "sparse")
+
+
+def test_scoring_all_tags_once_is_the_per_block_scoring(tiny_data, monkeypatch):
+  """Tags (Y <= one block): one [B, Y] score matrix looked up per block gives the loss and the
+  gradient of scoring each block's gathered label rows (same draws, same rank estimates)."""
+  config, data = tiny_data
+  config = config.copy_and_resolve_references()
+  config.tasks.names, config.loss.kind = "tag_prediction", "warp"
+  config.loss.budget = 64                     # a block of 64 draws holds the tiny world's 43 tags
+  p = muslse.init(config, data.info, jax.random.key(4))["params"]
+  batch = {"song": jnp.asarray(data.train_batch(0)["song"])}
+  tables = jax.tree.map(jnp.asarray, data.tables)
+
+  def loss_and_grad():
+    fn = lambda params: muslse_tasks.task_loss("tag_prediction", jax.tree.map(lambda x: x[0], params),
+                                              batch, tables, jax.random.key(7), config)
+    return jax.value_and_grad(fn)(p)
+
+  assert data.info["num_tags"] <= config.loss.budget          # so a step scores all tags once
+  loss_all, grad_all = loss_and_grad()
+  monkeypatch.setattr(muslse_tasks, "_scores_all_labels", lambda prob, budget: False)
+  loss_block, grad_block = loss_and_grad()
+  assert float(loss_all) > 0
+  np.testing.assert_allclose(float(loss_all), float(loss_block), rtol=1e-5)
+  for name in grad_all:
+    np.testing.assert_allclose(grad_all[name], grad_block[name], rtol=1e-4, atol=1e-6)
+
+
 def test_ensemble_scores_are_summed_at_test_time(tiny_data):
   config, data = tiny_data
   config = config.copy_and_resolve_references()

@@ -2,8 +2,10 @@
 
 The paper's recipe on one screen:
 
-* Parameters (§3): V [|S|, d] maps a song's bag-of-frames vector s to V^T s (a gather of the rows of
-  its non-zero codewords weighted by their counts, summed: a segment sum over the padded bag);
+* Parameters (§3): V [|S|, d] maps a song's bag-of-frames vector s to V^T s (the rows of its
+  non-zero codewords weighted by their counts, summed; a step computes it for its batch as a
+  gather and segment sum or, where bags are dense enough, `model.bag_form`, as one GEMM of the
+  batch's bags densified);
   A [|A|, d] artists; T [|T|, d] tags. Initialised N(0, 1/sqrt(d)) (Algorithm 1), every row kept
   within the ball ||.|| <= C after each update (constraints 1-3, `project`).
 * Five scoring functions (eqs. 4-8), all dot products in the one space: artist prediction A_i . Vs,

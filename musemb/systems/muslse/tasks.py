@@ -20,9 +20,12 @@ from musemb.samplers import warp as warp_sampler
 from musemb.systems.muslse import data as bof_data
 
 
-def embed_songs(V: jax.Array, idx: jax.Array, val: jax.Array) -> jax.Array:
-  """Phi_Song(s) = V^T s for sparse bags: V [|S|, d], idx/val [..., P] -> [..., d]."""
-  return linear.apply_sparse(V, idx, val)
+def embed_songs(V: jax.Array, idx: jax.Array, val: jax.Array, form: str = "auto") -> jax.Array:
+  """Phi_Song(s) = V^T s for sparse bags: V [|S|, d], idx/val [..., P] -> [..., d].
+
+  `form` (`model.bag_form`): a gather and segment sum, or the batch's bags densified and one GEMM
+  (`linear.apply_sparse`; the same product in another order)."""
+  return linear.apply_sparse(V, idx, val, form)
 
 
 @dataclasses.dataclass
@@ -58,9 +61,10 @@ def _random_member(rng: jax.Array, table: jax.Array, exclude: jax.Array | None =
   return jnp.take_along_axis(table, col[:, None], axis=1)[:, 0], valid
 
 
-def _problem(task: str, p: dict, batch: dict, tables: bof_data.BofTables, rng: jax.Array) -> _Problem:
+def _problem(task: str, p: dict, batch: dict, tables: bof_data.BofTables, rng: jax.Array,
+             bag_form: str = "auto") -> _Problem:
   """The batch holds training-song row ids (`song` [B]); their features are gathered on device."""
-  songs_emb = lambda ids: embed_songs(p["V"], tables.song_idx[ids], tables.song_val[ids])
+  songs_emb = lambda ids: embed_songs(p["V"], tables.song_idx[ids], tables.song_val[ids], bag_form)
   song = batch["song"]
   num_songs = tables.song_idx.shape[0]
   song_artist = tables.song_artist
@@ -130,6 +134,12 @@ def _alpha(config: ml_collections.ConfigDict) -> tuple[str, int | None]:
   return kind, (config.loss.top_k if kind == "top_k" else None)
 
 
+def _scores_all_labels(prob: _Problem, budget: int) -> bool:
+  """Whether a step scores every label once (a label set no larger than a block of draws, each
+  example with its own draws) rather than the candidates of each block."""
+  return not prob.shared_candidates and prob.num_labels <= budget
+
+
 def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
   """Sum over valid examples of the configured ranking loss for one task."""
   lc = config.loss
@@ -145,10 +155,20 @@ def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigD
     budget = int(min(lc.budget, 2 * prob.num_labels))
     stopped_query = jax.lax.stop_gradient(prob.query)
 
-    def score_candidates(ids):                                                      # [B, K]
-      if prob.shared_candidates:   # every row of ids is the same draw: embed it once
-        return stopped_query @ jax.lax.stop_gradient(prob.embed_labels(ids[0])).T
-      return jnp.einsum("bd,bkd->bk", stopped_query, jax.lax.stop_gradient(prob.embed_labels(ids)))
+    if _scores_all_labels(prob, budget):
+      # A label set no larger than one block (tags): score every label once per step, one
+      # [B, d] x [d, Y] GEMM, and let each block look its candidates up, instead of gathering a
+      # [B, K, d] block of label rows per block (K >= Y rows for each example). The same scores
+      # (summation order aside), so the same draws and rank estimates.
+      all_scores = stopped_query @ jax.lax.stop_gradient(
+          prob.embed_labels(jnp.arange(prob.num_labels))).T                          # [B, Y]
+      score_candidates = lambda ids: jnp.take_along_axis(all_scores, ids, axis=1)
+    else:
+      def score_candidates(ids):                                                    # [B, K]
+        if prob.shared_candidates:   # every row of ids is the same draw: embed it once
+          return stopped_query @ jax.lax.stop_gradient(prob.embed_labels(ids[0])).T
+        return jnp.einsum("bd,bkd->bk", stopped_query,
+                          jax.lax.stop_gradient(prob.embed_labels(ids)))
 
     if lc.kind == "warp":
       sample = warp_sampler.sample_warp(
@@ -182,4 +202,5 @@ def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigD
 
 def task_loss(task, p, batch, tables, rng, config):
   r_prob, r_loss = jax.random.split(rng)
-  return _ranking_loss(_problem(task, p, batch, tables, r_prob), r_loss, config)
+  return _ranking_loss(_problem(task, p, batch, tables, r_prob, config.model.get("bag_form", "auto")),
+                       r_loss, config)
