@@ -69,6 +69,9 @@ def base(system: str) -> ml_collections.ConfigDict:
   c.train.patience = 4             # evaluations without improvement before a drop / the stop
   c.train.eval_metric = ""         # validation metric ("-name": smaller is better)
   c.train.num_devices = 0          # 0 = all visible devices
+  # Steps per jitted call (a lax.scan; musemb.train.make_train_steps): fewer host round trips for
+  # steps of a few ms. Logging, checkpoints and validation stay on the same steps (calls end there).
+  c.train.steps_per_call = 1
 
   c.eval = ml_collections.ConfigDict()
   c.eval.split = "test"            # what the final evaluation scores

@@ -13,6 +13,10 @@ call them instead of rebuilding them: `make_optimizer`, `create_train_state`, `m
   trajectory depends only on the seed and the step, never on how many devices or restarts it saw;
 * the host batcher is a deterministic function of the step (`musemb.data.pipeline.EpochBatcher`), so
   the data position is the step and resuming is exact;
+* `train.steps_per_call` > 1 runs that many steps per jitted call (`make_train_steps`, a `lax.scan`
+  over stacked batches) for steps so short that the host's per-call work shows; a call never
+  crosses a logging, checkpoint or validation step (`call_length`), so those happen at the same
+  steps, with the same state, as with one step per call, and resuming stays exact;
 * orbax `CheckpointManager`: periodic, keep N, final, and on SIGTERM (preemption) before exiting;
   a second manager keeps the best parameters by the validation metric;
 * TensorBoard scalars (loss, gradient/parameter norms, learning rate, per-task losses, steps/s,
@@ -159,6 +163,41 @@ def make_train_step(system: systems_lib.System, config: ml_collections.ConfigDic
                  donate_argnums=(0,))
 
 
+def make_train_steps(system: systems_lib.System, config: ml_collections.ConfigDict,
+                     tx: optax.GradientTransformation) -> Callable:
+  """`steps(state, batches, tables) -> (state, metrics)`: `train_step` over the leading axis of
+  `batches` ([n, batch, ...], one batch per step) in one jitted `lax.scan`, the state donated;
+  metrics come back stacked ([n] per entry). The same updates as n calls of `make_train_step`'s
+  function (the step's randomness is `fold_in(rng, state.step)`), without n dispatches from
+  Python: `train.steps_per_call` (a step of a few milliseconds, as MUSLSE's, spends a noticeable
+  share of its time in the host's per-call work)."""
+  def steps(state, batches, tables):
+    return jax.lax.scan(
+        lambda s, b: train_step(s, b, tables, system=system, config=config, tx=tx), state, batches)
+  return jax.jit(steps, donate_argnums=(0,))
+
+
+def call_length(step: int, steps_per_call: int, num_steps: int, every: tuple[int, ...]) -> int:
+  """How many steps the call starting at `step` runs: at most `steps_per_call`, never past
+  `num_steps` nor past the next multiple of any positive entry of `every` (the logging,
+  checkpoint and validation periods), so each of them falls on a call boundary at the very step it
+  would with one step per call."""
+  n = min(int(steps_per_call), num_steps - step)
+  for period in every:
+    if period > 0:
+      n = min(n, period - step % period)
+  return max(n, 1)
+
+
+def stacked_batches(data: Any, step: int, n: int, mesh) -> dict[str, jax.Array]:
+  """The batches of steps [step, step + n) stacked [n, batch, ...], the batch axis over `data`."""
+  host = [data.train_batch(s) for s in range(step, step + n)]
+  spec = sharding.batch_sharding(mesh).spec
+  placed = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *spec))
+  return {k: jax.make_array_from_process_local_data(placed, np.stack([b[k] for b in host]))
+          for k in host[0]}
+
+
 def _state_initializer(system: systems_lib.System, config: ml_collections.ConfigDict, info: dict,
                        tx: optax.GradientTransformation) -> Callable[[jax.Array], TrainState]:
   def init_state(rng):
@@ -265,18 +304,20 @@ def _periodic(step: int, every: int, num_steps: int) -> bool:
 def _summarise(history: list[dict]) -> dict[str, float]:
   """Means of the step metrics since the last log. A dict-valued metric logs each entry as
   `<key>/<name>` (`task_losses` as `loss/<task>`), averaged over the steps where it is finite (a
-  task not drawn in a step reports NaN)."""
+  task not drawn in a step reports NaN). An entry of `history` is one call's metrics: scalars for
+  one step, or [n] for a call of n steps (`train.steps_per_call`); every step counts once."""
   host = jax.device_get(history)
+  steps = lambda values: np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in values])
   out = {}
   for key, first in host[0].items():
     if isinstance(first, dict):
       prefix = "loss" if key == "task_losses" else key
       for name in first:
-        values = np.asarray([h[key][name] for h in host], np.float64)
+        values = steps([h[key][name] for h in host])
         if np.isfinite(values).any():
           out[f"{prefix}/{name}"] = float(values[np.isfinite(values)].mean())
     else:
-      out[key] = float(np.mean([h[key] for h in host]))
+      out[key] = float(np.mean(steps([h[key] for h in host])))
   return out
 
 
@@ -317,6 +358,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                            ("train.patience", t.patience, 1),
                            ("train.examples_per_epoch", t.examples_per_epoch, 0),
                            ("train.num_devices", t.num_devices, 0),
+                           ("train.steps_per_call", t.get("steps_per_call", 1), 1),
                            ("optimizer.plateau_drops", o.plateau_drops, 0)):
     if int(value) != value or value < low:
       problems.append(f"{name}={value!r} (an integer >= {low})")
@@ -484,6 +526,12 @@ def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdi
                     "the final parameters are evaluated.")
 
   step_fn = make_train_step(system, config, tx)
+  steps_per_call = int(config.train.get("steps_per_call", 1) or 1)
+  steps_fn = make_train_steps(system, config, tx) if steps_per_call > 1 else None
+  # Periods that must fall on call boundaries (`call_length`): events happen at the same steps
+  # whatever `train.steps_per_call` is, so a run is the same run.
+  periods = (config.train.log_every, config.train.checkpoint_every,
+             eval_every if can_validate else 0)
   writer = utils.MetricWriter(workdir)
   step = int(state.step)
   batch_size = config.train.batch_size
@@ -499,15 +547,19 @@ def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdi
 
   with _Preemption() as preemption:
     while step < num_steps and not progress["stopped_early"]:
-      batch = sharding.shard_batch(data.train_batch(step), mesh)
-      state, metrics = step_fn(state, batch, tables)
+      n = call_length(step, steps_per_call, num_steps, periods) if steps_fn else 1
+      if n == 1:
+        batch = sharding.shard_batch(data.train_batch(step), mesh)
+        state, metrics = step_fn(state, batch, tables)
+      else:
+        state, metrics = steps_fn(state, stacked_batches(data, step, n, mesh), tables)
       history.append(metrics)
-      step += 1
+      step += n
       if start_time is None:
         jax.block_until_ready(metrics["loss"])
         start_time, start_step = time.perf_counter(), step
 
-      preempted = preemption.requested.is_set()   # read once: a signal mid-step waits a step
+      preempted = preemption.requested.is_set()   # read once: a signal mid-call waits a call
       checkpoint_due = _periodic(step, config.train.checkpoint_every, num_steps) or preempted
       # On SIGTERM the checkpoint comes first: a validation could overrun the grace period.
       eval_due = (can_validate and not preempted

@@ -30,7 +30,8 @@ from absl import logging
 # Keys that never change what a checkpoint means: how often things happen, where, and how the
 # final evaluation is run.
 FREE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-             "train.eval_every", "train.eval_every_epochs", "train.num_devices", "eval.")
+             "train.eval_every", "train.eval_every_epochs", "train.num_devices",
+             "train.steps_per_call", "eval.")
 # Keys a user may change on resume, saying so: the run continues the same model and optimizer.
 RESUMABLE_KEYS = ("train.num_steps", "train.epochs", "train.examples_per_epoch", "train.patience",
                   "optimizer.learning_rate", "optimizer.plateau_drops",

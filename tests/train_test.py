@@ -265,3 +265,36 @@ def test_a_run_still_improving_at_its_last_step_says_so(tiny_config, tmp_path):
   record = train._record_training(workdir, tiny_config, progress, 40, 40, True)  # pylint: disable=protected-access
   assert not record["stopped_early"] and not record["still_improving"]
   assert "Ran all 40 steps (best validation" in open(report.write_report(workdir)).read()
+
+
+def test_call_length_ends_calls_at_every_period():
+  assert train.call_length(0, 8, 100, (10, 0)) == 8
+  assert train.call_length(8, 8, 100, (10, 0)) == 2          # the log/eval step 10 ends a call
+  assert train.call_length(10, 8, 100, (10, 25)) == 8
+  assert train.call_length(18, 8, 100, (10, 25)) == 2
+  assert train.call_length(20, 8, 100, (10, 25)) == 5        # 25 is a checkpoint step
+  assert train.call_length(96, 8, 100, ()) == 4              # never past num_steps
+  assert train.call_length(5, 1, 100, (10,)) == 1
+
+
+def test_steps_per_call_is_the_same_run(tiny_config, tmp_path, final_params):
+  """Several steps per jitted call (lax.scan) give the parameters, checkpoints and validations of
+  one step per call: calls end at every log, checkpoint and validation step."""
+  runs = {}
+  for steps_per_call in (1, 4):
+    config = tiny_config.copy_and_resolve_references()
+    config.train.num_steps, config.train.steps_per_call = 26, steps_per_call
+    config.train.log_every, config.train.checkpoint_every, config.train.eval_every = 7, 10, 6
+    config.train.keep_checkpoints = 5
+    workdir = str(tmp_path / f"calls{steps_per_call}")
+    metrics = train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "training.json")) as f:
+      record = json.load(f)
+    runs[steps_per_call] = (metrics, record, sorted(os.listdir(os.path.join(workdir, "checkpoints"))),
+                            final_params(workdir)[1])
+  (m1, r1, c1, p1), (m4, r4, c4, p4) = runs[1], runs[4]
+  assert c1 == c4 and r1 == r4 and r1["steps"] == 26
+  for name in p1:
+    np.testing.assert_allclose(p1[name], p4[name], rtol=1e-5, atol=1e-6)
+  for key, value in m1.items():
+    assert m4[key] == pytest.approx(value, abs=1e-6), key
