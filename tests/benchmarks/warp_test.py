@@ -178,7 +178,14 @@ def test_run_without_lightfm_reports_the_muslse_half(tmp_path, monkeypatch):
   monkeypatch.setattr(warp, "QUICK_PLANS", (warp.Plan(
       plan.size, budget_s=0.3, patience=plan.patience, lightfm_grid=plan.lightfm_grid,
       muslse_grid=plan.muslse_grid[:1]),))
+  # The bag-of-frames plan too, on a world small enough for a test (with 4 steps per call).
+  monkeypatch.setattr(warp, "QUICK_BAGS_PLAN", warp.Plan(
+      "bags300", budget_s=0.3, patience=3, lightfm_grid=((0.05, 10),),
+      muslse_grid=(("adagrad", 0.1),), batch_size=16, steps_per_call=4,
+      bags=warp.BofWorld(train_songs=300, test_songs=100, codewords=200, tags=20, topics=5,
+                         frames=(40, 80))))
   table = warp.run(quick=True, cache_dir=str(tmp_path))
+  assert "bag-of-frames world 'bags300': 300 training songs" in table
   assert table.startswith(warp.INSTALL_HINT)
   assert "bash launch/install_peers.sh" in table
   rows = [line for line in table.splitlines() if line.startswith("| MUSLSE")]
@@ -189,3 +196,48 @@ def test_run_without_lightfm_reports_the_muslse_half(tmp_path, monkeypatch):
     assert cells[6] == cells[8] == "n/a" and cells[9] == "-"
     assert re.fullmatch(r"[01]\.\d{4} @ \d+\.\d{3} s", cells[5]), cells[5]
     assert float(cells[3].replace(",", "")) > 0 and float(cells[4]) > 0 and float(cells[7]) > 0
+
+
+@pytest.fixture(scope="module")
+def bag_world():
+  world = warp.BofWorld(train_songs=300, test_songs=100, codewords=200, tags=20, topics=5,
+                        frames=(40, 80), seed=3)
+  return world, warp.make_bof_world(world, batch_size=16)
+
+
+def test_bag_world_is_muslse_data_with_the_promised_shape(bag_world):
+  world, data = bag_world
+  train, test = data.splits["train"], data.splits["test"]
+  assert (len(train), len(test)) == (300, 100)
+  assert data.info["num_features"] == 200 and data.info["num_tags"] == 20
+  assert data.tables.song_idx.shape == train.idx.shape and data.tables.task_names == (warp.TASK,)
+  for split in (train, test):
+    assert (split.val != 0).sum(1).min() >= 1
+    # Distinct codewords per bag, l2-normalised counts, padding with value 0.
+    for row_idx, row_val in zip(split.idx[:20], split.val[:20]):
+      ids = row_idx[row_val != 0]
+      assert len(np.unique(ids)) == len(ids)
+    np.testing.assert_allclose(np.linalg.norm(split.val, axis=1), 1.0, rtol=1e-5)
+    counts = split.tags.sum(1)
+    assert counts.min() >= 1 and 2.0 < counts.mean() < 6.0        # 1 + Poisson(3)
+  # At most the frames drawn; the mean is what the info reports.
+  assert data.info["avg_nonzero_features"] == pytest.approx(
+      np.concatenate([(s.val != 0).sum(1) for s in (train, test)]).mean())
+  assert data.info["bag_width"] == max(s.idx.shape[1] for s in (train, test)) <= world.frames[1]
+  assert data.info["bag_width"] == max((s.val != 0).sum(1).max() for s in (train, test))
+  again = warp.make_bof_world(world, batch_size=16)                  # seeded: the same world
+  np.testing.assert_array_equal(again.splits["test"].idx, test.idx)
+  np.testing.assert_array_equal(again.splits["test"].tags, test.tags)
+
+
+def test_bag_world_tags_are_learnable_from_the_bags(bag_world):
+  """Ridge regression from dense bags to tags beats tag popularity on the held-out songs: the
+  topics shape both, so a model of the bags can rank tags (the world is a fair test of WARP)."""
+  from sklearn.linear_model import Ridge
+  _, data = bag_world
+  train, test = data.splits["train"], data.splits["test"]
+  dense = lambda s: warp.bag_matrix(s, data.info["num_features"]).toarray()
+  ridge = Ridge(alpha=1.0).fit(dense(train), train.tags.astype(np.float32))
+  learned = np.nanmean(warp.per_song_p_at_3(ridge.predict(dense(test)), test.tags))
+  popular = np.nanmean(warp.per_song_p_at_3(np.tile(train.tags.mean(0), (len(test), 1)), test.tags))
+  assert learned > popular + 0.1, (learned, popular)
