@@ -36,6 +36,10 @@ FREE_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_checkpoint
 RESUMABLE_KEYS = ("train.num_steps", "train.epochs", "train.examples_per_epoch", "train.patience",
                   "optimizer.learning_rate", "optimizer.plateau_drops",
                   "optimizer.plateau_factor")
+# Keys added to the configs after runs existed, each with the value that reproduces what the code
+# did before it had the key. A saved config without such a key (a run started on older code) is
+# read as holding that value, so the run still resumes; a different value is still a mismatch.
+ADDED_KEYS = {"model.dtype": "float32", "model.bag_form": "auto"}
 
 
 class WorkdirBusyError(RuntimeError):
@@ -64,6 +68,9 @@ def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict
   """{dotted key: (saved value, new value)} of every key whose value differs (or is missing on
   one side, shown as "<absent>")."""
   a, b = _flatten(saved), _flatten(new)
+  for key, old_behaviour in ADDED_KEYS.items():
+    if key in b and key not in a:
+      a[key] = old_behaviour
   return {k: (a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b))
           if a.get(k, "<absent>") != b.get(k, "<absent>")}
 

@@ -53,6 +53,18 @@ def test_a_rerun_with_another_shape_is_refused_and_the_run_still_evaluates(short
     train.train_and_evaluate(other, workdir, allow_changes=("model.embed_dim",))
 
 
+def test_a_run_saved_before_a_key_existed_resumes_only_with_the_old_behaviour():
+  saved = {"model": {"embed_dim": 100}, "train": {"num_steps": 10}}
+  new = {"model": {"embed_dim": 100, "bag_form": "auto", "dtype": "float32"},
+         "train": {"num_steps": 10}}
+  assert workdir_lib.check_resume(saved, new) == {}
+  new["model"]["dtype"] = "bfloat16"
+  with pytest.raises(workdir_lib.ConfigMismatchError, match="model.dtype"):
+    workdir_lib.check_resume(saved, new)
+  # A key the new config does not have is not invented for the saved one.
+  assert workdir_lib.check_resume({"model": {}}, {"model": {}}) == {}
+
+
 def test_resumable_keys_change_only_when_asked(short, tmp_path, final_params):
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(short, workdir)

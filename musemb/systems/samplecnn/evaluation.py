@@ -34,7 +34,7 @@ def make_model(config: ml_collections.ConfigDict, info: dict) -> samplecnn_lib.S
       num_outputs=int(outputs), head=m.head, widths=tuple(int(w) for w in m.widths),
       stem_width=int(m.stem_width), final_width=int(m.final_width) or None,
       dropout_rate=float(m.dropout), num_samples=int(config.data.crop_samples),
-      bn_momentum=float(m.bn_momentum), dtype=str(m.dtype))
+      bn_momentum=float(m.bn_momentum), dtype=str(m.get("dtype", "float32")))  # absent in runs saved before model.dtype
 
 
 @functools.lru_cache(maxsize=8)

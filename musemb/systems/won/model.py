@@ -41,7 +41,7 @@ def make_song_branch(config: ml_collections.ConfigDict, num_factors: int) -> nn.
                mel=shortchunk.MelConfig(sample_rate=int(config.data.sample_rate)),
                num_samples=int(config.data.crop_samples))
   if m.branch == "acoustic":
-    return branches.AcousticBranch(**audio, **common, dtype=str(m.dtype))
+    return branches.AcousticBranch(**audio, **common, dtype=str(m.get("dtype", "float32")))  # absent in runs saved before model.dtype
   return branches.make_song_branch(m.branch, factors_dim=int(num_factors), **audio, **common)
 
 
@@ -52,7 +52,7 @@ def _acoustic_module(config: ml_collections.ConfigDict) -> branches.AcousticBran
       mel=shortchunk.MelConfig(sample_rate=int(config.data.sample_rate)),
       num_samples=int(config.data.crop_samples), hidden_dim=int(m.hidden_dim),
       out_dim=int(m.embed_dim), dropout_rate=float(m.dropout), bn_momentum=float(m.bn_momentum),
-      dtype=str(m.dtype))
+      dtype=str(m.get("dtype", "float32")))  # absent in runs saved before model.dtype
 
 
 def song_inputs(branch: str, audio: jax.Array | None, factors: jax.Array | None) -> list:
