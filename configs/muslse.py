@@ -140,7 +140,7 @@ def base(system: str) -> ml_collections.ConfigDict:
   c.train.eval_metric = "mean_p@3" # validation metric: mean p@3 over tasks, or "<task>/p@k"
 
   c.eval.ks = (1, 3, 6, 9, 12, 15)
-  c.eval.query_chunk = 1024
+  c.eval.query_chunk = 256     # keeps the score block in cache (musemb/ranking.py)
   c.eval.item_chunk = 0            # 0 = rank all items of a query chunk at once
   return c
 

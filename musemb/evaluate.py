@@ -66,7 +66,7 @@ def summarise(per_query: dict[str, np.ndarray]) -> dict[str, float]:
 
 def retrieval_metrics(queries: np.ndarray, items: np.ndarray, relevant: list[np.ndarray],
                       ks: Sequence[int], *, exclude: np.ndarray | None = None,
-                      query_chunk: int = 1024, item_chunk: int | None = None
+                      query_chunk: int = 256, item_chunk: int | None = None
                       ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """Precision@k and recall@k of ranking `items` by dot product with each query.
 
