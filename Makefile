@@ -48,7 +48,7 @@ serve: $(STAMP)
 	$(PY) -m launch.serve
 
 test: $(STAMP)
-	XLA_FLAGS="$(XLA_FLAGS)" $(PY) -m pytest -q tests
+	XLA_FLAGS="$(XLA_FLAGS)" $(PY) -m pytest -q --durations=30 tests
 
 # Benchmarks against peers (LightFM and implicit are installed here on demand; never test deps).
 bench: $(STAMP)
