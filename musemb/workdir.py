@@ -39,7 +39,8 @@ RESUMABLE_KEYS = ("train.num_steps", "train.epochs", "train.examples_per_epoch",
 # Keys added to the configs after runs existed, each with the value that reproduces what the code
 # did before it had the key. A saved config without such a key (a run started on older code) is
 # read as holding that value, so the run still resumes; a different value is still a mismatch.
-ADDED_KEYS = {"model.dtype": "float32", "model.bag_form": "auto"}
+ADDED_KEYS = {"model.dtype": "float32", "model.bag_form": "auto", "data.cache_dir": "",
+              "text.word_vectors": ""}
 
 
 class WorkdirBusyError(RuntimeError):

@@ -326,8 +326,10 @@ def _embedding_init(config: ml_collections.ConfigDict, vocab: vocabulary_lib.Voc
     raise ValueError(f"config.text.word_vectors={path!r}: none of the {len(vocab)} vocabulary "
                      "words has a vector (our tokens are lowercase); is it the right file?")
   out = os.path.abspath(os.path.join(workdir, "embedding_init.npz"))
-  if jax.process_index() == 0:
-    utils.save_npz_atomic(out, {"matrix": made.matrix})
+  # Process 0 writes; the others pass the barrier only once the file is there (init reads it).
+  prepared_lib.process_zero_first(
+      lambda: jax.process_index() == 0 and utils.save_npz_atomic(out, {"matrix": made.matrix}),
+      name="musemb.rush.embedding_init")
   return {"embed_dim": int(vectors.dim), "embedding_init": out,
           "embedding_init_found": int(made.num_found)}
 
