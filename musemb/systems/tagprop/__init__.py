@@ -73,6 +73,16 @@ OBJECTIVES = ("supportive", "baseline")
 metrics_key = evaluation.metrics_key
 
 
+def model_name(config: ml_collections.ConfigDict) -> str:
+  """`model.name`; a run saved before the key existed trained the SampleCNN."""
+  return config.model.get("name", "samplecnn")
+
+
+def category_r_spec(config: ml_collections.ConfigDict) -> str:
+  """`objective.category_r`; a run saved before the key existed had one search range."""
+  return config.objective.get("category_r", "")
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """This system's own keys, checked before anything loads."""
   problems = []
@@ -85,15 +95,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                     f"{supportive.REDUCTIONS})")
   if not 0.0 <= float(config.objective.r) <= 1.0:
     problems.append(f"objective.r={config.objective.r!r} (the search range, in [0, 1])")
-  if config.model.name not in MODELS:
-    problems.append(f"model.name={config.model.name!r} (one of {MODELS})")
+  if model_name(config) not in MODELS:
+    problems.append(f"model.name={model_name(config)!r} (one of {MODELS})")
   try:
-    category_r = taxonomy_lib.parse_category_r(config.objective.category_r)
+    category_r = taxonomy_lib.parse_category_r(category_r_spec(config))
   except ValueError as error:
     problems.append(str(error).rstrip("."))
     category_r = {}
   if category_r and config.objective.name == "baseline":
-    problems.append(f"objective.category_r={config.objective.category_r!r} with "
+    problems.append(f"objective.category_r={category_r_spec(config)!r} with "
                     "objective.name='baseline' (the baseline propagates nothing)")
   if config.objective.name == "baseline" and config.model.head == "separate":
     problems.append("model.head='separate' with objective.name='baseline' (the baseline trains "
@@ -117,7 +127,7 @@ def make_model(config: ml_collections.ConfigDict, num_tags: int):
   if num_tags < 1:
     raise ValueError("tagprop: the dataset has no tags to learn.")
   outputs = int(num_tags) * (2 if m.head == "separate" else 1)
-  if m.name == "shortchunk":
+  if model_name(config) == "shortchunk":
     s = m.shortchunk
     return ShortChunkTagger(
         num_outputs=outputs, widths=tuple(int(w) for w in s.widths),

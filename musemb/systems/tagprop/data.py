@@ -269,7 +269,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> TagpropData:
                      "--source=msd --playlists=<aotm2011_playlists.json.gz>), or train the "
                      "baseline (configs/tagprop.py:...,baseline).")
   ranges, tag_group, per_category = [float(config.objective.r)], None, {}
-  category_r = taxonomy_lib.parse_category_r(config.objective.category_r)
+  category_r = taxonomy_lib.parse_category_r(config.objective.get("category_r", ""))
   tag_names = [prepared.tag_names[i] for i in columns]
   if category_r and proposed:
     ranges, tag_group, per_category = search_range_groups(
