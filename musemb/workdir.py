@@ -39,8 +39,12 @@ RESUMABLE_KEYS = ("train.num_steps", "train.epochs", "train.examples_per_epoch",
 # Keys added to the configs after runs existed, each with the value that reproduces what the code
 # did before it had the key. A saved config without such a key (a run started on older code) is
 # read as holding that value, so the run still resumes; a different value is still a mismatch.
+# A pattern ending in "." covers a block whose keys matter only when another added key selects
+# it (tagprop's model.shortchunk.* with model.name="shortchunk"): absent, it reads as the new values.
+AS_NOW = "<as in the new config>"
 ADDED_KEYS = {"model.dtype": "float32", "model.bag_form": "auto", "data.cache_dir": "",
-              "text.word_vectors": ""}
+              "text.word_vectors": "", "model.name": "samplecnn", "objective.category_r": "",
+              "model.shortchunk.": AS_NOW}
 
 
 class WorkdirBusyError(RuntimeError):
@@ -69,9 +73,10 @@ def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict
   """{dotted key: (saved value, new value)} of every key whose value differs (or is missing on
   one side, shown as "<absent>")."""
   a, b = _flatten(saved), _flatten(new)
-  for key, old_behaviour in ADDED_KEYS.items():
-    if key in b and key not in a:
-      a[key] = old_behaviour
+  for pattern, old_behaviour in ADDED_KEYS.items():
+    for key in b:
+      if key not in a and _matches(key, (pattern,)):
+        a[key] = b[key] if old_behaviour == AS_NOW else old_behaviour
   return {k: (a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b))
           if a.get(k, "<absent>") != b.get(k, "<absent>")}
 

@@ -61,6 +61,13 @@ def test_a_run_saved_before_a_key_existed_resumes_only_with_the_old_behaviour():
   new["model"]["dtype"] = "bfloat16"
   with pytest.raises(workdir_lib.ConfigMismatchError, match="model.dtype"):
     workdir_lib.check_resume(saved, new)
+  # A block that matters only when an added key selects it reads as the new values.
+  saved = {"model": {"head": "single"}}
+  new = {"model": {"head": "single", "name": "samplecnn", "shortchunk": {"n_mels": 128}}}
+  assert workdir_lib.check_resume(saved, new) == {}
+  new["model"]["name"] = "shortchunk"
+  with pytest.raises(workdir_lib.ConfigMismatchError, match="model.name"):
+    workdir_lib.check_resume(saved, new)
   # A key the new config does not have is not invented for the saved one.
   assert workdir_lib.check_resume({"model": {}}, {"model": {}}) == {}
 
