@@ -358,7 +358,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                            ("train.patience", t.patience, 1),
                            ("train.examples_per_epoch", t.examples_per_epoch, 0),
                            ("train.num_devices", t.num_devices, 0),
-                           ("train.steps_per_call", t.get("steps_per_call", 1), 1),
+                           ("train.steps_per_call", t.steps_per_call, 1),
                            ("optimizer.plateau_drops", o.plateau_drops, 0)):
     if int(value) != value or value < low:
       problems.append(f"{name}={value!r} (an integer >= {low})")
@@ -526,7 +526,7 @@ def _train(system: systems_lib.System, config: ml_collections.ConfigDict, workdi
                     "the final parameters are evaluated.")
 
   step_fn = make_train_step(system, config, tx)
-  steps_per_call = int(config.train.get("steps_per_call", 1) or 1)
+  steps_per_call = int(config.train.steps_per_call)
   steps_fn = make_train_steps(system, config, tx) if steps_per_call > 1 else None
   # Periods that must fall on call boundaries (`call_length`): events happen at the same steps
   # whatever `train.steps_per_call` is, so a run is the same run.

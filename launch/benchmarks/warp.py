@@ -382,7 +382,7 @@ def train_muslse(config: ml_collections.ConfigDict, data: bof_data.BofData, *, b
   state = train_lib.create_train_state(muslse.SYSTEM, config, data.info, tx, mesh)
   step_fn = train_lib.make_train_step(muslse.SYSTEM, config, tx)
   # `train.steps_per_call` > 1: the loop's scanned calls, ending at every evaluation as in the loop.
-  steps_per_call = int(config.train.get("steps_per_call", 1) or 1)
+  steps_per_call = int(config.train.steps_per_call)
   steps_fn = train_lib.make_train_steps(muslse.SYSTEM, config, tx) if steps_per_call > 1 else None
   lengths = sorted({train_lib.call_length(s, steps_per_call, 1 << 30, (eval_every,))
                     for s in range(eval_every)}) if steps_fn else [1]
