@@ -54,7 +54,7 @@ from musemb import ops
 
 LEE_WIDTHS = (128, 128, 256, 256, 256, 256, 256, 256, 512)
 HEADS = ("tags", "factors")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ops.COMPUTE_DTYPES
 
 
 
@@ -101,8 +101,7 @@ class SampleCNN(nn.Module):
   def _check(self, audio: jax.Array) -> None:
     if self.head not in HEADS:
       raise ValueError(f"SampleCNN: head={self.head!r}; expected one of {HEADS}.")
-    if self.dtype not in COMPUTE_DTYPES:
-      raise ValueError(f"SampleCNN: dtype={self.dtype!r}; expected one of {COMPUTE_DTYPES}.")
+    ops.compute_dtype(self.dtype, "SampleCNN")
     if self.num_samples != 3 ** (len(self.widths) + 1):
       raise ValueError(
           f"SampleCNN: num_samples={self.num_samples} with {len(self.widths)} blocks does not end "
@@ -122,7 +121,7 @@ class SampleCNN(nn.Module):
     """
     self._check(audio)
     conv_init = nn.initializers.he_uniform()  # as in Lee et al.'s implementation
-    dtype = jnp.dtype(self.dtype)
+    dtype = ops.compute_dtype(self.dtype, "SampleCNN")
 
     def conv_bn_relu(x, width, kernel, stride, padding, name):
       x = nn.Conv(width, (kernel,), strides=(stride,), padding=padding, kernel_init=conv_init,

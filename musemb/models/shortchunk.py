@@ -75,6 +75,7 @@ import jax
 import jax.numpy as jnp
 
 from musemb import features
+from musemb import ops
 
 SAMPLE_RATE = 22050
 NUM_SAMPLES = 172 * 512  # 173 centred frames at hop 512: the retrieval code's input_length
@@ -85,7 +86,7 @@ TORCH_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 # PyTorch's BatchNorm momentum 0.1 updates running = 0.9 running + 0.1 batch; Flax's momentum is
 # the 0.9.
 TORCH_BN_MOMENTUM = 0.9
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ops.COMPUTE_DTYPES
 
 
 def won_widths(n_channels: int = 128) -> tuple[int, ...]:
@@ -195,9 +196,7 @@ class ShortChunkCNN(nn.Module):
 
   def _check(self, audio: jax.Array) -> None:
     layers = len(self.widths)
-    if self.dtype not in COMPUTE_DTYPES:
-      raise ValueError(
-          f"ShortChunkCNN: dtype={self.dtype!r}; expected one of {COMPUTE_DTYPES}.")
+    ops.compute_dtype(self.dtype, "ShortChunkCNN")
     if layers < 1 or any(int(w) < 1 for w in self.widths):
       raise ValueError(
           f"ShortChunkCNN: widths={tuple(self.widths)} must be a non-empty sequence of positive "
@@ -243,7 +242,7 @@ class ShortChunkCNN(nn.Module):
     audio = jnp.asarray(audio)
     self._check(audio)
 
-    dtype = jnp.dtype(self.dtype)
+    dtype = ops.compute_dtype(self.dtype, "ShortChunkCNN")
 
     def batch_norm(name, bn_dtype=dtype):
       return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
