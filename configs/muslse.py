@@ -104,6 +104,9 @@ def base(system: str) -> ml_collections.ConfigDict:
   # How a step applies V to its bags: gather (rows of each bag, segment sum) | dense (the batch's
   # bags as dense rows, one GEMM) | auto (dense when codewords <= 8 x the bag width; models/linear.py)
   c.model.bag_form = "auto"
+  # A learned bias per tag added to tag-prediction scores (LightFM's item bias), in training and
+  # evaluation. A departure from the paper (its scores are dot products only), so off.
+  c.model.label_bias = False
 
   c.loss = ml_collections.ConfigDict()
   c.loss.kind = "warp"             # warp (sampled rank) | warp_exact | auc (eq. 9)

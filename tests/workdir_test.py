@@ -61,6 +61,13 @@ def test_a_run_saved_before_a_key_existed_resumes_only_with_the_old_behaviour():
   new["model"]["dtype"] = "bfloat16"
   with pytest.raises(workdir_lib.ConfigMismatchError, match="model.dtype"):
     workdir_lib.check_resume(saved, new)
+  # MUSLSE's per-tag bias: a run saved before the key resumes without one, not with one.
+  saved = {"model": {"embed_dim": 100, "bag_form": "auto"}}
+  assert workdir_lib.check_resume(saved, {"model": {"embed_dim": 100, "bag_form": "auto",
+                                                    "label_bias": False}}) == {}
+  with pytest.raises(workdir_lib.ConfigMismatchError, match="model.label_bias"):
+    workdir_lib.check_resume(saved, {"model": {"embed_dim": 100, "bag_form": "auto",
+                                               "label_bias": True}})
   # A block that matters only when an added key selects it reads as the new values.
   saved = {"model": {"head": "single"}}
   new = {"model": {"head": "single", "name": "samplecnn", "shortchunk": {"n_mels": 128}}}

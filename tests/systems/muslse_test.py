@@ -161,6 +161,50 @@ def test_tag_prediction_eval_equals_full_matrix_precision(tiny_data):
         metrics.precision_at_k(scores, s.tags, k), abs=1e-9)
 
 
+def test_label_bias_is_off_by_default_and_adds_a_constant_per_tag(tiny_data):
+  """`model.label_bias`: a learned constant per tag added to every song's score for it, in the
+  training step's scores (the WARP loss) and in evaluation; off by default (the paper's model)."""
+  config, data = tiny_data
+  assert muslse_config.get_config().model.label_bias is False
+  assert "T_bias" not in muslse.init(config, data.info, jax.random.key(5))["params"]
+  config = config.copy_and_resolve_references()
+  config.model.label_bias, config.model.ensemble = True, 2
+  config.tasks.names, config.loss.kind = "tag_prediction", "warp"
+  p = muslse.init(config, data.info, jax.random.key(5))["params"]
+  num_tags = data.info["num_tags"]
+  np.testing.assert_array_equal(p["T_bias"], np.zeros((2, num_tags)))       # starts at zero
+  bias = np.random.default_rng(0).normal(size=(2, num_tags)).astype(np.float32) * 10
+  biased = dict(p, T_bias=jnp.asarray(bias))
+  assert muslse.project(biased, config)["T_bias"] is biased["T_bias"]       # not constrained
+
+  # Training scores: query . label + bias[label], members each with their own bias.
+  song = jnp.asarray(data.train_batch(0)["song"])
+  member = jax.tree.map(lambda x: x[0], biased)
+  query, embed_tags = muslse_tasks.with_label_bias(
+      muslse_tasks.embed_songs(member["V"], data.tables.song_idx[song], data.tables.song_val[song]),
+      member["T"], member["T_bias"])
+  ids = jnp.broadcast_to(jnp.arange(num_tags), (len(song), num_tags))
+  plain = np.asarray(query[:, :-1]) @ np.asarray(member["T"]).T
+  np.testing.assert_allclose(np.einsum("bd,bkd->bk", query, embed_tags(ids)) - plain,
+                             np.broadcast_to(bias[0], plain.shape), rtol=1e-5, atol=1e-4)
+  # The bias gets a gradient from the WARP loss; the paper's tables are unchanged in shape.
+  grads = jax.grad(lambda q: muslse_tasks.task_loss(
+      "tag_prediction", q, {"song": song}, jax.tree.map(jnp.asarray, data.tables),
+      jax.random.key(7), config))(jax.tree.map(lambda x: x[0], p))
+  assert grads["T_bias"].shape == (num_tags,) and np.abs(np.asarray(grads["T_bias"])).sum() > 0
+
+  # Evaluation: the members' biases summed, added to every test song's tag scores.
+  s = data.splits["test"]
+  scores = evaluation.song_embeddings(biased, s.idx, s.val) @ evaluation.label_embeddings(biased, "T").T
+  np.testing.assert_allclose(evaluation.label_bias(biased, "T"), bias.sum(0), rtol=1e-6)
+  means, _ = evaluation.evaluate_tasks(biased, data, config, "test", tasks=("tag_prediction",))
+  unbiased, _ = evaluation.evaluate_tasks(p, data, config, "test", tasks=("tag_prediction",))
+  for k in (1, 3):
+    assert means[f"tag_prediction/p@{k}"] == pytest.approx(
+        metrics.precision_at_k(scores + bias.sum(0), s.tags, k), abs=1e-9)
+  assert means["tag_prediction/p@1"] != unbiased["tag_prediction/p@1"]    # the bias mattered
+
+
 def test_similar_songs_positives_are_other_songs_of_the_artist(tiny_data):
   config, data = tiny_data
   p = muslse.init(config, data.info, jax.random.key(3))["params"]

@@ -57,17 +57,22 @@ load_data = bof_data.load_data
 
 def init(config: ml_collections.ConfigDict, info: dict, rng: jax.Array) -> dict:
   """{"params": {"V": [M, |S|, d], "A": [M, |A|, d], "T": [M, |T|, d]}}: N(0, 1/sqrt(d)),
-  then projected."""
+  then projected; with `model.label_bias` also "T_bias" [M, |T|], zeros (a departure: see
+  `tasks.label_bias`)."""
   params = linear.normal_tables(
       rng, {"V": info["num_features"], "A": info["num_artists"], "T": info["num_tags"]},
       config.model.embed_dim, members=config.model.ensemble)
+  if config.model.get("label_bias", False):
+    params["T_bias"] = jnp.zeros((config.model.ensemble, info["num_tags"]), jnp.float32)
   return {"params": project(params, config)}
 
 
 def project(params: dict, config: ml_collections.ConfigDict) -> dict:
   """Constraints (1)-(3): rows with ||row|| > C are rescaled to norm C, with a C per table when
-  `model.max_norms` sets one (configs/muslse.py says why)."""
-  return {k: linear.max_norm(x, table_max_norm(config, k)) for k, x in params.items()}
+  `model.max_norms` sets one (configs/muslse.py says why). A tag bias is not constrained (the
+  paper has none; LightFM's is free too)."""
+  return {k: linear.max_norm(x, table_max_norm(config, k)) if k in _TABLE_NAMES else x
+          for k, x in params.items()}
 
 
 _TABLE_NAMES = {"V": "audio", "A": "artists", "T": "tags"}

@@ -44,6 +44,23 @@ def label_embeddings(params: dict, name: str) -> np.ndarray:
   return np.moveaxis(x, 0, 1).reshape(x.shape[1], -1)
 
 
+def label_bias(params: dict, name: str) -> np.ndarray | None:
+  """The per-label bias [|labels|] of table `name` (`model.label_bias`; members' biases summed,
+  as their scores are), or None when the run has none (the paper's model)."""
+  bias = params.get(f"{name}_bias")
+  return None if bias is None else np.asarray(bias).sum(0)
+
+
+def with_bias(queries: np.ndarray, labels: np.ndarray, bias: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """(queries, labels) with a column of ones and the bias appended, so queries @ labels.T adds
+  the bias to every query's label scores (the training step's form, `tasks.with_label_bias`)."""
+  if bias is None:
+    return queries, labels
+  return (np.concatenate([queries, np.ones((len(queries), 1), queries.dtype)], axis=1),
+          np.concatenate([labels, np.asarray(bias, labels.dtype)[:, None]], axis=1))
+
+
 def evaluate_tasks(params: dict, data, config: ml_collections.ConfigDict, split: str,
                    tasks: tuple[str, ...] | None = None
                    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -64,7 +81,8 @@ def evaluate_tasks(params: dict, data, config: ml_collections.ConfigDict, split:
   for task in tasks or data.task_names:
     if task == "tag_prediction":
       relevant = [np.flatnonzero(row) for row in s.tags]
-      record(task, evaluate_lib.retrieval_metrics(songs, T, relevant, ks, **chunking), s.track_ids)
+      record(task, evaluate_lib.retrieval_metrics(*with_bias(songs, T, label_bias(params, "T")),
+                                                  relevant, ks, **chunking), s.track_ids)
     elif task == "artist_prediction":
       relevant = [np.array([a]) if a >= 0 else np.zeros(0, np.int64) for a in s.artist]
       record(task, evaluate_lib.retrieval_metrics(songs, A, relevant, ks, **chunking), s.track_ids)
@@ -106,8 +124,11 @@ def cosine_similar_songs(data, config: ml_collections.ConfigDict, split: str
 
 def prediction_seconds_per_song(params: dict, data, task: str) -> float:
   """Table 7: time to embed one test song and return its top label (tags or artists)."""
-  labels = jnp.asarray(label_embeddings(params, "T" if task == "tag_prediction" else "A"))
-  top1 = jax.jit(lambda i, v: jnp.argmax(labels @ _embed_members(params["V"], i, v)[0]))
+  name = "T" if task == "tag_prediction" else "A"
+  labels = jnp.asarray(label_embeddings(params, name))
+  bias = label_bias(params, name)
+  bias = 0.0 if bias is None else jnp.asarray(bias)
+  top1 = jax.jit(lambda i, v: jnp.argmax(labels @ _embed_members(params["V"], i, v)[0] + bias))
   return evaluate_lib.seconds_per_song(top1, data.splits[evaluate_lib.timing_split(data)])
 
 
@@ -143,7 +164,9 @@ def predict(params: dict, data, waveform: np.ndarray, config: ml_collections.Con
     return [{"name": str(names[i]), "score": float(scores[i])} for i in order]
 
   return {
-      "tags": ranked(label_embeddings(params, "T") @ song, data.info["tag_names"]),
+      "tags": ranked(label_embeddings(params, "T") @ song
+                     + (label_bias(params, "T") if "T_bias" in params else 0.0),
+                     data.info["tag_names"]),
       "artists": ranked(label_embeddings(params, "A") @ song, data.info["artist_names"]),
       "similar_songs": ranked(train_embeddings @ song, data.splits["train"].track_ids),
   }

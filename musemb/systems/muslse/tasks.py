@@ -28,6 +28,24 @@ def embed_songs(V: jax.Array, idx: jax.Array, val: jax.Array, form: str = "auto"
   return linear.apply_sparse(V, idx, val, form)
 
 
+def with_label_bias(query: jax.Array, labels: jax.Array, bias: jax.Array | None
+                    ) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+  """(query [..., d'], ids -> label rows [..., d']) whose dot products are query . label + bias.
+
+  `model.label_bias` (a departure from the paper, off by default): LightFM's per-item bias, a
+  learned constant per tag added to every song's score for it (how popular the tag is,
+  whatever the audio). Carried as one more coordinate, 1 for every query and the bias for each
+  label, so the WARP sampler, the exact loss and evaluation score it like any dimension, and it
+  is trained by the same loss and optimizer; `musemb.systems.muslse.project` leaves it
+  unconstrained. Without a bias (None) the query and `labels[ids]` are returned as they are.
+  """
+  if bias is None:
+    return query, lambda ids: labels[ids]
+  ones = jnp.ones(query.shape[:-1] + (1,), query.dtype)
+  return (jnp.concatenate([query, ones], axis=-1),
+          lambda ids: jnp.concatenate([labels[ids], bias[ids][..., None]], axis=-1))
+
+
 @dataclasses.dataclass
 class _Problem:
   """A ranking problem for one task on one batch: rank Y labels for each query."""
@@ -76,9 +94,10 @@ def _problem(task: str, p: dict, batch: dict, tables: bof_data.BofTables, rng: j
   if task == "tag_prediction":
     tags = tables.song_tags[song]
     pos, valid = _random_positive(rng, tags)
+    query, embed_tags = with_label_bias(query_song(), p["T"], p.get("T_bias"))
     return _Problem(
-        query=query_song(), positive=pos, valid=valid,
-        num_labels=p["T"].shape[0], embed_labels=lambda ids: p["T"][ids],
+        query=query, positive=pos, valid=valid,
+        num_labels=p["T"].shape[0], embed_labels=embed_tags,
         is_positive=lambda ids: jnp.take_along_axis(tags, ids, axis=1),
         positive_mask_all=lambda: tags)
   if task == "artist_prediction":
