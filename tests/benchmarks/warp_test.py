@@ -177,7 +177,7 @@ def test_run_without_lightfm_reports_the_muslse_half(tmp_path, monkeypatch):
   plan = warp.QUICK_PLANS[0]
   monkeypatch.setattr(warp, "QUICK_PLANS", (warp.Plan(
       plan.size, budget_s=0.3, patience=plan.patience, lightfm_grid=plan.lightfm_grid,
-      muslse_grid=plan.muslse_grid[:1]),))
+      muslse_grid=plan.muslse_grid[:1], max_norm=1.0),))
   # The bag-of-frames plan too, on a world small enough for a test (with 4 steps per call).
   monkeypatch.setattr(warp, "QUICK_BAGS_PLAN", warp.Plan(
       "bags300", budget_s=0.3, patience=3, lightfm_grid=((0.05, 10),),
@@ -186,6 +186,11 @@ def test_run_without_lightfm_reports_the_muslse_half(tmp_path, monkeypatch):
                          frames=(40, 80))))
   table = warp.run(quick=True, cache_dir=str(tmp_path))
   assert "bag-of-frames world 'bags300': 300 training songs" in table
+  # A plan's C replaces both tables' (the tags-only recipe's one C); without one, the config's.
+  tiny, bags = table.split("bag-of-frames world 'bags300'")
+  assert "MUSLSE's C (max-norm of the V and T rows) 1 / 1;" in tiny
+  assert "MUSLSE's C (max-norm of the V and T rows) 4 / 4;" in bags
+  assert all(p.max_norm == 1.0 for p in warp.FULL_PLANS) and warp.BAGS_PLAN.max_norm is None
   assert table.startswith(warp.INSTALL_HINT)
   assert "bash launch/install_peers.sh" in table
   rows = [line for line in table.splitlines() if line.startswith("| MUSLSE")]
