@@ -3,17 +3,37 @@
 MUSLSE (Weston, Bengio, Hamel) scores every (song, label) pair by the dot product of their
 embeddings and reads off the top of each song's ranking: on Big-data that is 66,072 test songs
 against 26,972 artists. `top_k_scores` computes those rankings without ever holding the whole
-[queries, items] score matrix: queries go through in fixed-size chunks, and optionally the items
-too, each chunk scored and reduced with `jax.lax.top_k` inside one jit-compiled function. The last
-chunk is padded, so a whole evaluation compiles once.
+[queries, items] score matrix: queries go through in fixed-size chunks, each scored against all
+items and reduced with `jax.lax.top_k` by one jit-compiled function, and each chunk's [chunk, k]
+result is copied into one preallocated host array. The last chunk is padded, so a whole
+evaluation compiles once. The same function runs on CPU and on accelerators.
 
-Chunk size. The default query chunk of 256 keeps the [256, items] score block in the last-level
-cache at Big-data scale (256 x 26,972 float32 is 27.6 MB; the 2-core EPYC this was tuned on has
-32 MB of L3), so `lax.top_k` reads it back from cache rather than from memory. On 66,072 x 26,972,
-d = 100 (launch.benchmarks.evaluation, 8,192 queries, CPU seconds per call under load): query
-chunk 256 0.91-0.99 s, 128 0.97-1.05 s, 64 1.07-1.17 s, 512 1.50-1.90 s, 1024 1.48-1.59 s; 256
-with item chunks of 2,048 or 4,096 1.17-1.59 s (more merges); faiss `IndexFlatIP` with 2 threads
-1.47-1.60 s on the same queries.
+Memory. Three choices keep what a ranking adds to the process small (Big-data scale,
+launch.benchmarks.evaluation, peak resident size minus the size just before the first call):
+
+* The score block is donated. Each chunk returns its [query_chunk, items] score block along with
+  its top-k and the next chunk is handed that block back (`donate_argnames`), so XLA writes every
+  chunk's scores into the same buffer, allocated once per call. A block that is a temporary of
+  each execution is instead allocated afresh per chunk by whichever runtime thread runs it, and
+  glibc keeps a freed copy of it in each of those threads' malloc arenas: with blocks of 256 x
+  26,972 (27.6 MB) that was 124-161 MB of working memory against faiss's 46.
+* The default path (no `exclude`, no `item_mask`) is one matmul and one `lax.top_k`, with nothing
+  else in the program: on CPU both are library calls (the matmul kernel and XLA's TopK), so the
+  program compiles without XLA's LLVM code generator. A process's first generated kernel costs
+  about 18 MB of resident memory (LLVM's start-up) and the program's own compilation a few more;
+  a mask, a `jnp.where` or a loop in the program brings that in. The -inf -> -1 index fill and
+  the overflow check run on the host, on the [Q, k] results.
+* Query chunks of 64: the block is 64 x 26,972 float32 = 6.9 MB. Measured on 66,072 x 26,972,
+  d = 100 (one run each, load 5-6 on 2 cores; CPU seconds per call, working memory of the first /
+  second / third call): chunk 64 8.2-8.5 s, 29 / 34 / 36 MB; 128 7.4-7.5 s, 37 / 41 / 53 MB; 256
+  7.3-7.4 s, 47 / 52 / 92 MB; before (a per-execution block of 256, all chunks' device results
+  concatenated at the end) 7.6-8.0 s, 142 / 150 / 151 MB. faiss `IndexFlatIP` (2 threads) uses
+  46-47 MB. The input check reads each matrix's min and max (NaN and inf show there) instead of
+  building a [Q, d] boolean array.
+
+`item_chunk` scores the items in chunks too, merging each chunk's top-k into a running list in a
+`lax.scan` (for catalogues too large for a [query_chunk, items] block); it always applies the
+masks in the program and so compiles with the code generator.
 
 Ties go to the lower item index, everywhere: `lax.top_k` keeps the lower index first among equal
 values, and merging the running top-k of earlier (lower-index) item chunks ahead of a new chunk's
@@ -29,6 +49,39 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+@functools.partial(jax.jit, static_argnames=("k",), donate_argnames=("block",),
+                   keep_unused=True)
+def _top_k_block(queries: jax.Array, items: jax.Array, block: jax.Array,
+                 item_valid: jax.Array | None, exclude: jax.Array | None,
+                 k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Top-k items of one query chunk against all items, the score block written over `block`.
+
+  Args:
+    queries: [query_chunk, d] float32.
+    items: [N, d] float32.
+    block: [query_chunk, N] float32, donated: its buffer receives this chunk's scores (returned
+      as the third output, to be passed to the next chunk). Its values are not read.
+    item_valid: [N] bool, False for masked-out items; None for no mask (then `exclude` is None
+      too and the program is the matmul and `lax.top_k` alone).
+    exclude: [query_chunk] int32 item index to drop per query, -1 for none; None with item_valid.
+    k: number of items to keep.
+
+  Returns:
+    scores [query_chunk, k] float32 (-inf for masked-out items), indices [query_chunk, k] int32,
+    best first (the caller maps -inf slots to index -1), and the [query_chunk, N] score block.
+  """
+  del block  # Donated and aliased to the third output; XLA computes the scores into it.
+  # HIGHEST keeps float32 dot products on accelerators, whose default would round the inputs
+  # to bfloat16/TF32 and reorder near-ties relative to a float32 reference.
+  scores = jnp.dot(queries, items.T, precision=jax.lax.Precision.HIGHEST)
+  if item_valid is not None:
+    idx = jnp.arange(items.shape[0], dtype=jnp.int32)
+    allowed = item_valid[None, :] & (idx[None, :] != exclude[:, None])
+    scores = jnp.where(allowed, scores, -jnp.inf)
+  top_scores, top_idx = jax.lax.top_k(scores, k)
+  return top_scores, top_idx, scores
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -78,7 +131,8 @@ def _as_matrix(x: Any, name: str) -> np.ndarray:
   x = np.asarray(x, dtype=np.float32)
   if x.ndim != 2:
     raise ValueError(f"{name} must be 2-D [count, dim]; got shape {x.shape}.")
-  if not np.isfinite(x).all():
+  # min and max propagate NaN and show inf, without a [count, dim] boolean temporary.
+  if x.size and not (np.isfinite(x.min()) and np.isfinite(x.max())):
     raise ValueError(
         f"{name} holds {np.count_nonzero(~np.isfinite(x))} non-finite values (NaN/inf); "
         "embeddings must be finite to be ranked. Check the model output.")
@@ -91,22 +145,25 @@ def _check_positive(value: Any, name: str) -> int:
   return int(value)
 
 
-def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 256,
+def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
                  item_chunk: int | None = None, exclude: Any = None,
                  item_mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
   """Exact top-k items per query by dot product, computed in fixed-shape chunks.
 
-  Memory on the device is about (query_chunk * item_chunk) float32 scores plus the items; with
-  item_chunk=None that is query_chunk * items, e.g. 27.6 MB for 256 x 26,972. Set item_chunk for
-  catalogues too large for a [query_chunk, items] block (it is fastest when the block fits the
-  last-level cache; see the module docstring).
+  Memory beyond the inputs and the [Q, k] outputs is a copy of the items on the device and one
+  [query_chunk, N] float32 score block, reused by every chunk (6.9 MB for 64 x 26,972), plus the
+  [query_chunk, k] results of two chunks in flight. With item_chunk set the block is
+  [query_chunk, item_chunk], a temporary of each chunk, and the items are padded to whole chunks.
+  See the module docstring for the measurements behind the default chunk.
 
   Args:
     queries: [Q, d] query embeddings (cast to float32).
     items: [N, d] item embeddings (cast to float32).
     k: number of items to return per query, 1 <= k <= N.
     query_chunk: queries scored per compiled call; the last chunk is padded. With fewer than
-      query_chunk queries the chunk is Q itself (no padding, one compilation per such Q).
+      query_chunk queries the chunk is Q itself (no padding, one compilation per such Q). Larger
+      chunks cost block memory (query_chunk * N * 4 bytes) and, on CPU, save little time; an
+      accelerator may want more rows per call.
     item_chunk: if set, items are scored this many at a time and the per-chunk top-k merged, so
       no [query_chunk, N] block exists; None scores all items at once.
     exclude: optional [Q] int, one item index per query to leave out (e.g. the query song
@@ -139,6 +196,7 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 256,
   if item_chunk is not None:
     item_chunk = _check_positive(item_chunk, "item_chunk")
 
+  masked = exclude is not None or item_mask is not None
   if exclude is None:
     exclude = np.full(num_queries, -1, np.int32)
   else:
@@ -164,28 +222,54 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 256,
   if num_queries == 0:
     return np.zeros((0, k), np.float32), np.zeros((0, k), np.int32)
 
-  # Items: pad to whole chunks once; padding is invalid, so it never reaches the top-k.
-  ichunk = num_items if item_chunk is None else min(item_chunk, num_items)
-  num_ichunks = -(-num_items // ichunk)
-  pad_items = num_ichunks * ichunk - num_items
-  items_dev = jnp.asarray(np.pad(items, ((0, pad_items), (0, 0))).reshape(num_ichunks, ichunk, dim))
-  valid_dev = jnp.asarray(np.pad(item_mask, (0, pad_items)).reshape(num_ichunks, ichunk))
-
   # Queries: every call sees the same [qchunk, d] shape, so the function compiles once.
   # Only the last chunk is padded (a padded copy of all queries would be 26 MB at Big-data scale).
   qchunk = min(query_chunk, num_queries)
 
-  def rank_chunk(start):
-    q, e = queries[start:start + qchunk], exclude[start:start + qchunk]
-    if len(q) < qchunk:
-      q = np.pad(q, ((0, qchunk - len(q)), (0, 0)))
-      e = np.pad(e, (0, qchunk - len(e)), constant_values=-1)
-    return _top_k_chunk(q, items_dev, valid_dev, e, k=k)
+  if item_chunk is None:
+    items_dev = jax.device_put(items)
+    valid_dev = jax.device_put(item_mask) if masked else None
+    # The first chunk's donated block: its values are never read, and its pages are written only
+    # by the copy device_put makes (jnp.empty would compile a kernel of its own).
+    block = jax.device_put(np.empty((qchunk, num_items), np.float32))
+  else:
+    # Items: pad to whole chunks once; padding is invalid, so it never reaches the top-k.
+    ichunk = min(item_chunk, num_items)
+    num_ichunks = -(-num_items // ichunk)
+    pad_items = num_ichunks * ichunk - num_items
+    items_dev = jnp.asarray(
+        np.pad(items, ((0, pad_items), (0, 0))).reshape(num_ichunks, ichunk, dim))
+    valid_dev = jnp.asarray(np.pad(item_mask, (0, pad_items)).reshape(num_ichunks, ichunk))
+    block = None
 
-  # Dispatch every chunk before reading any result back, so the host never waits in the loop.
-  outputs = [rank_chunk(i) for i in range(0, num_queries, qchunk)]
-  scores = np.concatenate([np.asarray(s) for s, _ in outputs])[:num_queries]
-  indices = np.concatenate([np.asarray(i) for _, i in outputs])[:num_queries]
+  # Each chunk's result goes straight into the output arrays. The next chunk is dispatched
+  # before the previous one's result is read, so the host never leaves the device idle.
+  scores = np.empty((num_queries, k), np.float32)
+  indices = np.empty((num_queries, k), np.int32)
+  pending = None
+  for start in [*range(0, num_queries, qchunk), None]:
+    ready = pending
+    if start is not None:
+      q, e = queries[start:start + qchunk], exclude[start:start + qchunk]
+      if len(q) < qchunk:
+        q = np.pad(q, ((0, qchunk - len(q)), (0, 0)))
+        e = np.pad(e, (0, qchunk - len(e)), constant_values=-1)
+      if block is None:
+        pending = start, _top_k_chunk(q, items_dev, valid_dev, e, k=k)
+      else:
+        chunk_scores, chunk_idx, block = _top_k_block(q, items_dev, block, valid_dev,
+                                                      e if masked else None, k=k)
+        pending = start, (chunk_scores, chunk_idx)
+    if ready is not None:
+      done, (chunk_scores, chunk_idx) = ready
+      rows = min(qchunk, num_queries - done)
+      scores[done:done + rows] = np.asarray(chunk_scores)[:rows]
+      indices[done:done + rows] = np.asarray(chunk_idx)[:rows]
+  # Free the device copies (items, block) before returning, not whenever Python drops them.
+  for array in (items_dev, valid_dev, block):
+    if array is not None:
+      array.delete()
+  indices[np.isneginf(scores)] = -1
   if np.isnan(scores).any() or np.isposinf(scores).any():
     raise ValueError(
         "A dot product of finite embeddings overflowed float32 (inf or NaN score); rescale the "
