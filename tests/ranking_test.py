@@ -1,7 +1,8 @@
-"""Tests for musemb.ranking: brute-force equality, tie rule, one compilation, clear errors."""
+"""Tests for musemb.ranking: brute-force equality, tie rule, one compilation and score block, errors."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -131,3 +132,84 @@ def test_errors_are_clear():
     ranking.top_k_scores(np.full((1, 3), 3e38, np.float32), np.full((5, 3), 3e38, np.float32), 2)
   scores, idx = ranking.top_k_scores(queries[:0], items, 2)
   assert scores.shape == idx.shape == (0, 2)
+
+
+@pytest.mark.parametrize("num_queries,query_chunk", [(1, 64), (37, 8), (64, 64), (65, 64), (10, 3)])
+@pytest.mark.parametrize("k", [1, 5, 52, 53])
+def test_default_path_equals_brute_force(num_queries, query_chunk, k):
+  # No masks and no item chunks: the matmul + top-k program with the donated score block, the
+  # last query chunk padded, k up to the number of items.
+  queries, items = _integer_data(8, num_queries, 53, 4)
+  scores, idx = ranking.top_k_scores(queries, items, k, query_chunk=query_chunk)
+  want_scores, want_idx = _brute_force(queries, items, k)
+  assert scores.shape == idx.shape == (num_queries, k)
+  np.testing.assert_array_equal(idx, want_idx)
+  np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+
+
+@pytest.mark.parametrize("item_chunk", [None, 4, 50])
+def test_k_near_the_item_count_with_masks_and_ragged_item_chunks(item_chunk):
+  # 53 items: item chunks of 4 and 50 leave a partial last chunk whose padding must never rank.
+  queries, items = _integer_data(9, 21, 53, 3)
+  rng = np.random.default_rng(10)
+  exclude = rng.integers(-1, 53, 21)
+  item_mask = np.ones(53, bool)
+  item_mask[[0, 51, 52]] = False
+  for k in (48, 50, 53):
+    scores, idx = ranking.top_k_scores(queries, items, k, query_chunk=8, item_chunk=item_chunk,
+                                       exclude=exclude, item_mask=item_mask)
+    want_scores, want_idx = _brute_force(queries, items, k, exclude, item_mask)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+    assert ((idx == -1) == np.isneginf(scores)).all()
+    assert not np.isin(idx, [0, 51, 52, 53]).any()  # masked items and padding never returned
+
+
+def test_masks_one_at_a_time_on_the_default_path():
+  queries, items = _integer_data(11, 19, 30, 3)
+  exclude = np.arange(19) % 7 - 1
+  item_mask = np.arange(30) % 3 != 0
+  for kwargs in ({"exclude": exclude}, {"item_mask": item_mask}):
+    scores, idx = ranking.top_k_scores(queries, items, 12, query_chunk=8, **kwargs)
+    want_scores, want_idx = _brute_force(queries, items, 12, kwargs.get("exclude"),
+                                         kwargs.get("item_mask"))
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+
+
+def test_default_path_compiles_once_and_reuses_one_score_block():
+  queries, items = _integer_data(12, 3 * 13 + 2, 31, 5)
+  before = ranking._top_k_block._cache_size()
+  ranking.top_k_scores(queries, items, 4, query_chunk=13)
+  ranking.top_k_scores(queries[:14], items, 4, query_chunk=13)
+  ranking.top_k_scores(queries[:26], items, 4, query_chunk=13)
+  assert ranking._top_k_block._cache_size() == before + 1
+  # The score block is donated and aliased to the returned block: XLA writes each chunk's scores
+  # into the previous chunk's buffer instead of allocating a temporary per chunk.
+  compiled = ranking._top_k_block.lower(
+      queries[:13], items, np.zeros((13, 31), np.float32), None, None, k=4).compile()
+  stats = compiled.memory_analysis()
+  if stats is not None:
+    assert stats.alias_size_in_bytes >= 13 * 31 * 4
+    assert stats.temp_size_in_bytes < 13 * 31 * 4
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's program structure")
+def test_default_program_needs_no_generated_kernels_on_cpu():
+  # Only the matmul (a library call) and XLA's TopK custom call: no loop/elementwise fusions, so
+  # no LLVM code generator (about 18 MB resident on its first use in a process; module docstring).
+  queries, items = _integer_data(13, 16, 40, 5)
+  hlo = ranking._top_k_block.lower(queries, items, np.zeros((16, 40), np.float32), None, None,
+                                   k=3).compile().as_text()
+  entry = hlo[hlo.index("ENTRY"):]
+  assert "TopK" in entry
+  assert "kind=kLoop" not in entry and "kind=kInput" not in entry and "while(" not in entry
+
+
+def test_non_finite_values_anywhere_are_caught():
+  queries, items = _integer_data(14, 6, 9, 3)
+  for bad in (np.inf, -np.inf, np.nan):
+    broken = items.copy()
+    broken[4, 2] = bad
+    with pytest.raises(ValueError, match="items holds 1 non-finite"):
+      ranking.top_k_scores(queries, broken, 2)
