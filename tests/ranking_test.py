@@ -1,4 +1,4 @@
-"""Tests for musemb.ranking: brute-force equality, tie rule, one compilation and score block, errors."""
+"""Tests for musemb.ranking: brute-force equality, tie rule, one compilation and block, errors."""
 
 from __future__ import annotations
 
