@@ -241,8 +241,8 @@ def run(quick: bool = False, peers: tuple[str, ...] = _DEFAULT_PEERS) -> str:
                 f"musemb faster), peak memory {peer['peak_mb'] / ours['peak_mb']:.2f}x, working "
                 f"memory {peer['work_mb'] / max(ours['work_mb'], 1e-9):.2f}x; identical "
                 f"top-{sizes['k']} lists: {agree[impl]:.2%} of queries ({ties[impl][0]} differ; "
-                f"there the two lists' exact float64 scores differ by at most {ties[impl][1]:.1e}, float32 "
-                f"rounding near-ties)")
+                f"there the two lists' exact float64 scores differ by at most "
+                f"{ties[impl][1]:.1e}, float32 rounding near-ties)")
   if "faiss" in impls:
     peer = results["faiss"]
 
