@@ -24,16 +24,22 @@ launch.benchmarks.evaluation, peak resident size minus the size just before the 
   a mask, a `jnp.where` or a loop in the program brings that in. The -inf -> -1 index fill and
   the overflow check run on the host, on the [Q, k] results.
 * Query chunks of 64: the block is 64 x 26,972 float32 = 6.9 MB. Measured on 66,072 x 26,972,
-  d = 100 (one run each, load 5-6 on 2 cores; CPU seconds per call, working memory of the first /
-  second / third call): chunk 64 8.2-8.5 s, 29 / 34 / 36 MB; 128 7.4-7.5 s, 37 / 41 / 53 MB; 256
-  7.3-7.4 s, 47 / 52 / 92 MB; before (a per-execution block of 256, all chunks' device results
-  concatenated at the end) 7.6-8.0 s, 142 / 150 / 151 MB. faiss `IndexFlatIP` (2 threads) uses
-  46-47 MB. The input check reads each matrix's min and max (NaN and inf show there) instead of
-  building a [Q, d] boolean array.
+  d = 100, each in a fresh process (load 5-6 on the 2 cores; CPU seconds per call; working memory
+  of a first / second / third call): chunk 64 8.0-8.5 s, 29 / 34 / 36 MB; 128 7.4-7.5 s, 37 / 41
+  / 53 MB; 256 7.3-7.4 s, 47 / 52 / 92 MB (the block is one buffer, but glibc's heap grows around
+  a large one). Before (a per-execution block of 256, every chunk's device result kept until a
+  final concatenation) it was 7.6-8.0 s and 148 MB on the suite's measure, where faiss
+  `IndexFlatIP` (2 threads) uses 47-48 MB and 11-13 CPU seconds; now 38 MB. The input check
+  reads each matrix's min and max (NaN and inf show there) instead of building a [Q, d] boolean
+  array (6.6 MB for the Big-data queries).
 
 `item_chunk` scores the items in chunks too, merging each chunk's top-k into a running list in a
 `lax.scan` (for catalogues too large for a [query_chunk, items] block); it always applies the
-masks in the program and so compiles with the code generator.
+masks in the program and so compiles with the code generator. It is not the default: weighed as
+a way to shrink the block (256 x 2,048 is 2 MB), a loop over item tiles cost 20-40% more CPU
+(each step copies its item tile out of the items before the matmul, and merges) and its loop
+and merges need generated kernels (the 18 MB start-up plus about 20 MB for compiling it), so it
+used more memory than small query chunks over whole rows.
 
 Ties go to the lower item index, everywhere: `lax.top_k` keeps the lower index first among equal
 values, and merging the running top-k of earlier (lower-index) item chunks ahead of a new chunk's
