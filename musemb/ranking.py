@@ -267,10 +267,10 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
                                                       e if masked else None, k=k)
         pending = start, (chunk_scores, chunk_idx)
     if ready is not None:
-      done, (chunk_scores, chunk_idx) = ready
+      done, (done_scores, done_idx) = ready
       rows = min(qchunk, num_queries - done)
-      scores[done:done + rows] = np.asarray(chunk_scores)[:rows]
-      indices[done:done + rows] = np.asarray(chunk_idx)[:rows]
+      scores[done:done + rows] = np.asarray(done_scores)[:rows]
+      indices[done:done + rows] = np.asarray(done_idx)[:rows]
   # Free the device copies (items, block) before returning, not whenever Python drops them.
   for array in (items_dev, valid_dev, block):
     if array is not None:
