@@ -19,7 +19,7 @@ def _random_counts(users=40, items=70, density=0.15, seed=0):
   rng = np.random.default_rng(seed)
   dense = (rng.poisson(2.0, (users, items)) + 1) * (rng.random((users, items)) < density)
   dense[0] = 0  # a user without plays: its solution is the zero vector
-  dense[1, :60] = rng.integers(1, 5, 60)  # a heavy user, alone in a wide bucket
+  dense[1, :60] = rng.integers(1, 5, 60)  # a heavy user: the segmented class
   return scipy.sparse.csr_matrix(dense.astype(np.float64)), dense
 
 
@@ -29,47 +29,73 @@ def _dense_loss(dense, x, y, reg, conf):
   return float((conf * ((dense > 0) - s) ** 2).sum() + reg * ((x ** 2).sum() + (y ** 2).sum()))
 
 
-def test_bucket_widths_ladder():
-  # Hand-computed: w + 8 until 1.25 w outgrows it, then ceil(1.25 w / 8) * 8.
-  np.testing.assert_array_equal(wmf.bucket_widths(100),
-                                [8, 16, 24, 32, 40, 56, 72, 96, 120])
-  np.testing.assert_array_equal(wmf.bucket_widths(0), [8])
-  np.testing.assert_array_equal(wmf.bucket_widths(9, min_width=4, growth=2.0), [4, 8, 16])
-  widths = wmf.bucket_widths(10_000)
-  assert np.all(widths % 8 == 0) and np.all(widths[1:] >= 1.25 * widths[:-1])
-  assert widths[-2] < 10_000 <= widths[-1]
-  with pytest.raises(ValueError, match="growth"):
-    wmf.bucket_widths(10, growth=1.0)
+def test_class_widths():
+  assert wmf.class_widths(32) == (8, 16, 32)
+  assert wmf.class_widths(16) == (8, 16)
+  assert wmf.class_widths(8) == (8,)
+  assert wmf.class_widths(24, min_width=4) == (4, 8, 16, 24)
   with pytest.raises(ValueError, match="min_width"):
-    wmf.bucket_widths(10, min_width=0)
+    wmf.class_widths(4, min_width=8)
+  with pytest.raises(ValueError, match="segment_width"):
+    wmf.class_widths(0)
 
 
-def test_buckets_cover_every_row_once_in_the_smallest_fitting_width():
+@pytest.mark.parametrize("num_shards", [1, 4])
+def test_blocks_hold_every_non_zero_once_in_order(num_shards):
   csr, dense = _random_counts()
-  ladder = list(wmf.bucket_widths(np.diff(csr.indptr).max(), min_width=4))
-  buckets = wmf.make_buckets(csr, alpha=2.0, num_shards=4, min_width=4, chunk_cells=64)
-  assert [b.width for b in buckets] == sorted({b.width for b in buckets})
+  # Tiny units so that many rows span several segments and the longest row (60 non-zeros, 15
+  # segments of 4) is longer than the default unit.
+  blocks = wmf.make_blocks(csr, alpha=2.0, num_shards=num_shards, segment_width=4, min_width=2,
+                           chunk_cells=16 * num_shards, group=3)
+  assert [(b.width, b.segmented) for b in blocks] == [(2, False), (4, False), (4, True)]
   seen = []
-  for b in buckets:
-    assert b.width in ladder
-    smaller = ladder[ladder.index(b.width) - 1] if b.width != ladder[0] else 0
-    assert b.rows.shape[1] % 4 == 0
-    assert b.cols.shape == b.conf.shape == b.rows.shape + (b.width,)
-    real = int((b.rows < csr.shape[0]).sum())
-    # Chunks are filled evenly: fewer than num_shards padding rows per chunk.
-    assert b.rows.size - real < 4 * b.rows.shape[0]
-    for r, cols, conf in zip(b.rows.reshape(-1), b.cols.reshape(-1, b.width),
-                             b.conf.reshape(-1, b.width)):
-      if r == csr.shape[0]:
-        assert not conf.any()  # padding row
-        continue
-      seen.append(r)
-      nz = np.flatnonzero(dense[r])
-      assert smaller < max(len(nz), 1) <= b.width
-      np.testing.assert_array_equal(cols[:len(nz)], nz)
-      np.testing.assert_allclose(conf[:len(nz)], 1 + 2.0 * dense[r, nz], rtol=1e-6)
-      assert not conf[len(nz):].any()
+  for b in blocks:
+    chunks = b.rows.shape[0]
+    assert chunks % 3 == 0  # padded to whole groups
+    assert b.cols.shape == b.conf.shape == (chunks, b.cols.shape[1], b.width)
+    rows = b.rows.reshape(chunks * num_shards, -1)
+    cols = b.cols.reshape(chunks * num_shards, -1, b.width)
+    conf = b.conf.reshape(chunks * num_shards, -1, b.width)
+    if b.segmented:
+      seg = b.seg.reshape(chunks * num_shards, -1)
+      assert seg.shape[1] >= 15 and seg.shape[1] % 8 == 0  # the 60-wide row fits one unit
+      assert rows.shape[1] == seg.shape[1] // 2
+      assert np.all(np.diff(seg, axis=1) >= 0)  # a unit's segments are sorted by row slot
+    else:
+      assert b.seg is None and rows.shape[1] == cols.shape[1]
+      seg = np.broadcast_to(np.arange(rows.shape[1]), rows.shape)
+    for u in range(rows.shape[0]):
+      for slot, r in enumerate(rows[u]):
+        mine = seg[u] == slot
+        if r == csr.shape[0]:
+          assert not conf[u][mine].any()  # padding slot
+          continue
+        seen.append(int(r))
+        nz = np.flatnonzero(dense[r])
+        flat_cols, flat_conf = cols[u][mine].reshape(-1), conf[u][mine].reshape(-1)
+        assert len(flat_cols) == max(-(-len(nz) // b.width), 1) * b.width
+        if not b.segmented:
+          smaller = b.width // 2 if b.width > 2 else 0
+          assert smaller < max(len(nz), 1) <= b.width
+        else:
+          assert len(nz) > 4
+        np.testing.assert_array_equal(flat_cols[:len(nz)], nz)
+        np.testing.assert_allclose(flat_conf[:len(nz)], 1 + 2.0 * dense[r, nz], rtol=1e-6)
+        assert not flat_conf[len(nz):].any()
   assert sorted(seen) == list(range(csr.shape[0]))
+
+
+def test_blocks_are_data_independent_shapes():
+  # Two matrices of different sizes and length distributions share every one-row class shape,
+  # so a fit compiles one program per class, not one per row length.
+  a, _ = _random_counts(users=40, items=70)
+  b = scipy.sparse.random(500, 900, density=0.02, random_state=1, format="csr") * 10
+  shapes = [{(blk.width, blk.segmented): blk.cols.shape[1:] for blk in
+             wmf.make_blocks(m, alpha=2.0, group=4)} for m in (a, b)]
+  for key in set(shapes[0]) & set(shapes[1]):
+    if not key[1]:
+      assert shapes[0][key] == shapes[1][key]
+  assert all(len(s) <= 4 for s in shapes)
 
 
 def test_popularity_order_relabels_consistently():
@@ -185,15 +211,21 @@ def test_fit_is_equivariant_to_relabelling_and_callback_sees_caller_order():
   np.testing.assert_allclose(yb, ya[pi], rtol=1e-4, atol=1e-5)
 
 
-def test_no_recompilation_across_iterations():
-  csr, _ = _random_counts()
+def test_one_program_per_class_and_none_across_iterations():
+  csr, _ = _random_counts(users=41, items=73)  # a table shape no other test uses
   mesh = sharding.make_mesh(1)
   kw = dict(factors=4, regularization=0.1, alpha=2.0, solver="cg", cg_steps=2, mesh=mesh)
+  updates = [wmf._compiled(mesh, "cg", 2, s)[0] for s in (False, True)]
+  losses = [wmf._compiled(mesh, "exact", 0, s)[1] for s in (False, True)]
+  before = [fn._cache_size() for fn in updates + losses]
   wmf.fit(csr, iterations=1, **kw)
-  update, nnz_loss, _ = wmf._compiled(mesh, "cg", 2)
-  sizes = update._cache_size(), nnz_loss._cache_size()
+  after = [fn._cache_size() for fn in updates + losses]
+  # Users and items share their programs: the one-row classes 8, 16 and 32 and one segmented
+  # shape, for the solve and for the loss, whatever the rows' lengths.
+  assert after[0] - before[0] <= 3 and after[1] - before[1] == 1
+  assert after[2] - before[2] <= 3 and after[3] - before[3] == 1
   wmf.fit(csr, iterations=3, **kw)
-  assert (update._cache_size(), nnz_loss._cache_size()) == sizes
+  assert [fn._cache_size() for fn in updates + losses] == after
 
 
 def test_planted_low_rank_recovers_held_out_items():

@@ -67,8 +67,10 @@ against 0.27/0.31 s per half-step), 2x widths 20 shapes and 1.45x.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +88,8 @@ from musemb import sharding as sharding_lib
 CONFIDENCES = ("linear", "log")
 SOLVERS = ("cg", "exact")
 _HIGHEST = jax.lax.Precision.HIGHEST
+# Chunks per solve call: every call of a class has this many, so its shape is data-independent.
+_GROUP = 8
 
 
 # ----------------------------------------------------------------------------- data layout
@@ -134,103 +138,175 @@ def _check_counts(counts: Any, name: str = "counts") -> scipy.sparse.csr_matrix:
   return csr
 
 
-def bucket_widths(max_nnz: int, *, min_width: int = 8, growth: float = 1.25) -> np.ndarray:
-  """The ladder of bucket widths: multiples of `min_width`, each at least `growth` x the last.
-
-  w_0 = min_width and w_{k+1} = max(w_k + min_width, min_width * ceil(growth * w_k / min_width)),
-  up to the first width >= max_nnz: 8, 16, 24, 32, 40, 56, 72, 96, 120, 152, ... by default. A row
-  with n non-zeros goes to the smallest width >= n, so a row above min_width wastes less than
-  (growth - 1) of its width plus min_width slots.
-
-  Args:
-    max_nnz: the largest number of non-zeros of a row to fit.
-    min_width: smallest width and step, a positive integer.
-    growth: growth factor between consecutive widths, > 1.
-
-  Returns:
-    [num_widths] int64 increasing widths, the last >= max(max_nnz, 1).
-  """
-  if isinstance(min_width, bool) or not isinstance(min_width, (int, np.integer)) or min_width < 1:
-    raise ValueError(f"min_width={min_width!r} must be a positive integer.")
-  if not growth > 1:
-    raise ValueError(f"growth={growth!r} must be > 1: each bucket width is at least growth x the "
-                     "previous one.")
-  widths = [int(min_width)]
-  while widths[-1] < max(int(max_nnz), 1):
-    w = widths[-1]
-    widths.append(max(w + min_width, -(-int(np.ceil(w * growth)) // min_width) * min_width))
-  return np.asarray(widths, np.int64)
+def class_widths(segment_width: int, min_width: int = 8) -> tuple[int, ...]:
+  """Widths of the one-row-per-segment classes: min_width, 2 min_width, ... below segment_width,
+  then segment_width itself (8, 16 by default). Rows longer than segment_width are segmented."""
+  for name, value in (("segment_width", segment_width), ("min_width", min_width)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name}={value!r} must be a positive integer.")
+  if min_width > segment_width:
+    raise ValueError(f"min_width={min_width} must be <= segment_width={segment_width}.")
+  widths, w = [], int(min_width)
+  while w < segment_width:
+    widths.append(w)
+    w *= 2
+  return tuple(widths) + (int(segment_width),)
 
 
 @dataclasses.dataclass(frozen=True)
-class Bucket:
-  """Rows of one side whose non-zeros fit `width`, cut into equal fixed-shape chunks.
+class Block:
+  """One class of rows of one side, in fixed-shape chunks of segments.
+
+  A chunk is `num_shards` units laid side by side along axis 1 (a unit is what one device of the
+  mesh's data axis solves): unit u of chunk c holds rows rows[c, u*R:(u+1)*R] and segments
+  [c, u*S:(u+1)*S], where R and S are the unit's row slots and segments.
 
   Attributes:
-    width: padded number of non-zeros per row (a `bucket_widths` width).
-    rows: [chunks, chunk_rows] int32 row ids; padding rows hold `num_rows` (out of range).
-    cols: [chunks, chunk_rows, width] int32 column ids of the non-zeros; padding holds 0.
-    conf: [chunks, chunk_rows, width] float32 confidences c > 1; padding holds 0.
+    width: non-zeros per segment.
+    segmented: False for a one-row-per-segment class (segment j is row slot j, seg is None);
+      True when a row spans several consecutive segments of its unit.
+    rows: [chunks, shards * R] int32 row ids; padding slots hold `table_rows` (out of range).
+    seg: [chunks, shards * S] int32 row slot of each segment within its unit (non-decreasing in
+      a unit; padding segments hold R - 1 with confidence 0), or None when not segmented.
+    cols: [chunks, shards * S, width] int32 column ids of the non-zeros; padding holds 0.
+    conf: [chunks, shards * S, width] float32 confidences c > 1; padding holds 0.
   """
   width: int
+  segmented: bool
   rows: np.ndarray
+  seg: np.ndarray | None
   cols: np.ndarray
   conf: np.ndarray
 
 
-def make_buckets(counts: Any, *, alpha: float, confidence_kind: str = "linear", eps: float = 1.0,
-                 num_shards: int = 1, min_width: int = 8, growth: float = 1.25,
-                 chunk_cells: int = 1 << 13) -> list[Bucket]:
-  """Groups the rows of a CSR count matrix into buckets of `bucket_widths` widths, in fixed chunks.
+def _next_fit(segments: np.ndarray, max_segments: int, max_rows: int) -> np.ndarray:
+  """Unit boundaries of rows packed in order: each unit takes rows while both capacities hold.
 
-  A row with n non-zeros lands in the bucket of the smallest ladder width >= n; rows without
-  non-zeros go to the smallest bucket (their ALS solution is the zero vector). A bucket of r rows
-  and width w is cut into k = ceil(r w / chunk_cells) chunks of ceil(r / k) rows rounded up to a
-  multiple of `num_shards`, so the chunks are as full as the shards allow.
+  Returns the [units + 1] start indices (the last is len(segments))."""
+  cum = np.concatenate([[0], np.cumsum(segments)])
+  starts, i = [0], 0
+  while i < len(segments):
+    j = min(int(np.searchsorted(cum, cum[i] + max_segments, side="right")) - 1, i + max_rows)
+    i = max(j, i + 1)   # a row never exceeds max_segments (the caller sizes units for it)
+    starts.append(i)
+  return np.asarray(starts, np.int64)
+
+
+def make_blocks(counts: Any, *, alpha: float, confidence_kind: str = "linear", eps: float = 1.0,
+                num_shards: int = 1, segment_width: int = 32, min_width: int = 8,
+                chunk_cells: int = 1 << 13, group: int = _GROUP, row_offset: int = 0,
+                col_offset: int = 0, table_rows: int | None = None,
+                min_unit_segments: int = 0) -> list[Block]:
+  """Lays out the rows of a CSR count matrix in a few fixed chunk shapes (one per class).
+
+  A row with n non-zeros joins the one-row-per-segment class of the smallest `class_widths`
+  width >= n when n <= segment_width (rows without non-zeros go to the smallest; their ALS
+  solution is the zero vector); a longer row is cut into ceil(n / segment_width) segments of
+  `segment_width` and joins the segmented class, whose units hold consecutive segments of whole
+  rows. Units hold about chunk_cells / num_shards cells: a one-row class of width w has
+  chunk_cells / (w shards) rows per unit; the segmented class S = max(chunk_cells /
+  (segment_width shards), the longest row's segments) segments (a multiple of 8) and S / 2 row
+  slots (its rows have at least 2 segments), filled in order of decreasing length (next fit), so
+  they stay full. Each class's chunks are padded to a multiple of `group`, so that every call of
+  the solve sees the same [group, ...] shape: the number of shapes, hence of compilations, is one
+  per class whatever the data's size and length distribution.
 
   Args:
     counts: [rows, cols] scipy sparse counts >= 0.
     alpha, confidence_kind, eps: see `confidence`.
-    num_shards: the mesh's data-axis size; chunk rows are padded to a multiple of it.
-    min_width, growth: the width ladder (see `bucket_widths`).
-    chunk_cells: target [chunk_rows, width] cells per chunk, bounding device memory per step.
+    num_shards: the mesh's data-axis size (units per chunk).
+    segment_width: non-zeros per segment of the segmented class, and the widest one-row class.
+    min_width: the narrowest one-row class (see `class_widths`).
+    chunk_cells: cells per chunk (a device solves chunk_cells / num_shards at a time).
+    group: chunks per solve call.
+    row_offset, col_offset: added to the row and column ids, which index one factor table
+      holding both sides (`fit` keeps users then items in one [users + items, f] table, so that
+      both half-steps run the same programs).
+    table_rows: rows of that table; padding row ids hold it (out of range). Default: the
+      larger of row_offset + rows and (with a col_offset) col_offset + cols.
+    min_unit_segments: a floor on the segmented class's unit size, so that two sides (or two
+      matrices) can share its shape.
 
   Returns:
-    Buckets in increasing width; every row id appears exactly once over all buckets.
+    Blocks in increasing width, the segmented one last; every row id appears exactly once.
   """
-  csr = _check_counts(counts)
-  if num_shards < 1 or chunk_cells < 1:
-    raise ValueError(f"num_shards={num_shards} and chunk_cells={chunk_cells} must be >= 1.")
+  return _make_blocks(_check_counts(counts), alpha=alpha, confidence_kind=confidence_kind,
+                      eps=eps, num_shards=num_shards, segment_width=segment_width,
+                      min_width=min_width, chunk_cells=chunk_cells, group=group,
+                      row_offset=row_offset, col_offset=col_offset, table_rows=table_rows,
+                      min_unit_segments=min_unit_segments)
+
+
+def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind: str, eps: float,
+                 num_shards: int, segment_width: int, min_width: int, chunk_cells: int,
+                 group: int, row_offset: int, col_offset: int, table_rows: int | None,
+                 min_unit_segments: int) -> list[Block]:
+  """`make_blocks` of a matrix `_check_counts` already checked (and copied)."""
+  for name, value in (("num_shards", num_shards), ("chunk_cells", chunk_cells),
+                      ("group", group)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name}={value!r} must be a positive integer.")
+  widths = class_widths(segment_width, min_width)
   num_rows = csr.shape[0]
+  if table_rows is None:
+    table_rows = max(row_offset + num_rows, col_offset + csr.shape[1] if col_offset else 0)
   conf_data = confidence(csr.data, alpha=alpha, kind=confidence_kind, eps=eps)
   nnz = np.diff(csr.indptr)
-  ladder = bucket_widths(int(nnz.max(initial=0)), min_width=min_width, growth=growth)
-  widths = ladder[np.searchsorted(ladder, np.maximum(nnz, 1))]
-  buckets = []
-  for width in np.unique(widths):
-    width = int(width)
-    rows = np.flatnonzero(widths == width).astype(np.int64)
-    # As few chunks as fit chunk_cells, rows spread evenly over them (a multiple of the shards).
-    num_chunks = max(1, -(-len(rows) * width // chunk_cells))
-    chunk_rows = -(-len(rows) // num_chunks)
-    chunk_rows = -(-chunk_rows // num_shards) * num_shards
-    num_chunks = -(-len(rows) // chunk_rows)
-    total = num_chunks * chunk_rows
-    slot = np.arange(width)
+  # Rows by decreasing length (stable): the segmented class packs best that way, and `fit`'s
+  # popularity order is already this order, which keeps popular rows together in memory.
+  order = np.argsort(-nnz, kind="stable")
+  cls = np.searchsorted(np.asarray(widths), np.maximum(nnz[order], 1))
+  blocks = []
+  for c, width in enumerate(widths + (segment_width,)):
+    segmented = c == len(widths)
+    rows = order[cls == c]
+    if not len(rows):
+      continue
     lengths = nnz[rows]
-    valid = slot[None, :] < lengths[:, None]
-    pos = np.where(valid, csr.indptr[rows][:, None] + slot[None, :], 0)
-    cols = np.zeros((total, width), np.int32)
-    conf = np.zeros((total, width), np.float32)
+    if segmented:
+      counts_seg = -(-lengths // width)
+      unit_segments = max(-(-chunk_cells // (width * num_shards)), int(counts_seg.max()),
+                          int(min_unit_segments))
+      unit_segments = -(-unit_segments // 8) * 8
+      unit_rows = unit_segments // 2
+      starts = _next_fit(counts_seg, unit_segments, unit_rows)
+    else:
+      counts_seg = np.ones(len(rows), np.int64)
+      unit_rows = unit_segments = max(1, chunk_cells // (width * num_shards))
+      starts = np.arange(0, len(rows) + unit_rows, unit_rows).clip(max=len(rows))
+      starts = np.unique(starts)
+    units = len(starts) - 1
+    chunks = -(-units // num_shards)
+    chunks = -(-chunks // group) * group
+    total_units = chunks * num_shards
+    unit_of_row = np.repeat(np.arange(units), np.diff(starts))
+    slot = np.arange(len(rows)) - starts[unit_of_row]
+    out_rows = np.full((total_units, unit_rows), table_rows, np.int32)
+    out_rows[unit_of_row, slot] = rows + row_offset
+    # Segments: row i's k-th segment sits at its unit's (first segment of i) + k.
+    seg_cum = np.concatenate([[0], np.cumsum(counts_seg)])
+    first_seg = seg_cum[:-1] - seg_cum[starts[unit_of_row]]
+    seg_unit = np.repeat(unit_of_row, counts_seg)
+    seg_row = np.repeat(np.arange(len(rows)), counts_seg)
+    seg_k = np.arange(len(seg_row)) - seg_cum[seg_row]
+    seg_pos = np.repeat(first_seg, counts_seg) + seg_k
+    seg_slot = np.full((total_units, unit_segments), unit_rows - 1, np.int32)
+    seg_slot[seg_unit, seg_pos] = slot[seg_row]
+    cols = np.zeros((total_units, unit_segments, width), np.int32)
+    conf = np.zeros((total_units, unit_segments, width), np.float32)
     if csr.nnz:
-      cols[:len(rows)] = np.where(valid, csr.indices[pos], 0)
-      conf[:len(rows)] = np.where(valid, conf_data[pos], 0.0)
-    padded_rows = np.full(total, num_rows, np.int32)
-    padded_rows[:len(rows)] = rows
-    buckets.append(Bucket(width=width, rows=padded_rows.reshape(num_chunks, chunk_rows),
-                          cols=cols.reshape(num_chunks, chunk_rows, width),
-                          conf=conf.reshape(num_chunks, chunk_rows, width)))
-  return buckets
+      offset = seg_k[:, None] * width + np.arange(width)[None, :]
+      valid = offset < lengths[seg_row][:, None]
+      pos = np.where(valid, csr.indptr[rows][seg_row][:, None] + offset, 0)
+      cols[seg_unit, seg_pos] = np.where(valid, csr.indices[pos] + col_offset, 0)
+      conf[seg_unit, seg_pos] = np.where(valid, conf_data[pos], 0.0)
+    blocks.append(Block(
+        width=int(width), segmented=segmented,
+        rows=out_rows.reshape(chunks, num_shards * unit_rows),
+        seg=seg_slot.reshape(chunks, num_shards * unit_segments) if segmented else None,
+        cols=cols.reshape(chunks, num_shards * unit_segments, width),
+        conf=conf.reshape(chunks, num_shards * unit_segments, width)))
+  return blocks
 
 
 # ----------------------------------------------------------------------------- solves
@@ -246,40 +322,58 @@ def _gather(table, idx):
   return jnp.take(table, idx, axis=0, mode="clip")
 
 
-def _solve_exact(other, gram_reg, cols, conf):
+def _segment_ops(seg, num_rows: int):
+  """(expand [R, ...] -> [S, ...], reduce [S, ...] -> [R, ...]) for a unit's segment slots.
+
+  With seg None (one row per segment) both are the identity. Otherwise expand reads each
+  segment's row and reduce sums a row's segments (a sorted segment sum, which XLA:CPU runs as
+  one pass; padding segments add exact zeros to the last slot).
+  """
+  if seg is None:
+    return (lambda v: v), (lambda q: q)
+  return ((lambda v: jnp.take(v, seg, axis=0, mode="clip")),
+          (lambda q: jax.ops.segment_sum(q, seg, num_segments=num_rows, indices_are_sorted=True)))
+
+
+def _solve_exact(other, gram_reg, cols, conf, seg, num_rows: int):
   """Cholesky solve of every row's (Y^T C_u Y + lambda I) x = Y^T C_u p_u."""
+  _, reduce = _segment_ops(seg, num_rows)
   y_u = _gather(other, cols)
   extra = jnp.where(conf > 0, conf - 1.0, 0.0)
-  b = _dot(conf, y_u, "rw,rwf->rf")
-  a = gram_reg[None] + jnp.einsum("rwf,rw,rwg->rfg", y_u, extra, y_u, precision=_HIGHEST)
+  b = reduce(_dot(conf, y_u, "rw,rwf->rf"))
+  a = gram_reg[None] + reduce(jnp.einsum("rwf,rw,rwg->rfg", y_u, extra, y_u,
+                                         precision=_HIGHEST))
   chol = jnp.linalg.cholesky(a)
   return jax.scipy.linalg.cho_solve((chol, True), b[..., None])[..., 0]
 
 
-def _solve_cg(other, gram_reg, cols, conf, x0, steps: int):
+def _solve_cg(other, gram_reg, cols, conf, seg, x0, steps: int):
   """`steps` conjugate-gradient iterations on every row's system from x0 (Takacs et al. 2011).
 
-  A_u v = (Y^T Y + lambda I) v + Y_u^T ((c - 1) * Y_u v) with Y_u gathered once; padding has c = 0,
-  so its (c - 1) is masked to 0 and it adds nothing to b = Y_u^T c either. Passes over Y_u: 2 for
-  the starting residual, 2 per step but 1 for the last.
+  A_u v = (Y^T Y + lambda I) v + Y_u^T ((c - 1) * Y_u v) with Y_u gathered once per chunk;
+  padding has c = 0, so its (c - 1) is masked to 0 and it adds nothing to b = Y_u^T c either.
+  Per-row vectors ([R, f]) are expanded to their segments before a pass over Y_u and the
+  segments' partial sums reduced back after it. Passes over Y_u: 2 for the starting residual,
+  2 per step but 1 for the last.
   """
+  expand, reduce = _segment_ops(seg, x0.shape[0])
   y_u = _gather(other, cols)
   extra = jnp.where(conf > 0, conf - 1.0, 0.0)
 
   # r = b - A x0 in one pair of passes: b = sum_w c_w y_w (p = 1 on the non-zeros).
-  r = (_dot(conf - extra * _dot(y_u, x0, "rwf,rf->rw"), y_u, "rw,rwf->rf")
+  r = (reduce(_dot(conf - extra * _dot(y_u, expand(x0), "rwf,rf->rw"), y_u, "rw,rwf->rf"))
        - _dot(x0, gram_reg, "rf,fg->rg"))
   x, p = x0, r
   rs = jnp.sum(r * r, axis=1)
   for k in range(steps):
-    yp = _dot(y_u, p, "rwf,rf->rw")
+    yp = _dot(y_u, expand(p), "rwf,rf->rw")
     gp = _dot(p, gram_reg, "rf,fg->rg")
     if k == steps - 1:
       # The last step needs only p^T A p = p^T (Y^T Y + lambda I) p + sum_w (c_w - 1) (y_w . p)^2,
       # not A p itself: one pass over Y_u fewer.
-      pap = jnp.sum(p * gp, axis=1) + jnp.sum(extra * yp * yp, axis=1)
+      pap = jnp.sum(p * gp, axis=1) + reduce(jnp.sum(extra * yp * yp, axis=1))
     else:
-      ap = gp + _dot(extra * yp, y_u, "rw,rwf->rf")
+      ap = gp + reduce(_dot(extra * yp, y_u, "rw,rwf->rf"))
       pap = jnp.sum(p * ap, axis=1)
     # A converged row has r = p = 0; it must stay put instead of dividing 0 by 0.
     step = jnp.where(pap > 0, rs / jnp.where(pap > 0, pap, 1.0), 0.0)
@@ -294,95 +388,164 @@ def _solve_cg(other, gram_reg, cols, conf, x0, steps: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(mesh: Mesh, solver: str, cg_steps: int) -> tuple[Callable, Callable, Callable]:
-  """Jitted (update bucket, nnz-loss bucket, dense loss terms) for one mesh and solver.
+def _compiled(mesh: Mesh, solver: str, cg_steps: int, segmented: bool
+              ) -> tuple[Callable, Callable]:
+  """Jitted (update a group of chunks, nnz-loss of a group) for one mesh, solver and class kind.
 
-  The bucket functions take a bucket's stacked [chunks, chunk_rows(, width)] arrays and `lax.map`
-  over its chunks: one dispatch per bucket, one compilation per bucket shape.
+  Both read one factor table holding both sides (rows and columns index it), so users and items
+  run the same programs. They take a group's stacked [group, ...] arrays and `lax.map` over its
+  chunks inside a `shard_map` over the mesh's data axis: each device solves its own unit of every
+  chunk (its rows and their segments, so a row's segment sums stay on one device) against the
+  replicated table. One compilation per chunk shape: one per class.
   """
-  rows_sharding = NamedSharding(mesh, P(sharding_lib.DATA))
-  chunks_sharding = NamedSharding(mesh, P(None, sharding_lib.DATA))
+  data = sharding_lib.DATA
+  unit = P(None, data)
+  cells = P(None, data, None)
+  seg_spec = unit if segmented else None
   replicated = NamedSharding(mesh, P())
 
-  def update(own, other, gram, rows, cols, conf, regularization):
-    f = other.shape[1]
-    gram_reg = gram + regularization * jnp.eye(f, dtype=gram.dtype)
-
+  def local_update(table, gram_reg, rows, seg, cols, conf):
     def chunk(args):
-      r, c, w = args
+      r, s, c, w = args
       if solver == "exact":
-        return _solve_exact(other, gram_reg, c, w)
-      x0 = jnp.take(own, r, axis=0, mode="fill", fill_value=0)
-      x0 = jax.lax.with_sharding_constraint(x0, rows_sharding)
-      return _solve_cg(other, gram_reg, c, w, x0, cg_steps)
+        return _solve_exact(table, gram_reg, c, w, s, r.shape[0])
+      x0 = jnp.take(table, r, axis=0, mode="fill", fill_value=0)
+      return _solve_cg(table, gram_reg, c, w, s, x0, cg_steps)
+    return jax.lax.map(chunk, (rows, seg, cols, conf))
 
-    # Every chunk reads the old `own` (its rows are disjoint from the other chunks'), as a
-    # chunk-by-chunk update would.
-    x = jax.lax.with_sharding_constraint(jax.lax.map(chunk, (rows, cols, conf)), chunks_sharding)
-    return own.at[rows.reshape(-1)].set(x.reshape(-1, f).astype(own.dtype), mode="drop")
+  def update(table, gram, rows, seg, cols, conf, regularization):
+    f = table.shape[1]
+    gram_reg = gram + regularization * jnp.eye(f, dtype=gram.dtype)
+    # Every chunk reads the old table: its rows are disjoint from the other chunks', and the
+    # other side's rows, which it solves against, do not change during a half-step.
+    x = jax.shard_map(local_update, mesh=mesh,
+                      in_specs=(P(), P(), unit, seg_spec, cells, cells),
+                      out_specs=cells)(table, gram_reg, rows, seg, cols, conf)
+    return table.at[rows.reshape(-1)].set(x.reshape(-1, f).astype(table.dtype), mode="drop")
 
-  def nnz_loss(x, y, rows, cols, conf):
+  def local_loss(table, rows, seg, cols, conf):
     # Correction to the all-zeros loss on the non-zeros: c (1 - s)^2 - s^2 per pair.
     def chunk(args):
-      r, c, w = args
-      x_r = jnp.take(x, r, axis=0, mode="fill", fill_value=0)
-      s = _dot(x_r, _gather(y, c), "rf,rwf->rw")
-      return jnp.sum(jnp.where(w > 0, w * (1.0 - s) ** 2 - s * s, 0.0), axis=1)
+      r, s, c, w = args
+      expand, _ = _segment_ops(s, r.shape[0])
+      x_r = expand(jnp.take(table, r, axis=0, mode="fill", fill_value=0))
+      score = _dot(x_r, _gather(table, c), "rf,rwf->rw")
+      return jnp.sum(jnp.where(w > 0, w * (1.0 - score) ** 2 - score * score, 0.0), axis=1)
+    return jax.lax.map(chunk, (rows, seg, cols, conf))
 
-    return jax.lax.map(chunk, (rows, cols, conf))
+  def nnz_loss(table, rows, seg, cols, conf):
+    return jax.shard_map(local_loss, mesh=mesh, in_specs=(P(), unit, seg_spec, cells, cells),
+                         out_specs=unit)(table, rows, seg, cols, conf)
 
-  def dense_terms(x, y, regularization):
-    gram = jnp.matmul(y.T, y, precision=_HIGHEST)
-    zeros = jnp.sum(x * jnp.matmul(x, gram, precision=_HIGHEST))
-    return zeros, regularization * (jnp.sum(x * x) + jnp.sum(y * y))
-
-  # `own` is donated: each bucket rewrites its rows in place instead of copying every factor.
+  # The table is donated: each group rewrites its rows in place instead of copying every factor.
   return (jax.jit(update, out_shardings=replicated, donate_argnums=(0,)),
-          jax.jit(nnz_loss, out_shardings=chunks_sharding),
-          jax.jit(dense_terms, out_shardings=(replicated, replicated)))
+          jax.jit(nnz_loss, out_shardings=NamedSharding(mesh, unit)))
 
 
-def _gram(y: jax.Array) -> jax.Array:
-  return jnp.matmul(y.T, y, precision=_HIGHEST)
+@functools.lru_cache(maxsize=None)
+def _table_fns(mesh: Mesh, num_users: int) -> dict[str, Callable]:
+  """Jitted helpers over a [users + items, f] table: each side's Gram, the dense loss terms."""
+  replicated = NamedSharding(mesh, P())
+
+  def gram(table, users_side: bool):
+    y = table[:num_users] if users_side else table[num_users:]
+    return jnp.matmul(y.T, y, precision=_HIGHEST)
+
+  def dense_terms(table, regularization):
+    x, y = table[:num_users], table[num_users:]
+    zeros = jnp.sum(x * jnp.matmul(x, gram(table, False), precision=_HIGHEST))
+    return zeros, regularization * jnp.sum(table * table)
+
+  return {"users_gram": jax.jit(functools.partial(gram, users_side=True),
+                                out_shardings=replicated),
+          "items_gram": jax.jit(functools.partial(gram, users_side=False),
+                                out_shardings=replicated),
+          "dense_terms": jax.jit(dense_terms, out_shardings=(replicated, replicated))}
 
 
 @dataclasses.dataclass
 class _Side:
-  """One side's buckets as stacked (rows, cols, conf) arrays on the mesh, rows over `data`."""
-  num_rows: int
-  buckets: list[tuple[jax.Array, jax.Array, jax.Array]]
+  """One side's blocks on the mesh as groups of `group` chunks: (segmented, rows, seg, cols, conf)
+  per group, the unit axis sharded over the mesh's data axis. Its rows are solved against the
+  table's rows of the other side, whose Gram matrix is `other_gram` ("users_gram" or
+  "items_gram" of `_table_fns`)."""
+  other_gram: str
+  groups: list[tuple[bool, jax.Array, jax.Array | None, jax.Array, jax.Array]]
 
 
-def _place(buckets: list[Bucket], num_rows: int, mesh: Mesh) -> _Side:
-  s = NamedSharding(mesh, P(None, sharding_lib.DATA))
-  return _Side(num_rows=num_rows, buckets=[
-      (jax.device_put(b.rows, s), jax.device_put(b.cols, s), jax.device_put(b.conf, s))
-      for b in buckets])
+def _place(blocks: list[Block], other_gram: str, mesh: Mesh, group: int) -> _Side:
+  unit = NamedSharding(mesh, P(None, sharding_lib.DATA))
+  groups = []
+  for b in blocks:
+    for g in range(0, b.rows.shape[0], group):
+      sl = slice(g, g + group)
+      groups.append((b.segmented, jax.device_put(b.rows[sl], unit),
+                     None if b.seg is None else jax.device_put(b.seg[sl], unit),
+                     jax.device_put(b.cols[sl], unit), jax.device_put(b.conf[sl], unit)))
+  return _Side(other_gram=other_gram, groups=groups)
 
 
-def _solve_side(own: jax.Array, other: jax.Array, side: _Side, regularization: float,
+def _solve_side(table: jax.Array, side: _Side, num_users: int, regularization: float,
                 mesh: Mesh, solver: str, cg_steps: int) -> jax.Array:
-  update, _, _ = _compiled(mesh, solver, cg_steps)
-  gram = jax.jit(_gram, out_shardings=sharding_lib.replicated(mesh))(other)
+  """Solves one side's rows of the table against the other side's; returns the new table."""
+  gram = _table_fns(mesh, num_users)[side.other_gram](table)
   reg = jnp.float32(regularization)
-  own = jnp.array(own, copy=True)   # the buckets donate it; never consume the caller's array
+  table = jnp.array(table, copy=True)   # the groups donate it; never consume the caller's array
   # Several CPU devices share one host thread pool: executions dispatched ahead can fill it with
   # participants waiting in the all-gather's rendezvous for partners that never get a thread (a hang
-  # seen with 2 devices on 2 cores). Waiting for each bucket keeps one collective in flight.
+  # seen with 2 devices on 2 cores). Waiting for each group keeps one collective in flight.
   sync = mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
-  for rows, cols, conf in side.buckets:
-    own = update(own, other, gram, rows, cols, conf, reg)
+  for segmented, rows, seg, cols, conf in side.groups:
+    update, _ = _compiled(mesh, solver, cg_steps, segmented)
+    table = update(table, gram, rows, seg, cols, conf, reg)
     if sync:
-      own.block_until_ready()
-  return own
+      table.block_until_ready()
+  return table
 
 
-def _side_loss(x: jax.Array, y: jax.Array, side: _Side, regularization: float, mesh: Mesh) -> float:
-  _, nnz_loss, dense_terms = _compiled(mesh, "exact", 0)
-  zeros, reg = dense_terms(x, y, jnp.float32(regularization))
+def _precompile(table: jax.Array, sides: list[_Side], num_users: int, regularization: float,
+                mesh: Mesh, solver: str, cg_steps: int, loss_side: _Side | None) -> int:
+  """Compiles every distinct program of a fit at once, in parallel threads.
+
+  XLA compiles one program on one thread and releases the GIL, so the few distinct programs (one
+  per class and chunk shape, shared by both sides) compile side by side on the host's cores
+  instead of one after another as the first iteration reaches each. A compiled program lands in
+  jit's cache (and the persistent cache, when one is set), where the solves then find it.
+  Returns the number of programs.
+  """
+  fns = _table_fns(mesh, num_users)
+  f = table.shape[1]
+  gram = jax.ShapeDtypeStruct((f, f), jnp.float32, sharding=sharding_lib.replicated(mesh))
+  reg = jnp.float32(regularization)
+  jobs = {}
+  for side in sides:
+    jobs.setdefault(side.other_gram, (fns[side.other_gram], (table,)))
+    for segmented, rows, seg, cols, conf in side.groups:
+      update, _ = _compiled(mesh, solver, cg_steps, segmented)
+      jobs.setdefault(("update", segmented, rows.shape, cols.shape),
+                      (update, (table, gram, rows, seg, cols, conf, reg)))
+  if loss_side is not None:
+    jobs["dense"] = (fns["dense_terms"], (table, reg))
+    for segmented, rows, seg, cols, conf in loss_side.groups:
+      _, nnz_loss = _compiled(mesh, "exact", 0, segmented)
+      jobs.setdefault(("loss", segmented, rows.shape, cols.shape),
+                      (nnz_loss, (table, rows, seg, cols, conf)))
+  workers = max(1, min(len(jobs), os.cpu_count() or 1))
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    for future in [pool.submit(lambda fn, args: fn.lower(*args).compile(), fn, args)
+                   for fn, args in jobs.values()]:
+      future.result()
+  return len(jobs)
+
+
+def _side_loss(table: jax.Array, side: _Side, num_users: int, regularization: float,
+               mesh: Mesh) -> float:
+  """The objective from the users' side blocks (every non-zero once) and the dense terms."""
+  zeros, reg = _table_fns(mesh, num_users)["dense_terms"](table, jnp.float32(regularization))
   total = float(zeros) + float(reg)
-  for rows, cols, conf in side.buckets:
-    total += float(np.asarray(nnz_loss(x, y, rows, cols, conf), np.float64).sum())
+  for segmented, rows, seg, cols, conf in side.groups:
+    _, nnz_loss = _compiled(mesh, "exact", 0, segmented)
+    total += float(np.asarray(nnz_loss(table, rows, seg, cols, conf), np.float64).sum())
   return total
 
 
@@ -406,7 +569,11 @@ def popularity_order(counts: Any) -> tuple[np.ndarray, np.ndarray, scipy.sparse.
   sorted indices). `fit` solves in this order so that the gathered rows of the popular items (and
   of the active users) lie together in memory.
   """
-  csr = _check_counts(counts)
+  return _popularity_order(_check_counts(counts))
+
+
+def _popularity_order(csr: scipy.sparse.csr_matrix
+                      ) -> tuple[np.ndarray, np.ndarray, scipy.sparse.csr_matrix]:
   user_order = np.argsort(-np.diff(csr.indptr), kind="stable")
   item_order = np.argsort(-np.bincount(csr.indices, minlength=csr.shape[1]), kind="stable")
   item_rank = np.argsort(item_order)
@@ -450,11 +617,15 @@ def solve_rows(counts: Any, other_factors: Any, *, regularization: float, alpha:
   _check_args(solver, cg_steps, other.shape[1], regularization)
   mesh = mesh or sharding_lib.make_mesh()
   shape = (csr.shape[0], other.shape[1])
-  own = _as_factors(np.zeros(shape) if init is None else init, shape, "init", mesh)
-  side = _place(make_buckets(csr, alpha=alpha, confidence_kind=confidence_kind, eps=eps,
-                             num_shards=sharding_lib.data_size(mesh)), csr.shape[0], mesh)
-  other = _as_factors(other, other.shape, "other_factors", mesh)
-  return np.asarray(_solve_side(own, other, side, regularization, mesh, solver, cg_steps))
+  own = _as_factors(np.zeros(shape) if init is None else init, shape, "init", None)
+  other = _as_factors(other, other.shape, "other_factors", None)
+  # One table of both sides, own rows first (see `make_blocks`).
+  rows = csr.shape[0]
+  table = jax.device_put(np.concatenate([own, other]), sharding_lib.replicated(mesh))
+  side = _place(make_blocks(csr, alpha=alpha, confidence_kind=confidence_kind, eps=eps,
+                            num_shards=sharding_lib.data_size(mesh), col_offset=rows),
+                "items_gram", mesh, _GROUP)
+  return np.asarray(_solve_side(table, side, rows, regularization, mesh, solver, cg_steps))[:rows]
 
 
 def loss(counts: Any, user_factors: Any, item_factors: Any, *, regularization: float,
@@ -477,11 +648,13 @@ def loss(counts: Any, user_factors: Any, item_factors: Any, *, regularization: f
   csr = _check_counts(counts)
   mesh = mesh or sharding_lib.make_mesh()
   f = np.shape(user_factors)[-1]
-  x = _as_factors(user_factors, (csr.shape[0], f), "user_factors", mesh)
-  y = _as_factors(item_factors, (csr.shape[1], f), "item_factors", mesh)
-  side = _place(make_buckets(csr, alpha=alpha, confidence_kind=confidence_kind, eps=eps,
-                             num_shards=sharding_lib.data_size(mesh)), csr.shape[0], mesh)
-  return _side_loss(x, y, side, regularization, mesh)
+  x = _as_factors(user_factors, (csr.shape[0], f), "user_factors", None)
+  y = _as_factors(item_factors, (csr.shape[1], f), "item_factors", None)
+  table = jax.device_put(np.concatenate([x, y]), sharding_lib.replicated(mesh))
+  side = _place(make_blocks(csr, alpha=alpha, confidence_kind=confidence_kind, eps=eps,
+                            num_shards=sharding_lib.data_size(mesh), col_offset=csr.shape[0]),
+                "items_gram", mesh, _GROUP)
+  return _side_loss(table, side, csr.shape[0], regularization, mesh)
 
 
 def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: float = 40.0,
@@ -490,13 +663,15 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
         callback: Callable[[int, float, jax.Array, jax.Array], Any] | None = None,
         compute_loss: bool = True, user_factors: Any = None, item_factors: Any = None,
         start_iteration: int = 0, chunk_cells: int = 1 << 13,
-        bucket_growth: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+        segment_width: int = 32) -> tuple[np.ndarray, np.ndarray]:
   """Fits implicit-feedback WMF by alternating least squares (Hu, Koren & Volinsky 2008).
 
   Each iteration solves all users given the items, then all items given the users. Factors start
-  as N(0, 0.01^2) draws from `seed` (independent of the mesh), unless given (to resume). Internally
-  both sides are solved in `popularity_order` (faster gathers); inputs, callback arguments and
-  results are in the caller's order.
+  as N(0, 0.01^2) draws of numpy's generator from `seed` (independent of the mesh), unless given
+  (to resume). Internally both sides are solved in `popularity_order` (faster gathers) and kept
+  in one table (see `make_blocks`); inputs, callback arguments and results are in the caller's
+  order. All of a fit's programs (at most four solves, and four losses with `compute_loss`)
+  compile before the first iteration, in parallel threads.
 
   Args:
     counts: [users, items] scipy sparse play counts >= 0 (CSR or anything convertible).
@@ -516,9 +691,9 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
       gather cost).
     user_factors, item_factors: starting factors [users, f], [items, f] (both or neither).
     start_iteration: iterations already done by the given factors (for logging and resumption).
-    chunk_cells: cells per fixed-shape chunk (see `make_buckets`).
-    bucket_growth: growth of the bucket width ladder (see `bucket_widths`); smaller pads less but
-      compiles more bucket shapes.
+    chunk_cells: cells per fixed-shape chunk (see `make_blocks`).
+    segment_width: non-zeros per segment of rows longer than it, and the widest one-row class
+      (see `make_blocks`).
 
   Returns:
     (user_factors [users, f], item_factors [items, f]) float32 numpy arrays.
@@ -530,40 +705,58 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
   mesh = mesh or sharding_lib.make_mesh()
   num_users, num_items = csr.shape
   if user_factors is None:
-    ku, ki = jax.random.split(jax.random.key(seed))
-    user_factors = 0.01 * np.asarray(jax.random.normal(ku, (num_users, factors), jnp.float32))
-    item_factors = 0.01 * np.asarray(jax.random.normal(ki, (num_items, factors), jnp.float32))
+    # numpy's generator, not jax.random: the same draws on any mesh or backend, and no program to
+    # compile for each table shape (0.4 s of CPU each here).
+    rng = np.random.default_rng(seed)
+    user_factors = 0.01 * rng.standard_normal((num_users, factors), np.float32)
+    item_factors = 0.01 * rng.standard_normal((num_items, factors), np.float32)
   user_factors = _as_factors(user_factors, (num_users, factors), "user_factors", None)
   item_factors = _as_factors(item_factors, (num_items, factors), "item_factors", None)
-  user_order, item_order, csr = popularity_order(csr)
+  user_order, item_order, csr = _popularity_order(csr)
   user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
-  x = _as_factors(user_factors[user_order], (num_users, factors), "user_factors", mesh)
-  y = _as_factors(item_factors[item_order], (num_items, factors), "item_factors", mesh)
-  restore = jax.jit(lambda a, rank: jnp.take(a, rank, axis=0, mode="clip"),
-                    out_shardings=sharding_lib.replicated(mesh))
+  # One [users + items, f] table: users' columns index its item rows, items' its user rows, so
+  # both half-steps run the same few programs (see `make_blocks`).
+  table = jax.device_put(np.concatenate([user_factors[user_order], item_factors[item_order]]),
+                         sharding_lib.replicated(mesh))
+  restore = jax.jit(lambda t, rank, start: jnp.take(jax.lax.dynamic_slice_in_dim(
+      t, start, rank.shape[0]), rank, axis=0, mode="clip"),
+      out_shardings=sharding_lib.replicated(mesh))
 
   shards = sharding_lib.data_size(mesh)
+  item_csr = csr.T.tocsr()
+  longest = max(int(np.diff(csr.indptr).max(initial=0)), int(np.diff(item_csr.indptr).max(initial=0)))
   kwargs = dict(alpha=alpha, confidence_kind=confidence, eps=eps, num_shards=shards,
-                chunk_cells=chunk_cells, growth=bucket_growth)
-  users = _place(make_buckets(csr, **kwargs), num_users, mesh)
-  items = _place(make_buckets(csr.T.tocsr(), **kwargs), num_items, mesh)
+                chunk_cells=chunk_cells, segment_width=segment_width, group=_GROUP,
+                table_rows=num_users + num_items,
+                min_unit_segments=-(-longest // segment_width))
+  users = _place(_make_blocks(csr, row_offset=0, col_offset=num_users, min_width=8, **kwargs),
+                 "items_gram", mesh, _GROUP)
+  items = _place(_make_blocks(item_csr, row_offset=num_users, col_offset=0, min_width=8,
+                              **kwargs), "users_gram", mesh, _GROUP)
   logging.info("wmf: %d users x %d items, %d non-zeros, %d factors, solver=%s, %d devices; "
-               "%d user buckets, %d item buckets", num_users, num_items, csr.nnz, factors, solver,
-               shards, len(users.buckets), len(items.buckets))
+               "%d user and %d item solve calls per iteration", num_users, num_items, csr.nnz,
+               factors, solver, shards, len(users.groups), len(items.groups))
+  if start_iteration < iterations:
+    start = time.perf_counter()
+    programs = _precompile(table, [users, items], num_users, regularization, mesh, solver,
+                           cg_steps, users if compute_loss else None)
+    logging.info("wmf: %d programs ready in %.2fs", programs, time.perf_counter() - start)
   for it in range(start_iteration, iterations):
     start = time.perf_counter()
-    x = _solve_side(x, y, users, regularization, mesh, solver, cg_steps)
-    y = _solve_side(y, x, items, regularization, mesh, solver, cg_steps)
-    y.block_until_ready()
+    table = _solve_side(table, users, num_users, regularization, mesh, solver, cg_steps)
+    table = _solve_side(table, items, num_users, regularization, mesh, solver, cg_steps)
+    table.block_until_ready()
     seconds = time.perf_counter() - start
-    value = _side_loss(x, y, users, regularization, mesh) if compute_loss else float("nan")
+    value = (_side_loss(table, users, num_users, regularization, mesh) if compute_loss
+             else float("nan"))
     if not np.isfinite(value) and compute_loss:
       raise FloatingPointError(f"wmf: the loss became {value} at iteration {it + 1}; lower alpha "
                                "or raise regularization.")
     logging.info("wmf iteration %d/%d: loss %.6g (%.2fs)", it + 1, iterations, value, seconds)
     if callback is not None:
-      callback(it + 1, value, restore(x, user_rank), restore(y, item_rank))
-  return np.asarray(x)[user_rank], np.asarray(y)[item_rank]
+      callback(it + 1, value, restore(table, user_rank, 0), restore(table, item_rank, num_users))
+  table = np.asarray(table)
+  return table[:num_users][user_rank], table[num_users:][item_rank]
 
 
 def recommend(user_factors: Any, item_factors: Any, user_items: Any, users: Any, k: int, *,
