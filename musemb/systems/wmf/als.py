@@ -23,19 +23,33 @@ starting residual b - A x0 = Y_u^T (c - (c - 1) Y_u x0) - (Y^T Y + lambda I) x0 
 first product, as `implicit` does, and the last step needs only p^T A p (one pass, not two), so 3
 steps cost 7 passes over Y_u after one gather.
 
-Data layout. Counts arrive as a scipy CSR matrix and are never densified. Rows are grouped by their
-number of non-zeros n into buckets of padded width w, the smallest width of the ladder
-`bucket_widths` (multiples of 8 growing by 1.25x: 8, 16, 24, 32, 40, 56, 72, 96, ...) with w >= n,
-so padding stays under a quarter of a row above the smallest width (1.14-1.20x the real non-zeros
-on the benchmark's data, against 1.44-1.48x for power-of-two widths). Each bucket is cut into
-equal chunks of a fixed [chunk_rows, width] shape (index + confidence, confidence 0 marking
-padding), stacked [chunks, chunk_rows, width] on the devices once; one jitted call per bucket runs
-`lax.map` over its chunks, so a side costs one dispatch per bucket and one compilation per bucket
-shape, whatever the number of iterations. Chunk rows are a multiple of the mesh's `data` axis and
-are sharded over it; the other side's factors (and Y^T Y) are replicated. One device is the
-one-element mesh, so one code path serves a laptop and a pod; `chunk_cells` bounds the gathered
-[chunk_rows, width, f] block (2^13 cells: 2 MiB at f=64, sized for a CPU core's L2 cache through
-the 7 passes).
+Data layout. Counts arrive as a scipy CSR matrix and are never densified. Both sides' factors live
+in one [users + items, f] table (users first): a user's columns index the table's item rows and an
+item's its user rows, so the two half-steps run the same programs. Rows are laid out in a few
+fixed chunk shapes (`make_blocks`), one per class:
+
+* a row with n <= 32 non-zeros (`segment_width`) takes one row of width 8, 16 or 32, the smallest
+  that holds it (`class_widths`), padded with confidence 0;
+* a longer row is cut into ceil(n / 32) segments of 32 that sit side by side in one unit of
+  S segments and S / 2 row slots (S = 2^13 / 32 = 256, or the longest row's segments if more;
+  `fit` gives both sides the larger of their two S, so they share the program), units filled
+  with whole rows in order of decreasing length. The solve
+  expands each per-row vector to its segments before a pass over the gathered block and sums
+  each row's segments after it (`jax.ops.segment_sum` over sorted slots, one cheap pass on
+  XLA:CPU: about 1/6 of a pass over the block).
+
+Padding is 1.11x the real non-zeros for users and 1.21x for items on the benchmark's data (the
+width ladder it replaces, 8, 16, 24, 32, 40, 56, ... growing by 1.25x, padded 1.13x / 1.16x but
+needed one program per width: 48 there, 19 user and 29 item widths). Each class's chunks are
+stacked [chunks, units, ...] and cut into calls of `_GROUP` chunks, so a call's shape does not
+depend on how many rows a class has: a fit compiles at most four solve programs (and four loss
+programs with `compute_loss`), whatever the data, and `fit` compiles them all at once in parallel
+threads before the first iteration (`_precompile`). A chunk is `num_shards` units side by side,
+one per device of the mesh's `data` axis, and the solve runs in a `shard_map`: each device solves
+its own rows with their segments against the replicated table. One device is the one-element
+mesh, so one code path serves a laptop and a pod. `chunk_cells` bounds a unit's gathered
+[segments, width, f] block (2^13 cells: 2 MiB at f=64, sized for a CPU core's cache through the
+7 passes).
 
 `fit` stores both sides' factors internally in decreasing order of popularity (users by number of
 non-zeros, items likewise) and maps them back on the way out (and for the callback): the gathers
@@ -48,21 +62,24 @@ Speed (launch.benchmarks.als, 50k users x 100k items, 4M training non-zeros, f=6
 shared CPU cores; that module's docstring has the tables against `implicit`'s CPU ALS): a profile
 of one iteration puts about half the time in the gather (XLA:CPU copies the 64 floats of a row
 one scalar at a time), 40% in the 7 batched einsum passes and the rest in per-row work (the f x f
-products and CG updates). XLA:CPU runs one device's program on one thread; to use several cores,
-give JAX several CPU devices (`--xla_force_host_platform_device_count=N` before it starts) and the
-rows are sharded over them. On CPU, `_solve_side` then waits for each bucket before dispatching
-the next: executions queued ahead can fill the shared host thread pool with all-gather
-participants waiting for partners that never get a thread (2 devices on 2 cores hung that way).
+products and CG updates). Against the bucket layout this one costs 10-25% more CPU per
+half-step (same-process A/B, load 2-4: users 0.72-0.86 s against 0.60-0.75 s, items 0.85-1.02 s
+against 0.76-0.92 s): 5-8% more padded cells, the segment sums and the row slots a unit of long
+rows leaves empty. Smaller units (2^11, 2^12 cells) and segments of 16 were slower still; 64
+pads more. XLA:CPU runs a device's program on one thread, and several forced CPU devices
+(`--xla_force_host_platform_device_count=N`) did not run in parallel here either (process CPU
+equal to wall-clock, with the devices' programs dispatched from one thread or from one thread
+per device), so a fit uses one core; the mesh path exists for accelerators and is tested on 8
+simulated devices. On CPU, `_solve_side` waits for each call before dispatching the next:
+executions queued ahead can fill the shared host thread pool with all-gather participants
+waiting for partners that never get a thread (2 devices on 2 cores hung that way).
 
-Compilation. Each bucket shape is one XLA program: 48 on the benchmark's data (19 user, 29 item
-widths), 0.65-0.9 s of CPU each to compile, so a cold 10-iteration fit spends more CPU compiling
-than iterating. The launchers turn on JAX's persistent compilation cache
+Compilation. A program costs 0.5-0.9 s of CPU to compile here. With one program per bucket
+width (the layout before), a cold 10-iteration fit on the benchmark's data spent more CPU
+compiling its 48 programs than iterating; with four, compiled two at a time, compilation is a
+few seconds of a fit. The launchers also turn on JAX's persistent compilation cache
 (`launch.common.configure_compilation_cache`), so a rerun on the same data (a resume, a sweep over
-alpha or lambda) loads the programs instead; what remains is tracing and lowering each shape to
-find its cache key (about 3 s of CPU for 40 shapes on the benchmark's quick data). Folding bucket
-shapes together would cut the cold cost but pads more: widths growing by 1.5x instead of 1.25x
-mean 30 instead of 48 shapes and 1.26x instead of 1.16x the real non-zeros (measured 0.35/0.41 s
-against 0.27/0.31 s per half-step), 2x widths 20 shapes and 1.45x.
+alpha or lambda) loads the programs instead.
 """
 
 from __future__ import annotations
