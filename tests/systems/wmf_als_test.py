@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import scipy.sparse
@@ -211,20 +212,42 @@ def test_fit_is_equivariant_to_relabelling_and_callback_sees_caller_order():
   np.testing.assert_allclose(yb, ya[pi], rtol=1e-4, atol=1e-5)
 
 
-def test_one_program_per_class_and_none_across_iterations():
+def _count_compilations(fn):
+  """Runs fn() and returns how many XLA programs were compiled meanwhile (any thread)."""
+  from jax._src import dispatch  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  def listener(event, duration, **kwargs):
+    del duration, kwargs
+    if event == dispatch.BACKEND_COMPILE_EVENT:
+      seen.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    fn()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  return len(seen)
+
+
+def test_one_program_per_class_compiled_once_and_none_across_iterations():
   csr, _ = _random_counts(users=41, items=73)  # a table shape no other test uses
   mesh = sharding.make_mesh(1)
   kw = dict(factors=4, regularization=0.1, alpha=2.0, solver="cg", cg_steps=2, mesh=mesh)
   updates = [wmf._compiled(mesh, "cg", 2, s)[0] for s in (False, True)]
   losses = [wmf._compiled(mesh, "exact", 0, s)[1] for s in (False, True)]
   before = [fn._cache_size() for fn in updates + losses]
-  wmf.fit(csr, iterations=1, **kw)
+  first = _count_compilations(lambda: wmf.fit(csr, iterations=1, **kw))
   after = [fn._cache_size() for fn in updates + losses]
   # Users and items share their programs: the one-row classes 8, 16 and 32 and one segmented
   # shape, for the solve and for the loss, whatever the rows' lengths.
   assert after[0] - before[0] <= 3 and after[1] - before[1] == 1
   assert after[2] - before[2] <= 3 and after[3] - before[3] == 1
-  wmf.fit(csr, iterations=3, **kw)
+  # Each compiled once, ahead of the first iteration (no second compilation when the solves
+  # call them): at most 4 solves + 4 losses + 2 Gram matrices + the dense loss terms + a copy.
+  assert first <= 12, first
+  again = _count_compilations(lambda: wmf.fit(csr, iterations=3, **kw))
+  assert again == 0, again
   assert [fn._cache_size() for fn in updates + losses] == after
 
 

@@ -44,7 +44,7 @@ needed one program per width: 48 there, 19 user and 29 item widths). Each class'
 stacked [chunks, units, ...] and cut into calls of `_GROUP` chunks, so a call's shape does not
 depend on how many rows a class has: a fit compiles at most four solve programs (and four loss
 programs with `compute_loss`), whatever the data, and `fit` compiles them all at once in parallel
-threads before the first iteration (`_precompile`). A chunk is `num_shards` units side by side,
+threads while it lays out the blocks (`_start_compiles`). A chunk is `num_shards` units side by side,
 one per device of the mesh's `data` axis, and the solve runs in a `shard_map`: each device solves
 its own rows with their segments against the replicated table. One device is the one-element
 mesh, so one code path serves a laptop and a pod. `chunk_cells` bounds a unit's gathered
@@ -196,6 +196,24 @@ class Block:
   conf: np.ndarray
 
 
+def _unit_shape(width: int, segmented: bool, *, num_shards: int, chunk_cells: int,
+                longest: int = 0, min_unit_segments: int = 0) -> tuple[int, int]:
+  """(row slots, segments) of one unit of a class (see `make_blocks`); `longest` is the class's
+  longest row in non-zeros (it must fit one unit)."""
+  if not segmented:
+    unit = max(1, chunk_cells // (width * num_shards))
+    return unit, unit
+  segments = max(-(-chunk_cells // (width * num_shards)), -(-int(longest) // width),
+                 int(min_unit_segments))
+  segments = -(-segments // 8) * 8
+  return segments // 2, segments
+
+
+def _class_of(nnz: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
+  """Class index of rows with `nnz` non-zeros: i < len(widths) one-row, len(widths) segmented."""
+  return np.searchsorted(np.asarray(widths), np.maximum(nnz, 1))
+
+
 def _next_fit(segments: np.ndarray, max_segments: int, max_rows: int) -> np.ndarray:
   """Unit boundaries of rows packed in order: each unit takes rows while both capacities hold.
 
@@ -272,7 +290,7 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
   # Rows by decreasing length (stable): the segmented class packs best that way, and `fit`'s
   # popularity order is already this order, which keeps popular rows together in memory.
   order = np.argsort(-nnz, kind="stable")
-  cls = np.searchsorted(np.asarray(widths), np.maximum(nnz[order], 1))
+  cls = _class_of(nnz[order], widths)
   blocks = []
   for c, width in enumerate(widths + (segment_width,)):
     segmented = c == len(widths)
@@ -280,16 +298,14 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
     if not len(rows):
       continue
     lengths = nnz[rows]
+    unit_rows, unit_segments = _unit_shape(
+        width, segmented, num_shards=num_shards, chunk_cells=chunk_cells,
+        longest=int(lengths.max()), min_unit_segments=min_unit_segments)
     if segmented:
       counts_seg = -(-lengths // width)
-      unit_segments = max(-(-chunk_cells // (width * num_shards)), int(counts_seg.max()),
-                          int(min_unit_segments))
-      unit_segments = -(-unit_segments // 8) * 8
-      unit_rows = unit_segments // 2
       starts = _next_fit(counts_seg, unit_segments, unit_rows)
     else:
       counts_seg = np.ones(len(rows), np.int64)
-      unit_rows = unit_segments = max(1, chunk_cells // (width * num_shards))
       starts = np.arange(0, len(rows) + unit_rows, unit_rows).clip(max=len(rows))
       starts = np.unique(starts)
     units = len(starts) - 1
@@ -461,7 +477,8 @@ def _compiled(mesh: Mesh, solver: str, cg_steps: int, segmented: bool
 
 @functools.lru_cache(maxsize=None)
 def _table_fns(mesh: Mesh, num_users: int) -> dict[str, Callable]:
-  """Jitted helpers over a [users + items, f] table: each side's Gram, the dense loss terms."""
+  """Jitted helpers over a [users + items, f] table: each side's Gram matrix and rows in the
+  caller's order, the dense loss terms."""
   replicated = NamedSharding(mesh, P())
 
   def gram(table, users_side: bool):
@@ -473,7 +490,15 @@ def _table_fns(mesh: Mesh, num_users: int) -> dict[str, Callable]:
     zeros = jnp.sum(x * jnp.matmul(x, gram(table, False), precision=_HIGHEST))
     return zeros, regularization * jnp.sum(table * table)
 
-  return {"users_gram": jax.jit(functools.partial(gram, users_side=True),
+  def restore(table, rank, users_side: bool):
+    side = table[:num_users] if users_side else table[num_users:]
+    return jnp.take(side, rank, axis=0, mode="clip")
+
+  return {"users_restore": jax.jit(functools.partial(restore, users_side=True),
+                                   out_shardings=replicated),
+          "items_restore": jax.jit(functools.partial(restore, users_side=False),
+                                   out_shardings=replicated),
+          "users_gram": jax.jit(functools.partial(gram, users_side=True),
                                 out_shardings=replicated),
           "items_gram": jax.jit(functools.partial(gram, users_side=False),
                                 out_shardings=replicated),
@@ -502,11 +527,16 @@ def _place(blocks: list[Block], other_gram: str, mesh: Mesh, group: int) -> _Sid
   return _Side(other_gram=other_gram, groups=groups)
 
 
+def _scalar(value: float, mesh: Mesh) -> jax.Array:
+  """A float32 scalar placed as `_start_compiles` declares it, so the calls find its programs."""
+  return jax.device_put(np.float32(value), sharding_lib.replicated(mesh))
+
+
 def _solve_side(table: jax.Array, side: _Side, num_users: int, regularization: float,
                 mesh: Mesh, solver: str, cg_steps: int) -> jax.Array:
   """Solves one side's rows of the table against the other side's; returns the new table."""
   gram = _table_fns(mesh, num_users)[side.other_gram](table)
-  reg = jnp.float32(regularization)
+  reg = _scalar(regularization, mesh)
   table = jnp.array(table, copy=True)   # the groups donate it; never consume the caller's array
   # Several CPU devices share one host thread pool: executions dispatched ahead can fill it with
   # participants waiting in the all-gather's rendezvous for partners that never get a thread (a hang
@@ -520,45 +550,70 @@ def _solve_side(table: jax.Array, side: _Side, num_users: int, regularization: f
   return table
 
 
-def _precompile(table: jax.Array, sides: list[_Side], num_users: int, regularization: float,
-                mesh: Mesh, solver: str, cg_steps: int, loss_side: _Side | None) -> int:
-  """Compiles every distinct program of a fit at once, in parallel threads.
+def _program_specs(row_nnz: list[np.ndarray], *, segment_width: int, min_width: int,
+                   num_shards: int, chunk_cells: int, min_unit_segments: int
+                   ) -> list[tuple[bool, int, int, int]]:
+  """(segmented, width, unit rows, unit segments) of every class some side has rows in.
 
-  XLA compiles one program on one thread and releases the GIL, so the few distinct programs (one
-  per class and chunk shape, shared by both sides) compile side by side on the host's cores
-  instead of one after another as the first iteration reaches each. A compiled program lands in
-  jit's cache (and the persistent cache, when one is set), where the solves then find it.
-  Returns the number of programs.
+  `row_nnz` holds each side's non-zeros per row; the shapes are those `_make_blocks` gives the
+  same sides (with `min_unit_segments` covering every side's longest row), known before any
+  block is built, so their programs can compile while the blocks are being laid out.
   """
+  widths = class_widths(segment_width, min_width)
+  specs = set()
+  for nnz in row_nnz:
+    for c in np.unique(_class_of(nnz, widths)):
+      segmented = int(c) == len(widths)
+      width = segment_width if segmented else widths[int(c)]
+      unit_rows, unit_segments = _unit_shape(width, segmented, num_shards=num_shards,
+                                             chunk_cells=chunk_cells,
+                                             min_unit_segments=min_unit_segments)
+      specs.add((segmented, int(width), unit_rows, unit_segments))
+  return sorted(specs)
+
+
+def _start_compiles(pool: concurrent.futures.Executor, mesh: Mesh, table_rows: int,
+                    factors: int, num_users: int, specs: list[tuple[bool, int, int, int]],
+                    solver: str, cg_steps: int, compute_loss: bool, group: int
+                    ) -> list[concurrent.futures.Future]:
+  """Submits the compilation of every program a fit runs to `pool`, from shapes alone.
+
+  XLA compiles a program on one thread and releases the GIL, so the few distinct programs (one
+  solve per class and chunk shape, shared by both sides; the Gram matrices; the loss) compile on
+  the host's other cores while `fit` lays out the blocks, instead of one after another as the
+  first iteration reaches each. A compiled program lands in jit's cache (and the persistent
+  cache, when one is set), where the solves then find it.
+  """
+  replicated = sharding_lib.replicated(mesh)
+  unit = NamedSharding(mesh, P(None, sharding_lib.DATA))
+  shards = sharding_lib.data_size(mesh)
+  table = jax.ShapeDtypeStruct((table_rows, factors), jnp.float32, sharding=replicated)
+  gram = jax.ShapeDtypeStruct((factors, factors), jnp.float32, sharding=replicated)
+  reg = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
   fns = _table_fns(mesh, num_users)
-  f = table.shape[1]
-  gram = jax.ShapeDtypeStruct((f, f), jnp.float32, sharding=sharding_lib.replicated(mesh))
-  reg = jnp.float32(regularization)
-  jobs = {}
-  for side in sides:
-    jobs.setdefault(side.other_gram, (fns[side.other_gram], (table,)))
-    for segmented, rows, seg, cols, conf in side.groups:
-      update, _ = _compiled(mesh, solver, cg_steps, segmented)
-      jobs.setdefault(("update", segmented, rows.shape, cols.shape),
-                      (update, (table, gram, rows, seg, cols, conf, reg)))
-  if loss_side is not None:
-    jobs["dense"] = (fns["dense_terms"], (table, reg))
-    for segmented, rows, seg, cols, conf in loss_side.groups:
+  jobs = [(fns["users_gram"], (table,)), (fns["items_gram"], (table,))]
+  if compute_loss:
+    jobs.append((fns["dense_terms"], (table, reg)))
+  for segmented, width, unit_rows, unit_segments in specs:
+    rows = jax.ShapeDtypeStruct((group, shards * unit_rows), jnp.int32, sharding=unit)
+    seg = (jax.ShapeDtypeStruct((group, shards * unit_segments), jnp.int32, sharding=unit)
+           if segmented else None)
+    cols = jax.ShapeDtypeStruct((group, shards * unit_segments, width), jnp.int32,
+                                sharding=unit)
+    conf = jax.ShapeDtypeStruct((group, shards * unit_segments, width), jnp.float32,
+                                sharding=unit)
+    update, _ = _compiled(mesh, solver, cg_steps, segmented)
+    jobs.append((update, (table, gram, rows, seg, cols, conf, reg)))
+    if compute_loss:
       _, nnz_loss = _compiled(mesh, "exact", 0, segmented)
-      jobs.setdefault(("loss", segmented, rows.shape, cols.shape),
-                      (nnz_loss, (table, rows, seg, cols, conf)))
-  workers = max(1, min(len(jobs), os.cpu_count() or 1))
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    for future in [pool.submit(lambda fn, args: fn.lower(*args).compile(), fn, args)
-                   for fn, args in jobs.values()]:
-      future.result()
-  return len(jobs)
+      jobs.append((nnz_loss, (table, rows, seg, cols, conf)))
+  return [pool.submit(lambda fn, args: fn.lower(*args).compile(), fn, args) for fn, args in jobs]
 
 
 def _side_loss(table: jax.Array, side: _Side, num_users: int, regularization: float,
                mesh: Mesh) -> float:
   """The objective from the users' side blocks (every non-zero once) and the dense terms."""
-  zeros, reg = _table_fns(mesh, num_users)["dense_terms"](table, jnp.float32(regularization))
+  zeros, reg = _table_fns(mesh, num_users)["dense_terms"](table, _scalar(regularization, mesh))
   total = float(zeros) + float(reg)
   for segmented, rows, seg, cols, conf in side.groups:
     _, nnz_loss = _compiled(mesh, "exact", 0, segmented)
@@ -729,35 +784,44 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     item_factors = 0.01 * rng.standard_normal((num_items, factors), np.float32)
   user_factors = _as_factors(user_factors, (num_users, factors), "user_factors", None)
   item_factors = _as_factors(item_factors, (num_items, factors), "item_factors", None)
-  user_order, item_order, csr = _popularity_order(csr)
-  user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
-  # One [users + items, f] table: users' columns index its item rows, items' its user rows, so
-  # both half-steps run the same few programs (see `make_blocks`).
-  table = jax.device_put(np.concatenate([user_factors[user_order], item_factors[item_order]]),
-                         sharding_lib.replicated(mesh))
-  restore = jax.jit(lambda t, rank, start: jnp.take(jax.lax.dynamic_slice_in_dim(
-      t, start, rank.shape[0]), rank, axis=0, mode="clip"),
-      out_shardings=sharding_lib.replicated(mesh))
-
   shards = sharding_lib.data_size(mesh)
-  item_csr = csr.T.tocsr()
-  longest = max(int(np.diff(csr.indptr).max(initial=0)), int(np.diff(item_csr.indptr).max(initial=0)))
-  kwargs = dict(alpha=alpha, confidence_kind=confidence, eps=eps, num_shards=shards,
-                chunk_cells=chunk_cells, segment_width=segment_width, group=_GROUP,
-                table_rows=num_users + num_items,
-                min_unit_segments=-(-longest // segment_width))
-  users = _place(_make_blocks(csr, row_offset=0, col_offset=num_users, min_width=8, **kwargs),
-                 "items_gram", mesh, _GROUP)
-  items = _place(_make_blocks(item_csr, row_offset=num_users, col_offset=0, min_width=8,
-                              **kwargs), "users_gram", mesh, _GROUP)
-  logging.info("wmf: %d users x %d items, %d non-zeros, %d factors, solver=%s, %d devices; "
-               "%d user and %d item solve calls per iteration", num_users, num_items, csr.nnz,
-               factors, solver, shards, len(users.groups), len(items.groups))
+  user_nnz = np.diff(csr.indptr)
+  item_nnz = np.bincount(csr.indices, minlength=num_items)
+  # Both sides share the segmented class's shape: units hold the longer side's longest row.
+  min_unit_segments = -(-int(max(user_nnz.max(initial=0), item_nnz.max(initial=0)))
+                        // segment_width)
+  layout = dict(num_shards=shards, segment_width=segment_width, min_width=8,
+                chunk_cells=chunk_cells, min_unit_segments=min_unit_segments)
+  pool = concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1))
+  compiles = []
   if start_iteration < iterations:
-    start = time.perf_counter()
-    programs = _precompile(table, [users, items], num_users, regularization, mesh, solver,
-                           cg_steps, users if compute_loss else None)
-    logging.info("wmf: %d programs ready in %.2fs", programs, time.perf_counter() - start)
+    compile_start = time.perf_counter()
+    compiles = _start_compiles(pool, mesh, num_users + num_items, factors, num_users,
+                               _program_specs([user_nnz, item_nnz], **layout), solver, cg_steps,
+                               compute_loss, _GROUP)
+  try:
+    user_order, item_order, csr = _popularity_order(csr)
+    user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
+    # One [users + items, f] table: users' columns index its item rows, items' its user rows,
+    # so both half-steps run the same few programs (see `make_blocks`).
+    table = jax.device_put(np.concatenate([user_factors[user_order], item_factors[item_order]]),
+                           sharding_lib.replicated(mesh))
+    kwargs = dict(alpha=alpha, confidence_kind=confidence, eps=eps, group=_GROUP,
+                  table_rows=num_users + num_items, **layout)
+    users = _place(_make_blocks(csr, row_offset=0, col_offset=num_users, **kwargs),
+                   "items_gram", mesh, _GROUP)
+    items = _place(_make_blocks(csr.T.tocsr(), row_offset=num_users, col_offset=0, **kwargs),
+                   "users_gram", mesh, _GROUP)
+    logging.info("wmf: %d users x %d items, %d non-zeros, %d factors, solver=%s, %d devices; "
+                 "%d user and %d item solve calls per iteration", num_users, num_items, csr.nnz,
+                 factors, solver, shards, len(users.groups), len(items.groups))
+    for future in compiles:
+      future.result()
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+  if compiles:
+    logging.info("wmf: %d programs ready %.2fs after the start of the layout", len(compiles),
+                 time.perf_counter() - compile_start)
   for it in range(start_iteration, iterations):
     start = time.perf_counter()
     table = _solve_side(table, users, num_users, regularization, mesh, solver, cg_steps)
@@ -771,7 +835,9 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
                                "or raise regularization.")
     logging.info("wmf iteration %d/%d: loss %.6g (%.2fs)", it + 1, iterations, value, seconds)
     if callback is not None:
-      callback(it + 1, value, restore(table, user_rank, 0), restore(table, item_rank, num_users))
+      fns = _table_fns(mesh, num_users)
+      callback(it + 1, value, fns["users_restore"](table, user_rank),
+               fns["items_restore"](table, item_rank))
   table = np.asarray(table)
   return table[:num_users][user_rank], table[num_users:][item_rank]
 
