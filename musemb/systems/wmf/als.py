@@ -44,12 +44,12 @@ needed one program per width: 48 there, 19 user and 29 item widths). Each class'
 stacked [chunks, units, ...] and cut into calls of `_GROUP` chunks, so a call's shape does not
 depend on how many rows a class has: a fit compiles at most four solve programs (and four loss
 programs with `compute_loss`), whatever the data, and `fit` compiles them all at once in parallel
-threads while it lays out the blocks (`_start_compiles`). A chunk is `num_shards` units side by side,
-one per device of the mesh's `data` axis, and the solve runs in a `shard_map`: each device solves
-its own rows with their segments against the replicated table. One device is the one-element
-mesh, so one code path serves a laptop and a pod. `chunk_cells` bounds a unit's gathered
-[segments, width, f] block (2^13 cells: 2 MiB at f=64, sized for a CPU core's cache through the
-7 passes).
+threads, from their shapes alone, while it lays out the blocks (`_start_compiles`). A chunk is
+`num_shards` units side by side, one per device of the mesh's `data` axis, and the solve runs in
+a `shard_map`: each device solves its own rows with their segments against the replicated
+table. One device is the one-element mesh, so one code path serves a laptop and a pod.
+`chunk_cells` bounds a unit's gathered [segments, width, f] block (2^13 cells: 2 MiB at f=64,
+sized for a CPU core's cache through the 7 passes).
 
 `fit` stores both sides' factors internally in decreasing order of popularity (users by number of
 non-zeros, items likewise) and maps them back on the way out (and for the callback): the gathers
