@@ -21,7 +21,7 @@ For a lent GPU or TPU (it runs on CPU too; `quick` shrinks everything to a smoke
 FLOPs per step: for the three gradient steps, XLA's cost analysis of the compiled step
 (`jitted.lower(...).compile().cost_analysis()["flops"]`, `timing.compile_with_flops`); it counts a
 multiply-add as two and a loop's body once (MUSLSE's WARP sampler loop, so its count is a lower
-bound). ALS is many jitted bucket calls, so its count is analytic (`als_flops_per_iteration`):
+bound). ALS is many jitted block calls, so its count is analytic (`als_flops_per_iteration`):
 the conjugate-gradient passes of `musemb.systems.wmf.als._solve_cg` and the two Gram matrices on
 the real non-zeros, padding not counted. Peak: `PEAK_FLOPS` by `device_kind` (dense, no sparsity);
 float32 rows are compared with the peak XLA can use for float32 on that chip (TF32 tensor cores on
