@@ -319,20 +319,25 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
     # Segments: row i's k-th segment sits at its unit's (first segment of i) + k.
     seg_cum = np.concatenate([[0], np.cumsum(counts_seg)])
     first_seg = seg_cum[:-1] - seg_cum[starts[unit_of_row]]
-    seg_unit = np.repeat(unit_of_row, counts_seg)
-    seg_row = np.repeat(np.arange(len(rows)), counts_seg)
-    seg_k = np.arange(len(seg_row)) - seg_cum[seg_row]
-    seg_pos = np.repeat(first_seg, counts_seg) + seg_k
     seg_slot = np.full((total_units, unit_segments), unit_rows - 1, np.int32)
-    seg_slot[seg_unit, seg_pos] = slot[seg_row]
+    if segmented:
+      seg_row = np.repeat(np.arange(len(rows)), counts_seg)
+      seg_slot[np.repeat(unit_of_row, counts_seg),
+               np.repeat(first_seg, counts_seg) + np.arange(len(seg_row)) - seg_cum[seg_row]] = (
+                   slot[seg_row])
     cols = np.zeros((total_units, unit_segments, width), np.int32)
     conf = np.zeros((total_units, unit_segments, width), np.float32)
     if csr.nnz:
-      offset = seg_k[:, None] * width + np.arange(width)[None, :]
-      valid = offset < lengths[seg_row][:, None]
-      pos = np.where(valid, csr.indptr[rows][seg_row][:, None] + offset, 0)
-      cols[seg_unit, seg_pos] = np.where(valid, csr.indices[pos] + col_offset, 0)
-      conf[seg_unit, seg_pos] = np.where(valid, conf_data[pos], 0.0)
+      # Row i's j-th non-zero goes to cell j % width of its segment j // width: one scatter of
+      # the class's non-zeros into the flat cells.
+      total = int(lengths.sum())
+      entry_row = np.repeat(np.arange(len(rows)), lengths)
+      j = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+      src = np.repeat(csr.indptr[rows], lengths) + j
+      first_cell = (unit_of_row * unit_segments + first_seg) * width
+      dest = first_cell[entry_row] + (j // width) * width + j % width
+      cols.reshape(-1)[dest] = csr.indices[src] + col_offset
+      conf.reshape(-1)[dest] = conf_data[src]
     blocks.append(Block(
         width=int(width), segmented=segmented,
         rows=out_rows.reshape(chunks, num_shards * unit_rows),
