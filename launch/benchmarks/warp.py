@@ -46,6 +46,24 @@ standard error, 5/5); before, with C = 4 (load 5.0-6.3), 0/5 and median 0 (1.01x
 seeds, load 4.1-6.0) 4.55x, 3/3 (2.74x); before (load 2.2-4.4), 0/3 and median 0. Both short of
 issue 14's 5x; `bags20k` 18.9x.
 
+Where MUSLSE's training clock goes on these worlds (issue 14, B = 64, one process, load 1.3-3.9):
+the jitted step, 1.6-2.2 ms on `demo` (2.4-2.5 ms on `small`), of which about 0.85 ms is fixed
+(B = 16: 1.0 ms, B = 32: 1.2 ms, B = 128: 3.2-3.6 ms); host batching and placement 0.16-0.25 ms
+a step (about 10%); evaluations (32 ms on `demo`) and compilation are off the clock for both.
+Neither the optimizer (SGD / Adagrad), the max-norm projection nor `loss.max_draws` changes the
+step measurably; `train.steps_per_call=8` gains nothing at B = 64 (2.40 against 2.22 ms a step)
+and compiles each scanned length for 20-30 s at B = 256. Both systems reach LightFM's best after a
+similar number of epochs (MUSLSE about 5-14 on `demo`), so the ratio is close to the ratio of
+their epoch times; a larger batch shortens MUSLSE's: B = 128 (`Plan.batch_size`, a training
+setting; the config's default stays 64), one run each, one after the other: `small` 5.43x (3/3,
+load 0.9-4.3; B = 64) -> **11.15x** (3/3, 24.3x to the best minus one standard error, load
+2.3-3.6), MUSLSE 1.16-1.55 s against 1.77-5.03 s; `demo` 2.64x (5/5, load 2.1-3.9; B = 64) ->
+2.24x (5/5, load 2.1-3.2): MUSLSE's times fell (0.13-0.44 s against 0.31-0.78 s) but LightFM's
+chosen setting was faster in that run too (0.39-0.88 s against 0.53-2.13 s), 80 test songs
+deciding which LightFM setting wins. B = 256 with 8 steps a call made `demo` worse (1.04x: more
+epochs to the target). `demo` stays short of 5x: LightFM reaches its best there in 0.4-2.1 s (its
+epochs take 40-160 ms) and MUSLSE's epoch (15 steps at B = 128) cannot go under its fixed step cost.
+
 Worlds: the synthetic audio worlds `demo` and `small` (360 / 1,320 training songs of 480 / 1,920,
 47 tags, bags from MFCC k-means), and `bags20k` (`BAGS_PLAN`), the size a researcher trains on: 20,000 training
 and 2,000 test songs, 2,000 codewords with about 500 non-zero per song, 160 tags, d = 100,
@@ -476,13 +494,15 @@ QUICK_PLANS = (
 # small-collection choice", which validation chose on both `small` seeds), not the five-task
 # defaults' C = 4, which no row reaches at this size (the same traces as no constraint at all) and
 # which let MUSLSE overfit after its first evaluations (README, Benchmarks, `warp`). `demo` runs 5
-# seeds: its 80 test songs make one seed's best a noisy target.
+# seeds: its 80 test songs make one seed's best a noisy target. Batch 128 (`train.batch_size`, the config's is 64):
+# MUSLSE's step has a fixed cost of about 0.85 ms at this size whatever the batch, so 128 songs a
+# step halve its per-example cost; one LightFM epoch of updates between evaluations either way.
 FULL_PLANS = tuple(
     Plan(size, budget_s=budget, patience=30,
          lightfm_grid=tuple((lr, ms) for lr in (0.01, 0.02, 0.05, 0.1) for ms in (10, None)),
          muslse_grid=(("sgd", 0.01), ("sgd", 0.05), ("adagrad", 0.05), ("adagrad", 0.1),
                       ("adagrad", 0.2)),
-         seeds=seeds, max_norm=1.0)
+         seeds=seeds, max_norm=1.0, batch_size=128)
     for size, budget, seeds in (("demo", 10.0, 5), ("small", 45.0, 3)))
 DEMO_PLAN, SMALL_PLAN = FULL_PLANS
 # The issue-14 size: what a researcher trains on (20,000 training songs, 2,000 codewords, about 500
