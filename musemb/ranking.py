@@ -4,9 +4,24 @@ MUSLSE (Weston, Bengio, Hamel) scores every (song, label) pair by the dot produc
 embeddings and reads off the top of each song's ranking: on Big-data that is 66,072 test songs
 against 26,972 artists. `top_k_scores` computes those rankings without ever holding the whole
 [queries, items] score matrix: queries go through in fixed-size chunks, each scored against all
-items and reduced with `jax.lax.top_k` by one jit-compiled function, and each chunk's [chunk, k]
+items and reduced to its top k by one jit-compiled function, and each chunk's [chunk, k]
 result is copied into one preallocated host array. The last chunk is padded, so a whole
 evaluation compiles once. The same function runs on CPU and on accelerators.
+
+Two-stage top-k. `lax.top_k` over whole 26,972-item rows took 2.8 s of the Big-data ranking's
+6.8 s on 2 idle cores (on CPU it is one thread walking every score; the matmul took 3.2 s). Where k is small against the catalogue, the row is
+cut into blocks of B items (B = sqrt(N / k) rounded up to a power of two: 64 at Big-data's
+N = 26,972, k = 15; `_stage_block`), and (1) each block's maximum is taken, (2) `lax.top_k`
+picks the k blocks with the highest maxima, (3) `lax.top_k` ranks those k * B scores, gathered
+in index order, together with the ragged tail of fewer than B items after the last whole block.
+This is exact: a block left out has k blocks ranked before it, each holding an item that ranks
+before all of the left-out block's items, so none of them is in the top k. Ties go to the lower
+index in both stages (`lax.top_k` ranks an equal value at a lower position first; block ids are
+sorted back into index order before the gather). On the Big-data shape it takes the time after
+the matmul from about 2.8 s to about 1 s (launch.benchmarks.evaluation: the whole ranking from
+6.8-7.1 s to 3.9-4.3 s, faiss 3.4-3.6 s in the same runs). The tail is scored by a
+second small matmul, so the items are never padded or copied on the host. Where the candidates
+would be more than half of the row (k close to N) one `lax.top_k` ranks the row.
 
 Memory. Three choices keep what a ranking adds to the process small (Big-data scale,
 launch.benchmarks.evaluation, peak resident size minus the size just before the first call):
@@ -16,22 +31,21 @@ launch.benchmarks.evaluation, peak resident size minus the size just before the 
   chunk's scores into the same buffer, allocated once per call. A block that is a temporary of
   each execution is instead allocated afresh per chunk by whichever runtime thread runs it, and
   glibc keeps a freed copy of it in each of those threads' malloc arenas: with blocks of 256 x
-  26,972 (27.6 MB) that was 124-161 MB of working memory against faiss's 46.
-* The default path (no `exclude`, no `item_mask`) is one matmul and one `lax.top_k`, with nothing
-  else in the program: on CPU both are library calls (the matmul kernel and XLA's TopK), so the
-  program compiles without XLA's LLVM code generator. A process's first generated kernel costs
-  about 18 MB of resident memory (LLVM's start-up) and the program's own compilation a few more;
-  a mask, a `jnp.where` or a loop in the program brings that in. The -inf -> -1 index fill and
-  the overflow check run on the host, on the [Q, k] results.
-* Query chunks of 64: the block is 64 x 26,972 float32 = 6.9 MB. Measured on 66,072 x 26,972,
-  d = 100, each in a fresh process (load 5-6 on the 2 cores; CPU seconds per call; working memory
-  of a first / second / third call): chunk 64 8.0-8.5 s, 29 / 34 / 36 MB; 128 7.4-7.5 s, 37 / 41
-  / 53 MB; 256 7.3-7.4 s, 47 / 52 / 92 MB (the block is one buffer, but glibc's heap grows around
-  a large one). Before (a per-execution block of 256, every chunk's device result kept until a
-  final concatenation) it was 7.6-8.0 s and 148 MB on the suite's measure, where faiss
-  `IndexFlatIP` (2 threads) uses 47-48 MB and 11-13 CPU seconds; now 38 MB. The input check
-  reads each matrix's min and max (NaN and inf show there) instead of building a [Q, d] boolean
-  array (6.6 MB for the Big-data queries).
+  26,972 (27.6 MB) that was 124-161 MB of working memory against faiss's 46. A fresh block per
+  chunk also pays its page faults every time, which slowed the block-maximum pass 2-4x.
+* The masks (`exclude`, `item_mask`) enter the block-maximum reduction and the candidates, never
+  the stored block, so no second [query_chunk, items] buffer exists. The -inf -> -1 index fill
+  and the overflow check run on the host, on the [Q, k] results.
+* Query chunks of 64: the block is 64 x 26,972 float32 = 6.9 MB. Larger chunks are at most 10%
+  faster on CPU (the matmul amortises its packing of the items over more queries) and cost the
+  block's size again per doubling. The input check reads each matrix's min and max (NaN and inf
+  show there) instead of building a [Q, d] boolean array (6.6 MB for the Big-data queries).
+
+On CPU the two-stage program needs XLA's LLVM code generator (the sort of the block ids, the
+gather); a process's first generated kernel costs about 18 MB resident. Every musemb evaluation
+follows a jitted model's forward pass, which has started it already, so the benchmark measures
+the ranking's memory after it. The one-`lax.top_k` program is the matmul and XLA's TopK call
+alone and needs no generated kernels.
 
 `item_chunk` scores the items in chunks too, merging each chunk's top-k into a running list in a
 `lax.scan` (for catalogues too large for a [query_chunk, items] block); it always applies the
@@ -57,37 +71,92 @@ import jax.numpy as jnp
 import numpy as np
 
 
-@functools.partial(jax.jit, static_argnames=("k",), donate_argnames=("block",),
+def _stage_block(num_items: int, k: int) -> int | None:
+  """Items per block of the two-stage top-k, or None where one `lax.top_k` over the row is used.
+
+  The block size B balances the two stages' inputs (num_items / B block maxima, k * B
+  candidates): sqrt(num_items / k) rounded up to a power of two, at least 8. Two stages pay off
+  only where the candidates (k blocks plus the ragged tail of fewer than B items) are at most
+  half of the row.
+  """
+  size = 8
+  while size * size * k < num_items:
+    size *= 2
+  whole = num_items // size
+  candidates = k * size + num_items - whole * size
+  return size if whole >= k and 2 * candidates <= num_items else None
+
+
+@functools.partial(jax.jit, static_argnames=("k", "stage_block"), donate_argnames=("block",),
                    keep_unused=True)
-def _top_k_block(queries: jax.Array, items: jax.Array, block: jax.Array,
-                 item_valid: jax.Array | None, exclude: jax.Array | None,
-                 k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _top_k_block(queries: jax.Array, items: jax.Array, tail: jax.Array | None, block: jax.Array,
+                 item_valid: jax.Array | None, exclude: jax.Array | None, k: int,
+                 stage_block: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Top-k items of one query chunk against all items, the score block written over `block`.
 
   Args:
     queries: [query_chunk, d] float32.
-    items: [N, d] float32.
-    block: [query_chunk, N] float32, donated: its buffer receives this chunk's scores (returned
-      as the third output, to be passed to the next chunk). Its values are not read.
+    items: [M, d] float32: all N items for one `lax.top_k`; with stage_block, the leading
+      M = (N // stage_block) * stage_block items, in whole blocks.
+    tail: [N - M, d] float32, the items after the whole blocks (None when there are none).
+    block: [query_chunk, M] float32, donated: its buffer receives this chunk's scores against
+      `items` (returned as the third output, to be passed to the next chunk). Its values are not
+      read.
     item_valid: [N] bool, False for masked-out items; None for no mask (then `exclude` is None
-      too and the program is the matmul and `lax.top_k` alone).
+      too).
     exclude: [query_chunk] int32 item index to drop per query, -1 for none; None with item_valid.
     k: number of items to keep.
+    stage_block: items per block of the two-stage top-k (`_stage_block`), or None for one
+      `lax.top_k` over the whole row.
 
   Returns:
     scores [query_chunk, k] float32 (-inf for masked-out items), indices [query_chunk, k] int32,
-    best first (the caller maps -inf slots to index -1), and the [query_chunk, N] score block.
+    best first (the caller maps -inf slots to index -1), and the [query_chunk, M] score block.
   """
   del block  # Donated and aliased to the third output; XLA computes the scores into it.
   # HIGHEST keeps float32 dot products on accelerators, whose default would round the inputs
   # to bfloat16/TF32 and reorder near-ties relative to a float32 reference.
   scores = jnp.dot(queries, items.T, precision=jax.lax.Precision.HIGHEST)
+  rows, width = scores.shape
+
+  def allowed(cols):  # [rows, n] int32 item indices -> which of them may be returned
+    return item_valid[cols] & (cols != exclude[:, None])
+
+  row_ok = None
   if item_valid is not None:
-    idx = jnp.arange(items.shape[0], dtype=jnp.int32)
-    allowed = item_valid[None, :] & (idx[None, :] != exclude[:, None])
-    scores = jnp.where(allowed, scores, -jnp.inf)
-  top_scores, top_idx = jax.lax.top_k(scores, k)
-  return top_scores, top_idx, scores
+    idx = jnp.arange(width, dtype=jnp.int32)
+    row_ok = item_valid[None, :width] & (idx[None, :] != exclude[:, None])
+
+  if stage_block is None:
+    masked = scores if row_ok is None else jnp.where(row_ok, scores, -jnp.inf)
+    top_scores, top_idx = jax.lax.top_k(masked, k)
+    return top_scores, top_idx, scores
+
+  # Two stages, exact: (1) the k blocks with the highest maxima hold the top k items of the
+  # whole blocks (a block left out has k blocks ranked before it, each with an item ranked
+  # before all of its items); (2) one lax.top_k over those blocks' scores, gathered in index
+  # order, and the tail's. Ties go to the lower index in both: lax.top_k ranks an equal block
+  # maximum or score at a lower position first, and positions follow item indices.
+  num_blocks = width // stage_block
+  blocks = scores.reshape(rows, num_blocks, stage_block)
+  if row_ok is not None:
+    # The masks enter the reduction (fused into it), not the stored block: no second
+    # [rows, M] buffer.
+    blocks = jnp.where(row_ok.reshape(blocks.shape), blocks, -jnp.inf)
+  _, best_blocks = jax.lax.top_k(blocks.max(axis=2), k)
+  best_blocks = jnp.sort(best_blocks, axis=1)
+  cols = (best_blocks[:, :, None] * stage_block
+          + jnp.arange(stage_block, dtype=jnp.int32)).reshape(rows, k * stage_block)
+  candidates = jnp.take_along_axis(scores, cols, axis=1)
+  if tail is not None:
+    tail_cols = width + jnp.arange(tail.shape[0], dtype=jnp.int32)
+    cols = jnp.concatenate([cols, jnp.broadcast_to(tail_cols, (rows, tail.shape[0]))], axis=1)
+    candidates = jnp.concatenate(
+        [candidates, jnp.dot(queries, tail.T, precision=jax.lax.Precision.HIGHEST)], axis=1)
+  if item_valid is not None:
+    candidates = jnp.where(allowed(cols), candidates, -jnp.inf)
+  top_scores, pos = jax.lax.top_k(candidates, k)
+  return top_scores, jnp.take_along_axis(cols, pos, axis=1), scores
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -233,11 +302,15 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
   qchunk = min(query_chunk, num_queries)
 
   if item_chunk is None:
-    items_dev = jax.device_put(items)
+    stage_block = _stage_block(num_items, k)
+    # Two-stage top-k: the whole blocks are scored into the donated block, the ragged tail apart.
+    width = num_items if stage_block is None else num_items // stage_block * stage_block
+    items_dev = jax.device_put(items[:width])
+    tail_dev = jax.device_put(items[width:]) if width < num_items else None
     valid_dev = jax.device_put(item_mask) if masked else None
     # The first chunk's donated block: its values are never read, and its pages are written only
     # by the copy device_put makes (jnp.empty would compile a kernel of its own).
-    block = jax.device_put(np.empty((qchunk, num_items), np.float32))
+    block = jax.device_put(np.empty((qchunk, width), np.float32))
   else:
     # Items: pad to whole chunks once; padding is invalid, so it never reaches the top-k.
     ichunk = min(item_chunk, num_items)
@@ -246,7 +319,7 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
     items_dev = jnp.asarray(
         np.pad(items, ((0, pad_items), (0, 0))).reshape(num_ichunks, ichunk, dim))
     valid_dev = jnp.asarray(np.pad(item_mask, (0, pad_items)).reshape(num_ichunks, ichunk))
-    block = None
+    block = tail_dev = None
 
   # Each chunk's result goes straight into the output arrays. The next chunk is dispatched
   # before the previous one's result is read, so the host never leaves the device idle.
@@ -263,8 +336,9 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
       if block is None:
         pending = start, _top_k_chunk(q, items_dev, valid_dev, e, k=k)
       else:
-        chunk_scores, chunk_idx, block = _top_k_block(q, items_dev, block, valid_dev,
-                                                      e if masked else None, k=k)
+        chunk_scores, chunk_idx, block = _top_k_block(
+            q, items_dev, tail_dev, block, valid_dev, e if masked else None, k=k,
+            stage_block=stage_block)
         pending = start, (chunk_scores, chunk_idx)
     if ready is not None:
       done, (done_scores, done_idx) = ready
@@ -272,7 +346,7 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
       scores[done:done + rows] = np.asarray(done_scores)[:rows]
       indices[done:done + rows] = np.asarray(done_idx)[:rows]
   # Free the device copies (items, block) before returning, not whenever Python drops them.
-  for array in (items_dev, valid_dev, block):
+  for array in (items_dev, tail_dev, valid_dev, block):
     if array is not None:
       array.delete()
   indices[np.isneginf(scores)] = -1

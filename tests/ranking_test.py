@@ -177,30 +177,90 @@ def test_masks_one_at_a_time_on_the_default_path():
     np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
 
 
-def test_default_path_compiles_once_and_reuses_one_score_block():
-  queries, items = _integer_data(12, 3 * 13 + 2, 31, 5)
+@pytest.mark.parametrize("num_items,k", [(31, 4), (600, 3)])
+def test_default_path_compiles_once_and_reuses_one_score_block(num_items, k):
+  # 31 items, k = 4: one lax.top_k over the row; 600 items, k = 3: the two-stage top-k.
+  queries, items = _integer_data(12, 3 * 13 + 2, num_items, 5)
+  stage_block = ranking._stage_block(num_items, k)
+  assert (stage_block is None) == (num_items == 31)
+  width = num_items if stage_block is None else num_items // stage_block * stage_block
   before = ranking._top_k_block._cache_size()
-  ranking.top_k_scores(queries, items, 4, query_chunk=13)
-  ranking.top_k_scores(queries[:14], items, 4, query_chunk=13)
-  ranking.top_k_scores(queries[:26], items, 4, query_chunk=13)
+  ranking.top_k_scores(queries, items, k, query_chunk=13)
+  ranking.top_k_scores(queries[:14], items, k, query_chunk=13)
+  ranking.top_k_scores(queries[:26], items, k, query_chunk=13)
   assert ranking._top_k_block._cache_size() == before + 1
   # The score block is donated and aliased to the returned block: XLA writes each chunk's scores
   # into the previous chunk's buffer instead of allocating a temporary per chunk.
+  tail = items[width:] if width < num_items else None
   compiled = ranking._top_k_block.lower(
-      queries[:13], items, np.zeros((13, 31), np.float32), None, None, k=4).compile()
+      queries[:13], items[:width], tail, np.zeros((13, width), np.float32), None, None, k=k,
+      stage_block=stage_block).compile()
   stats = compiled.memory_analysis()
   if stats is not None:
-    assert stats.alias_size_in_bytes >= 13 * 31 * 4
-    assert stats.temp_size_in_bytes < 13 * 31 * 4
+    assert stats.alias_size_in_bytes >= 13 * width * 4
+    assert stats.temp_size_in_bytes < 13 * width * 4
+
+
+@pytest.mark.parametrize("num_items", [1024, 1000, 997])
+@pytest.mark.parametrize("k", [1, 7, 15])
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_two_stage_top_k_equals_brute_force_with_ties(num_items, k, with_masks):
+  # Catalogues large enough for the two-stage path, whole blocks (1024) or a ragged tail;
+  # small integers give many exact ties, which must go to the lower index across blocks.
+  stage_block = ranking._stage_block(num_items, k)
+  assert stage_block is not None
+  queries, items = _integer_data(15, 40, num_items, 3, low=-1, high=2)
+  exclude = item_mask = None
+  if with_masks:
+    rng = np.random.default_rng(16)
+    exclude = rng.integers(-1, num_items, 40)
+    item_mask = rng.random(num_items) < 0.5
+    item_mask[-1] = True  # the last item, in the tail when there is one
+  scores, idx = ranking.top_k_scores(queries, items, k, query_chunk=16, exclude=exclude,
+                                     item_mask=item_mask)
+  want_scores, want_idx = _brute_force(queries, items, k, exclude, item_mask)
+  np.testing.assert_array_equal(idx, want_idx)
+  np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+
+
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_two_stage_tail_and_all_negative_scores(with_masks):
+  # Every score is negative and the best items sit in the ragged tail after the whole blocks
+  # (997 = 62 blocks of 16 + 5): they must rank first, then the best of the blocks.
+  rng = np.random.default_rng(17)
+  num_items, k = 997, 15
+  assert ranking._stage_block(num_items, k) is not None
+  queries = rng.uniform(0.5, 1.0, (20, 4)).astype(np.float32)
+  items = -rng.uniform(0.5, 1.0, (num_items, 4)).astype(np.float32)
+  items[-3:] = -0.01  # the tail's last three items are the best
+  mask = np.ones(num_items, bool) if with_masks else None
+  scores, idx = ranking.top_k_scores(queries, items, k, item_mask=mask)
+  want_scores, want_idx = _brute_force(queries, items, k)
+  np.testing.assert_array_equal(idx, want_idx)
+  np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+  np.testing.assert_array_equal(idx[:, :3], np.broadcast_to([994, 995, 996], (20, 3)))
+
+
+def test_two_stage_with_fewer_allowed_items_than_k():
+  queries, items = _integer_data(18, 9, 800, 3)
+  item_mask = np.zeros(800, bool)
+  item_mask[[5, 400, 799]] = True
+  scores, idx = ranking.top_k_scores(queries, items, 6, item_mask=item_mask)
+  want_scores, want_idx = _brute_force(queries, items, 6, None, item_mask)
+  np.testing.assert_array_equal(idx, want_idx)
+  assert (idx[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+  assert set(idx[:, :3].ravel()) == {5, 400, 799}
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's program structure")
-def test_default_program_needs_no_generated_kernels_on_cpu():
-  # Only the matmul (a library call) and XLA's TopK custom call: no loop/elementwise fusions, so
-  # no LLVM code generator (about 18 MB resident on its first use in a process; module docstring).
+def test_single_stage_program_needs_no_generated_kernels_on_cpu():
+  # Where one lax.top_k ranks the whole row (k near the item count), the program is the matmul
+  # (a library call) and XLA's TopK custom call: no loop/elementwise fusions, so no LLVM code
+  # generator (about 18 MB resident on its first use in a process; module docstring).
   queries, items = _integer_data(13, 16, 40, 5)
-  hlo = ranking._top_k_block.lower(queries, items, np.zeros((16, 40), np.float32), None, None,
-                                   k=3).compile().as_text()
+  assert ranking._stage_block(40, 3) is None
+  hlo = ranking._top_k_block.lower(queries, items, None, np.zeros((16, 40), np.float32), None,
+                                   None, k=3).compile().as_text()
   entry = hlo[hlo.index("ENTRY"):]
   assert "TopK" in entry
   assert "kind=kLoop" not in entry and "kind=kInput" not in entry and "while(" not in entry
