@@ -86,6 +86,32 @@ def test_blocks_hold_every_non_zero_once_in_order(num_shards):
   assert sorted(seen) == list(range(csr.shape[0]))
 
 
+def test_counts_are_canonicalised_on_a_copy_and_used_as_they_are_when_clean():
+  # A hand-built CSR with an unsorted row, a duplicate (1, 3) pair and a stored zero: the layout
+  # must see the summed, sorted matrix without the zero, and the caller's arrays stay untouched.
+  data = np.array([2, 5, 1, 4, 0, 3], np.int64)
+  indices = np.array([3, 0, 3, 3, 2, 1], np.int32)
+  indptr = np.array([0, 2, 5, 6], np.int32)
+  messy = scipy.sparse.csr_matrix((data.copy(), indices.copy(), indptr.copy()), shape=(3, 4))
+  messy.has_sorted_indices = False
+  messy.has_canonical_format = False
+  clean = scipy.sparse.csr_matrix(np.array([[5, 0, 0, 2], [0, 0, 0, 5], [0, 3, 0, 0]]))
+  for got, want in ((messy, clean), (clean, clean)):
+    blocks = wmf.make_blocks(got, alpha=1.0, group=1)
+    cells = {(int(r), int(c)): float(w) for b in blocks for r, cs, ws in
+             zip(b.rows.reshape(-1), b.cols.reshape(-1, b.width), b.conf.reshape(-1, b.width))
+             if r < 3 for c, w in zip(cs, ws) if w > 0}
+    dense = want.toarray()
+    assert cells == {(r, c): 1.0 + dense[r, c] for r, c in zip(*np.nonzero(dense))}
+  np.testing.assert_array_equal(messy.data, data)
+  np.testing.assert_array_equal(messy.indices, indices)
+  np.testing.assert_array_equal(messy.indptr, indptr)
+  # A clean integer CSR is used as it is (no copy of its non-zeros).
+  assert wmf._check_counts(clean) is clean
+  with pytest.raises(ValueError, match="negative"):
+    wmf._check_counts(scipy.sparse.csr_matrix(np.array([[1, -2]])))
+
+
 def test_blocks_are_data_independent_shapes():
   # Two matrices of different sizes and length distributions share every one-row class shape,
   # so a fit compiles one program per class, not one per row length.

@@ -130,13 +130,19 @@ def confidence(counts: np.ndarray, *, alpha: float, kind: str = "linear",
     raise ValueError(f"confidence={kind!r} is not one of {CONFIDENCES}.")
   if not alpha > 0:
     raise ValueError(f"alpha={alpha!r} must be > 0 (confidence = 1 + alpha * f(count)).")
-  counts = np.asarray(counts, np.float64)
+  # The same float64 operations as 1 + alpha * f(count), on one temporary updated in place (each
+  # fresh array is a page fault per 4 KB on first touch: 4M non-zeros took 0.55 s with three).
   if kind == "linear":
-    return (1.0 + alpha * counts).astype(np.float32)
-  if not eps > 0:
+    value = np.multiply(counts, alpha, dtype=np.float64)
+  elif not eps > 0:
     raise ValueError(f"eps={eps!r} must be > 0 for the log confidence "
                      "1 + alpha*log(1 + count/eps).")
-  return (1.0 + alpha * np.log1p(counts / eps)).astype(np.float32)
+  else:
+    value = np.divide(counts, eps, dtype=np.float64)
+    np.log1p(value, out=value)
+    value *= alpha
+  value += 1.0
+  return value.astype(np.float32)
 
 
 def _check_counts(counts: Any, name: str = "counts") -> scipy.sparse.csr_matrix:
@@ -144,9 +150,17 @@ def _check_counts(counts: Any, name: str = "counts") -> scipy.sparse.csr_matrix:
     raise TypeError(f"{name} must be a scipy.sparse matrix (users x items, CSR), got "
                     f"{type(counts).__name__}; build one with scipy.sparse.csr_matrix((counts, "
                     "(user_idx, item_idx)), shape=(users, items)).")
-  csr = scipy.sparse.csr_matrix(counts, dtype=np.float64, copy=True)
-  csr.sum_duplicates()
-  csr.eliminate_zeros()
+  # Everything downstream only reads the matrix, so a CSR of real numbers in canonical form
+  # (sorted, no duplicates) without stored zeros is used as it is; anything else is fixed on a
+  # copy, never on the caller's matrix. (A copy of the benchmark's 4M non-zeros cost 0.3-0.7 s in a
+  # fresh process, mostly first-touch page faults.)
+  csr = counts if scipy.sparse.isspmatrix_csr(counts) else scipy.sparse.csr_matrix(counts)
+  if not (np.issubdtype(csr.dtype, np.integer) or np.issubdtype(csr.dtype, np.floating)):
+    csr = csr.astype(np.float64)
+  if not csr.has_canonical_format or (csr.nnz and not np.all(csr.data)):
+    csr = csr.copy()  # the input's arrays may be shared even after a conversion
+    csr.sum_duplicates()
+    csr.eliminate_zeros()
   if csr.nnz and not np.all(np.isfinite(csr.data)):
     raise ValueError(f"{name} holds non-finite values; counts must be finite and >= 0.")
   if csr.nnz and csr.data.min() < 0:
@@ -275,8 +289,10 @@ def make_blocks(counts: Any, *, alpha: float, confidence_kind: str = "linear", e
 def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind: str, eps: float,
                  num_shards: int, segment_width: int, min_width: int, chunk_cells: int,
                  group: int, row_offset: int, col_offset: int, table_rows: int | None,
-                 min_unit_segments: int) -> list[Block]:
-  """`make_blocks` of a matrix `_check_counts` already checked (and copied)."""
+                 min_unit_segments: int, confidences: np.ndarray | None = None
+                 ) -> list[Block]:
+  """`make_blocks` of a matrix `_check_counts` already checked; `confidences`, if given, are the
+  [nnz] confidences of csr.data (computed once by `fit` for both sides)."""
   for name, value in (("num_shards", num_shards), ("chunk_cells", chunk_cells),
                       ("group", group)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -285,7 +301,8 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
   num_rows = csr.shape[0]
   if table_rows is None:
     table_rows = max(row_offset + num_rows, col_offset + csr.shape[1] if col_offset else 0)
-  conf_data = confidence(csr.data, alpha=alpha, kind=confidence_kind, eps=eps)
+  conf_data = (confidence(csr.data, alpha=alpha, kind=confidence_kind, eps=eps)
+               if confidences is None else confidences)
   nnz = np.diff(csr.indptr)
   # Rows by decreasing length (stable): the segmented class packs best that way, and `fit`'s
   # popularity order is already this order, which keeps popular rows together in memory.
@@ -325,19 +342,37 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
       seg_slot[np.repeat(unit_of_row, counts_seg),
                np.repeat(first_seg, counts_seg) + np.arange(len(seg_row)) - seg_cum[seg_row]] = (
                    slot[seg_row])
-    cols = np.zeros((total_units, unit_segments, width), np.int32)
-    conf = np.zeros((total_units, unit_segments, width), np.float32)
+    cols = np.zeros((total_units * unit_segments, width), np.int32)
+    conf = np.zeros((total_units * unit_segments, width), np.float32)
     if csr.nnz:
-      # Row i's j-th non-zero goes to cell j % width of its segment j // width: one scatter of
-      # the class's non-zeros into the flat cells.
-      total = int(lengths.sum())
-      entry_row = np.repeat(np.arange(len(rows)), lengths)
-      j = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-      src = np.repeat(csr.indptr[rows], lengths) + j
-      first_cell = (unit_of_row * unit_segments + first_seg) * width
-      dest = first_cell[entry_row] + (j // width) * width + j % width
-      cols.reshape(-1)[dest] = csr.indices[src] + col_offset
-      conf.reshape(-1)[dest] = conf_data[src]
+      # Row i's j-th non-zero goes to cell j % width of its segment j // width. The class's
+      # non-zeros in row order (`src`: a contiguous slice when its rows are, as in `fit`'s
+      # popularity order) fill a [segments, width] mask of valid cells row by row, and the
+      # segments go to their slots in one row scatter.
+      if rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+        src = slice(csr.indptr[rows[0]], csr.indptr[rows[-1] + 1])
+      else:
+        src = (np.repeat(csr.indptr[rows] - np.cumsum(lengths) + lengths, lengths)
+               + np.arange(int(lengths.sum())))
+      if segmented:
+        k = np.arange(len(seg_row)) - seg_cum[seg_row]  # the segment's index within its row
+        seg_len = np.minimum(width, lengths[seg_row] - k * width)
+        seg_pos = (unit_of_row * unit_segments + first_seg)[seg_row] + k
+      else:
+        seg_len = lengths
+      valid = np.arange(width) < seg_len[:, None]
+      if segmented:
+        seg_cols = np.zeros((len(seg_len), width), np.int32)
+        seg_conf = np.zeros((len(seg_len), width), np.float32)
+        seg_cols[valid] = csr.indices[src] + col_offset
+        seg_conf[valid] = conf_data[src]
+        cols[seg_pos] = seg_cols
+        conf[seg_pos] = seg_conf
+      else:  # row i is segment i: its cells are written in place
+        cols[:len(rows)][valid] = csr.indices[src] + col_offset
+        conf[:len(rows)][valid] = conf_data[src]
+    cols = cols.reshape(total_units, unit_segments, width)
+    conf = conf.reshape(total_units, unit_segments, width)
     blocks.append(Block(
         width=int(width), segmented=segmented,
         rows=out_rows.reshape(chunks, num_shards * unit_rows),
@@ -649,6 +684,15 @@ def popularity_order(counts: Any) -> tuple[np.ndarray, np.ndarray, scipy.sparse.
   return _popularity_order(_check_counts(counts))
 
 
+def _confidences_both_ways(csr: scipy.sparse.csr_matrix, *, alpha: float, kind: str,
+                           eps: float) -> tuple[np.ndarray, scipy.sparse.csr_matrix]:
+  """The confidences of csr.data, computed once, and the transposed (items x users) CSR holding
+  them as its values, so that the two sides' layouts share one confidence pass."""
+  conf = confidence(csr.data, alpha=alpha, kind=kind, eps=eps)
+  by_item = scipy.sparse.csr_matrix((conf, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
+  return conf, by_item
+
+
 def _popularity_order(csr: scipy.sparse.csr_matrix
                       ) -> tuple[np.ndarray, np.ndarray, scipy.sparse.csr_matrix]:
   user_order = np.argsort(-np.diff(csr.indptr), kind="stable")
@@ -785,8 +829,12 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     # numpy's generator, not jax.random: the same draws on any mesh or backend, and no program to
     # compile for each table shape (0.4 s of CPU each here).
     rng = np.random.default_rng(seed)
-    user_factors = 0.01 * rng.standard_normal((num_users, factors), np.float32)
-    item_factors = 0.01 * rng.standard_normal((num_items, factors), np.float32)
+    # Scaled in place: a fresh array is a page fault per 4 KB on first touch (0.2 s here for
+    # the benchmark's 150k x 64 factors), and the values are those of 0.01 * draws.
+    user_factors = rng.standard_normal((num_users, factors), np.float32)
+    user_factors *= 0.01
+    item_factors = rng.standard_normal((num_items, factors), np.float32)
+    item_factors *= 0.01
   user_factors = _as_factors(user_factors, (num_users, factors), "user_factors", None)
   item_factors = _as_factors(item_factors, (num_items, factors), "item_factors", None)
   shards = sharding_lib.data_size(mesh)
@@ -809,14 +857,17 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
     # One [users + items, f] table: users' columns index its item rows, items' its user rows,
     # so both half-steps run the same few programs (see `make_blocks`).
-    table = jax.device_put(np.concatenate([user_factors[user_order], item_factors[item_order]]),
-                           sharding_lib.replicated(mesh))
+    table = np.empty((num_users + num_items, factors), np.float32)
+    np.take(user_factors, user_order, axis=0, out=table[:num_users])
+    np.take(item_factors, item_order, axis=0, out=table[num_users:])
+    table = jax.device_put(table, sharding_lib.replicated(mesh))
     kwargs = dict(alpha=alpha, confidence_kind=confidence, eps=eps, group=_GROUP,
                   table_rows=num_users + num_items, **layout)
-    users = _place(_make_blocks(csr, row_offset=0, col_offset=num_users, **kwargs),
-                   "items_gram", mesh, _GROUP)
-    items = _place(_make_blocks(csr.T.tocsr(), row_offset=num_users, col_offset=0, **kwargs),
-                   "users_gram", mesh, _GROUP)
+    conf, by_item = _confidences_both_ways(csr, alpha=alpha, kind=confidence, eps=eps)
+    users = _place(_make_blocks(csr, row_offset=0, col_offset=num_users, confidences=conf,
+                                **kwargs), "items_gram", mesh, _GROUP)
+    items = _place(_make_blocks(by_item, row_offset=num_users, col_offset=0,
+                                confidences=by_item.data, **kwargs), "users_gram", mesh, _GROUP)
     logging.info("wmf: %d users x %d items, %d non-zeros, %d factors, solver=%s, %d devices; "
                  "%d user and %d item solve calls per iteration", num_users, num_items, csr.nnz,
                  factors, solver, shards, len(users.groups), len(items.groups))
