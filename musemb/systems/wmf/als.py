@@ -574,10 +574,15 @@ def _scalar(value: float, mesh: Mesh) -> jax.Array:
 
 def _solve_side(table: jax.Array, side: _Side, num_users: int, regularization: float,
                 mesh: Mesh, solver: str, cg_steps: int) -> jax.Array:
-  """Solves one side's rows of the table against the other side's; returns the new table."""
+  """Solves one side's rows of the table against the other side's; returns the new table.
+
+  Consumes `table`: the solve calls donate it and rewrite their rows in place, so the caller
+  (`fit`, `solve_rows`, which made it) must not use it again. A defensive copy here cost a fresh
+  [users + items, f] buffer per half-step (38 MB at the benchmark's size: above glibc's mmap
+  threshold, so every copy paid its page faults again).
+  """
   gram = _table_fns(mesh, num_users)[side.other_gram](table)
   reg = _scalar(regularization, mesh)
-  table = jnp.array(table, copy=True)   # the groups donate it; never consume the caller's array
   # Several CPU devices share one host thread pool: executions dispatched ahead can fill it with
   # participants waiting in the all-gather's rendezvous for partners that never get a thread (a hang
   # seen with 2 devices on 2 cores). Waiting for each group keeps one collective in flight.
