@@ -1,11 +1,23 @@
 """Shared fixtures: the tiny synthetic world, prepared once per test session."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+# librosa's numba functions (the reference DSP of the feature tests) cache their compiled code
+# beside the installed package. Two pytest-xdist workers compiling them at once on a fresh install
+# left an index and code files from different writers, and every later load segfaulted (a fresh
+# clone's `make test`, stop 20). Each test process (each worker, each run) compiles into its own
+# cache instead; set NUMBA_CACHE_DIR to choose one. Set before any test module imports numba.
+if "NUMBA_CACHE_DIR" not in os.environ:
+  os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="musemb-tests-numba-")
+  atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
