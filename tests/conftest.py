@@ -11,10 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # librosa's numba functions (the reference DSP of the feature tests) cache their compiled code
-# beside the installed package. Two pytest-xdist workers compiling them at once on a fresh install
-# left an index and code files from different writers, and every later load segfaulted (a fresh
-# clone's `make test`, stop 20). Each test process (each worker, each run) compiles into its own
-# cache instead; set NUMBA_CACHE_DIR to choose one. Set before any test module imports numba.
+# beside the installed package, where one bad compile is loaded by every later process: a test
+# worker that segfaulted in its first compile of librosa's zero crossings (stop 20) left a cache
+# that crashed every later call, in any process, until it was deleted. Each test process compiles
+# into its own cache instead; set NUMBA_CACHE_DIR to choose one. Set before numba is imported.
 if "NUMBA_CACHE_DIR" not in os.environ:
   os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="musemb-tests-numba-")
   atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
