@@ -8,21 +8,21 @@ items and reduced to its top k by one jit-compiled function, and each chunk's [c
 result is copied into one preallocated host array. The last chunk is padded, so a whole
 evaluation compiles once. The same function runs on CPU and on accelerators.
 
-Two-stage top-k. `lax.top_k` over whole 26,972-item rows took 2.8 s of the Big-data ranking's
-6.8 s on 2 idle cores (on CPU it is one thread walking every score; the matmul took 3.2 s). Where k is small against the catalogue, the row is
-cut into blocks of B items (B = sqrt(N / k) rounded up to a power of two: 64 at Big-data's
-N = 26,972, k = 15; `_stage_block`), and (1) each block's maximum is taken, (2) `lax.top_k`
-picks the k blocks with the highest maxima, (3) `lax.top_k` ranks those k * B scores, gathered
-in index order, together with the ragged tail of fewer than B items after the last whole block.
-This is exact: a block left out has k blocks ranked before it, each holding an item that ranks
-before all of the left-out block's items, so none of them is in the top k. Ties go to the lower
-index in both stages (`lax.top_k` ranks an equal value at a lower position first; block ids are
-sorted back into index order before the gather). On the Big-data shape it takes the time after
+Two-stage top-k. `lax.top_k` over whole 26,972-item rows took 2.8 s of the Big-data ranking's 6.8 s
+on 2 idle cores (on CPU it is one thread walking every score; the matmul took 3.2 s). Where k is
+small against the catalogue, the row is cut into blocks of B items (B = sqrt(N / k) rounded up to a
+power of two: 64 at Big-data's N = 26,972, k = 15; `_stage_block`), and (1) each block's maximum is
+taken, (2) `lax.top_k` picks the k blocks with the highest maxima, (3) `lax.top_k` ranks those k * B
+scores, gathered in index order, together with the ragged tail of fewer than B items after the last
+whole block. This is exact: a block left out has k blocks ranked before it, each holding an item
+that ranks before all of the left-out block's items, so none of them is in the top k. Ties go to the
+lower index in both stages (`lax.top_k` ranks an equal value at a lower position first; block ids
+are sorted back into index order before the gather). On the Big-data shape it takes the time after
 the matmul from about 2.8 s to about 1 s (launch.benchmarks.evaluation: the whole ranking from
-6.8-7.1 s to 3.9-4.7 s on idle cores, faiss 3.3-4.7 s in the same runs: 0.80-0.99x faiss's
-speed, the matmul now most of the time). The tail is scored by a
-second small matmul, so the items are never padded or copied on the host. Where the candidates
-would be more than half of the row (k close to N) one `lax.top_k` ranks the row.
+6.8-7.1 s to 3.9-4.7 s on idle cores, faiss 3.3-4.7 s in the same runs: 0.80-0.99x faiss's speed,
+the matmul now most of the time). The tail is scored by a second small matmul, so the items are
+never padded or copied on the host. Where the candidates would be more than half of the row (k close
+to N) one `lax.top_k` ranks the row.
 
 Memory. Three choices keep what a ranking adds to the process small (Big-data scale,
 launch.benchmarks.evaluation, peak resident size minus the size just before the first call):
@@ -120,9 +120,6 @@ def _top_k_block(queries: jax.Array, items: jax.Array, tail: jax.Array | None, b
   scores = jnp.dot(queries, items.T, precision=jax.lax.Precision.HIGHEST)
   rows, width = scores.shape
 
-  def allowed(cols):  # [rows, n] int32 item indices -> which of them may be returned
-    return item_valid[cols] & (cols != exclude[:, None])
-
   row_ok = None
   if item_valid is not None:
     idx = jnp.arange(width, dtype=jnp.int32)
@@ -155,7 +152,8 @@ def _top_k_block(queries: jax.Array, items: jax.Array, tail: jax.Array | None, b
     candidates = jnp.concatenate(
         [candidates, jnp.dot(queries, tail.T, precision=jax.lax.Precision.HIGHEST)], axis=1)
   if item_valid is not None:
-    candidates = jnp.where(allowed(cols), candidates, -jnp.inf)
+    allowed = item_valid[cols] & (cols != exclude[:, None])
+    candidates = jnp.where(allowed, candidates, -jnp.inf)
   top_scores, pos = jax.lax.top_k(candidates, k)
   return top_scores, jnp.take_along_axis(cols, pos, axis=1), scores
 

@@ -322,7 +322,6 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
       counts_seg = -(-lengths // width)
       starts = _next_fit(counts_seg, unit_segments, unit_rows)
     else:
-      counts_seg = np.ones(len(rows), np.int64)
       starts = np.arange(0, len(rows) + unit_rows, unit_rows).clip(max=len(rows))
       starts = np.unique(starts)
     units = len(starts) - 1
@@ -333,42 +332,36 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
     slot = np.arange(len(rows)) - starts[unit_of_row]
     out_rows = np.full((total_units, unit_rows), table_rows, np.int32)
     out_rows[unit_of_row, slot] = rows + row_offset
-    # Segments: row i's k-th segment sits at its unit's (first segment of i) + k.
-    seg_cum = np.concatenate([[0], np.cumsum(counts_seg)])
-    first_seg = seg_cum[:-1] - seg_cum[starts[unit_of_row]]
     seg_slot = np.full((total_units, unit_segments), unit_rows - 1, np.int32)
     if segmented:
+      # Row i's k-th segment sits at its unit's (first segment of i) + k.
+      seg_cum = np.concatenate([[0], np.cumsum(counts_seg)])
+      first_seg = seg_cum[:-1] - seg_cum[starts[unit_of_row]]
       seg_row = np.repeat(np.arange(len(rows)), counts_seg)
-      seg_slot[np.repeat(unit_of_row, counts_seg),
-               np.repeat(first_seg, counts_seg) + np.arange(len(seg_row)) - seg_cum[seg_row]] = (
-                   slot[seg_row])
+      k = np.arange(len(seg_row)) - seg_cum[seg_row]  # the segment's index within its row
+      seg_pos = (unit_of_row * unit_segments + first_seg)[seg_row] + k
+      seg_slot.reshape(-1)[seg_pos] = slot[seg_row]
     cols = np.zeros((total_units * unit_segments, width), np.int32)
     conf = np.zeros((total_units * unit_segments, width), np.float32)
     if csr.nnz:
       # Row i's j-th non-zero goes to cell j % width of its segment j // width. The class's
       # non-zeros in row order (`src`: a contiguous slice when its rows are, as in `fit`'s
-      # popularity order) fill a [segments, width] mask of valid cells row by row, and the
-      # segments go to their slots in one row scatter.
-      if rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+      # popularity order) fill a [segments, width] mask of valid cells row by row.
+      if np.all(np.diff(rows) == 1):
         src = slice(csr.indptr[rows[0]], csr.indptr[rows[-1] + 1])
       else:
         src = (np.repeat(csr.indptr[rows] - np.cumsum(lengths) + lengths, lengths)
                + np.arange(int(lengths.sum())))
-      if segmented:
-        k = np.arange(len(seg_row)) - seg_cum[seg_row]  # the segment's index within its row
-        seg_len = np.minimum(width, lengths[seg_row] - k * width)
-        seg_pos = (unit_of_row * unit_segments + first_seg)[seg_row] + k
-      else:
-        seg_len = lengths
-      valid = np.arange(width) < seg_len[:, None]
-      if segmented:
-        seg_cols = np.zeros((len(seg_len), width), np.int32)
-        seg_conf = np.zeros((len(seg_len), width), np.float32)
+      if segmented:  # filled in segment order, then one row scatter to the segments' slots
+        valid = np.arange(width) < np.minimum(width, lengths[seg_row] - k * width)[:, None]
+        seg_cols = np.zeros((len(seg_row), width), np.int32)
+        seg_conf = np.zeros((len(seg_row), width), np.float32)
         seg_cols[valid] = csr.indices[src] + col_offset
         seg_conf[valid] = conf_data[src]
         cols[seg_pos] = seg_cols
         conf[seg_pos] = seg_conf
       else:  # row i is segment i: its cells are written in place
+        valid = np.arange(width) < lengths[:, None]
         cols[:len(rows)][valid] = csr.indices[src] + col_offset
         conf[:len(rows)][valid] = conf_data[src]
     cols = cols.reshape(total_units, unit_segments, width)
