@@ -8,6 +8,7 @@ AcousticBrainz low-level document for the JSON layout.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -85,10 +86,11 @@ def test_rolloff_by_hand():
 
 _ZCR_SETTINGS = [(2048, 512, True), (1024, 512, True), (512, 128, False), (256, 100, True)]
 
-# librosa's zero crossings are a numba gufunc, compiled on first use. In a pytest-xdist worker that
-# had run many other test files (JAX, TensorFlow, gensim in one process), that first compile
-# produced code that segfaulted the worker, three runs out of three on one machine, and never in
-# a fresh process. The reference is computed in a fresh interpreter, for all settings at once.
+# librosa's zero crossings are a numba gufunc, compiled when librosa is imported. In a pytest-xdist
+# worker that had run many other test files (JAX, TensorFlow, gensim in one process), that compile
+# produced code that segfaulted, three runs out of three on one machine, and never in a fresh
+# process with a fresh numba cache. The reference is computed in a fresh interpreter with its own
+# cache, for all settings at once.
 _ZCR_SCRIPT = """
 import sys
 import librosa
@@ -106,8 +108,11 @@ np.savez(sys.argv[3], **out)
 def librosa_zcr(y, tmp_path_factory):
   tmp = tmp_path_factory.mktemp("zcr")
   np.save(tmp / "y.npy", y)
+  # Its own numba cache too: librosa compiles its gufuncs when it is imported, and a worker that
+  # had imported it left code in the worker's cache that crashed this subprocess on loading it.
+  env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba"))
   subprocess.run([sys.executable, "-c", _ZCR_SCRIPT, str(tmp / "y.npy"), repr(_ZCR_SETTINGS),
-                  str(tmp / "zcr.npz")], check=True, timeout=600)
+                  str(tmp / "zcr.npz")], check=True, timeout=600, env=env)
   with np.load(tmp / "zcr.npz") as z:
     return {key: z[key] for key in z.files}
 
