@@ -1,23 +1,112 @@
 """Shared fixtures: the tiny synthetic world, prepared once per test session."""
 
-import atexit
+import importlib.util
 import os
+import pickle
 import shutil
+import struct
+import subprocess
+import sys
 import tempfile
+import threading
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-# librosa's numba functions (the reference DSP of the feature tests) cache their compiled code
-# beside the installed package, where one bad compile is loaded by every later process: a test
-# worker that segfaulted in its first compile of librosa's zero crossings (stop 20) left a cache
-# that crashed every later call, in any process, until it was deleted. Each test process compiles
-# into its own cache instead; set NUMBA_CACHE_DIR to choose one. Set before numba is imported.
-if "NUMBA_CACHE_DIR" not in os.environ:
-  os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="musemb-tests-numba-")
-  atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
+# librosa (the feature tests' reference DSP) runs in a server process of its own, never in a test
+# process. Its numba code (compiled or loaded when librosa is imported) segfaulted at random in
+# pytest-xdist workers that had already run JAX, TensorFlow and gensim tests: in three full runs out
+# of three after one change to the ranking tests (stop 20), then again after its zero-crossing
+# reference alone moved out; and a fresh interpreter that loaded code such a worker had cached
+# crashed too. Fresh interpreters that compile for themselves never failed (dozens of runs). The
+# server compiles into its own numba cache, not the one beside the installed package, which every
+# later process would load.
+_LIBROSA_SERVER = r"""
+import pickle, struct, sys, traceback
+import librosa
+requests, replies = sys.stdin.buffer, sys.stdout.buffer
+sys.stdout = sys.stderr  # anything printed goes to stderr, never into the replies
+while True:
+  header = requests.read(8)
+  if len(header) < 8:
+    break
+  name, args, kwargs = pickle.loads(requests.read(struct.unpack("<Q", header)[0]))
+  try:
+    target = librosa
+    for part in name.split("."):
+      target = getattr(target, part)
+    reply = (True, target(*args, **kwargs))
+  except Exception:  # the test process must not need librosa to unpickle the error
+    reply = (False, traceback.format_exc())
+  data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+  replies.write(struct.pack("<Q", len(data)) + data)
+  replies.flush()
+"""
+
+
+class _LibrosaServer:
+  """One librosa process per test process, started on first use, answering calls in order."""
+
+  def __init__(self):
+    self._proc = None
+    self._cache = None
+    self._lock = threading.Lock()
+
+  def call(self, name, args, kwargs):
+    with self._lock:
+      if self._proc is None:
+        self._cache = tempfile.mkdtemp(prefix="musemb-tests-numba-")
+        env = dict(os.environ, NUMBA_CACHE_DIR=self._cache)
+        self._proc = subprocess.Popen([sys.executable, "-c", _LIBROSA_SERVER],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+      data = pickle.dumps((name, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+      self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
+      self._proc.stdin.flush()
+      header = self._proc.stdout.read(8)
+      if len(header) < 8:
+        code = self._proc.wait()
+        self._proc = None  # the next call starts a fresh server
+        raise RuntimeError(f"the librosa reference process died (exit {code}) in librosa.{name}")
+      ok, value = pickle.loads(self._proc.stdout.read(struct.unpack("<Q", header)[0]))
+    if not ok:
+      raise RuntimeError(f"librosa.{name} raised in the reference process:\n{value}")
+    return value
+
+  def close(self):
+    if self._proc is not None:
+      self._proc.stdin.close()
+      self._proc.wait(timeout=60)
+      self._proc = None
+    if self._cache is not None:
+      shutil.rmtree(self._cache, ignore_errors=True)
+
+
+class _Remote:
+  """`librosa.feature.mfcc(...)`, evaluated by the server: attribute access builds the dotted name,
+  a call sends it with its (picklable: numpy, scalars, strings) arguments and returns the result."""
+
+  def __init__(self, server, name=""):
+    self._server, self._name = server, name
+
+  def __getattr__(self, attr):
+    if attr.startswith("__"):
+      raise AttributeError(attr)
+    return _Remote(self._server, f"{self._name}.{attr}" if self._name else attr)
+
+  def __call__(self, *args, **kwargs):
+    return self._server.call(self._name, args, kwargs)
+
+
+@pytest.fixture(scope="session")
+def librosa():
+  """librosa, called in a separate process (see `_LIBROSA_SERVER`): `librosa.stft(y, n_fft=512)`."""
+  if importlib.util.find_spec("librosa") is None:
+    pytest.skip("librosa (a test dependency) is not installed: make install")
+  server = _LibrosaServer()
+  yield _Remote(server)
+  server.close()
 
 
 @pytest.fixture(scope="session")

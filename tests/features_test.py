@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import librosa
 import numpy as np
 import pytest
 import scipy.signal
@@ -44,7 +43,7 @@ def y16():
 
 
 @pytest.mark.parametrize("frame_length,hop", [(2048, 512), (512, 160), (100, 1), (300, 400)])
-def test_frame_matches_librosa(y22, frame_length, hop):
+def test_frame_matches_librosa(librosa, y22, frame_length, hop):
   x = y22[:5000]
   got = np.asarray(F.frame(x, frame_length, hop))
   want = librosa.util.frame(x, frame_length=frame_length, hop_length=hop).T
@@ -60,7 +59,7 @@ def test_frame_rejects_short_input():
 
 @pytest.mark.parametrize("window,win_length,n_fft", [("hann", 1024, 1024), ("hamming", 400, 512),
                                                     ("hann", 551, 1024)])
-def test_window_is_librosa_padded_periodic_window(window, win_length, n_fft):
+def test_window_is_librosa_padded_periodic_window(librosa, window, win_length, n_fft):
   want = librosa.util.pad_center(
       librosa.filters.get_window(window, win_length, fftbins=True), size=n_fft)
   np.testing.assert_allclose(F.get_window(window, win_length, n_fft), want, atol=1e-7)
@@ -74,7 +73,7 @@ def test_window_is_librosa_padded_periodic_window(window, win_length, n_fft):
     dict(n_fft=1024, hop_length=256, pad_mode="reflect"),
     dict(n_fft=1024, hop_length=300, center=False),
 ], ids=["hann2048", "hamming400in512", "reflect", "uncentred"])
-def test_stft_matches_librosa(y22, kwargs):
+def test_stft_matches_librosa(librosa, y22, kwargs):
   got = np.asarray(F.stft(y22, **kwargs))
   want = librosa.stft(y22.astype(np.float64), **kwargs).T
   assert got.shape == want.shape and got.dtype == np.complex64
@@ -87,7 +86,7 @@ def test_stft_matches_librosa(y22, kwargs):
 # Mel scale and spectrogram features.
 
 
-def test_mel_scale_matches_librosa():
+def test_mel_scale_matches_librosa(librosa):
   hz = np.array([0.0, 40.0, 999.0, 1000.0, 1001.0, 4000.0, 11025.0])
   for htk in (False, True):
     np.testing.assert_allclose(F.hz_to_mel(hz, htk), librosa.hz_to_mel(hz, htk=htk), rtol=1e-12)
@@ -103,7 +102,7 @@ def test_mel_scale_matches_librosa():
     (16000, 512, dict(n_mels=20, norm=None)),
     (16000, 512, dict(n_mels=20, norm=2.0)),
 ], ids=["default", "22k-1024", "muslse", "htk-band", "no-norm", "l2"])
-def test_mel_filterbank_matches_librosa(sr, n_fft, kwargs):
+def test_mel_filterbank_matches_librosa(librosa, sr, n_fft, kwargs):
   got = F.mel_filterbank(sr, n_fft, **kwargs)
   want = librosa.filters.mel(sr=sr, n_fft=n_fft, dtype=np.float64, **kwargs).T
   assert got.shape == want.shape and got.dtype == np.float32
@@ -115,7 +114,7 @@ def test_mel_filterbank_rejects_bad_band():
     F.mel_filterbank(16000, 512, fmin=9000.0)
 
 
-def test_power_to_db_matches_librosa():
+def test_power_to_db_matches_librosa(librosa):
   S = np.random.default_rng(3).exponential(size=(50, 20)) ** 4
   for kwargs in (dict(), dict(ref=10.0, amin=1e-5, top_db=40.0), dict(top_db=None)):
     got = np.asarray(F.power_to_db(S.astype(np.float32), **kwargs))
@@ -124,7 +123,7 @@ def test_power_to_db_matches_librosa():
     F.power_to_db(S, top_db=-1.0)
 
 
-def test_power_to_db_floor_is_per_example():
+def test_power_to_db_floor_is_per_example(librosa):
   loud = np.random.default_rng(4).exponential(size=(30, 8)).astype(np.float32)
   quiet = loud * 1e-6
   batched = np.asarray(F.power_to_db(np.stack([loud, quiet]), top_db=20.0))
@@ -132,7 +131,7 @@ def test_power_to_db_floor_is_per_example():
   np.testing.assert_allclose(batched[1], librosa.power_to_db(quiet, top_db=20.0), atol=1e-4)
 
 
-def test_melspectrogram_matches_librosa(y22):
+def test_melspectrogram_matches_librosa(librosa, y22):
   for power in (2.0, 1.0):
     got = np.asarray(F.melspectrogram(y22, 22050, n_fft=1024, hop_length=512, power=power))
     want = librosa.feature.melspectrogram(
@@ -141,7 +140,7 @@ def test_melspectrogram_matches_librosa(y22):
 
 
 @pytest.mark.parametrize("n_fft,hop,n_mels", [(1024, 512, 128), (2048, 512, 128), (512, 256, 64)])
-def test_log_mel_matches_librosa(y22, n_fft, hop, n_mels):
+def test_log_mel_matches_librosa(librosa, y22, n_fft, hop, n_mels):
   got = np.asarray(F.log_mel(y22, 22050, n_fft=n_fft, hop_length=hop, n_mels=n_mels))
   want = librosa.power_to_db(
       librosa.feature.melspectrogram(
@@ -153,7 +152,7 @@ def test_log_mel_matches_librosa(y22, n_fft, hop, n_mels):
 
 
 @pytest.mark.parametrize("sr", [16000, 22050])
-def test_mfcc_matches_librosa(y16, y22, sr):
+def test_mfcc_matches_librosa(librosa, y16, y22, sr):
   y = y16 if sr == 16000 else y22
   got = np.asarray(F.mfcc(y, sr))
   n_fft, win, hop = F.mfcc_lengths(sr, 25.0, 10.0)
@@ -168,7 +167,7 @@ def test_mfcc_matches_librosa(y16, y22, sr):
 
 
 @pytest.mark.parametrize("width,order", [(9, 1), (9, 2), (5, 1), (5, 2), (3, 1)])
-def test_delta_matches_librosa(y16, width, order):
+def test_delta_matches_librosa(librosa, y16, width, order):
   c = librosa.feature.mfcc(y=y16.astype(np.float64), sr=16000, n_mfcc=13, n_fft=512,
                            hop_length=160, win_length=400, window="hamming", n_mels=40).T
   for data in (c, c[:width]):  # long, and exactly one window (edges only)
@@ -189,7 +188,7 @@ def test_delta_rejects_bad_arguments():
     F.delta(x, width=4)
 
 
-def test_mfcc_with_deltas_and_config(y16):
+def test_mfcc_with_deltas_and_config(librosa, y16):
   got = np.asarray(F.mfcc_with_deltas(y16, 16000))
   c = librosa.feature.mfcc(y=y16.astype(np.float64), sr=16000, n_mfcc=13, n_fft=512,
                            hop_length=160, win_length=400, window="hamming", n_mels=40)

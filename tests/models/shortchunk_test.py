@@ -48,7 +48,7 @@ def _audio(batch: int, n: int = _N, seed: int = 1) -> jax.Array:
   return 0.3 * jax.random.normal(jax.random.key(seed), (batch, n))
 
 
-def test_front_end_is_features_log_mel_with_won_settings():
+def test_front_end_is_features_log_mel_with_won_settings(librosa):
   # Default front end (22,050 Hz, 1024-point FFT, hop 512, 128 mels) before a 1-layer CNN.
   model = shortchunk.ShortChunkCNN(num_outputs=3, widths=(2,), dense_width=4, num_samples=None)
   n = 8192 + 300
@@ -61,7 +61,6 @@ def test_front_end_is_features_log_mel_with_won_settings():
   ref = features.log_mel(audio, 22050, n_fft=1024, hop_length=512, n_mels=128, top_db=None)
   np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-3)
   # And the dB spectrogram librosa computes from the same samples (torchaudio-style: no top_db).
-  librosa = pytest.importorskip("librosa")
   lib = librosa.power_to_db(
       librosa.feature.melspectrogram(y=np.asarray(audio[0], np.float64), sr=22050, n_fft=1024,
                                      hop_length=512, n_mels=128), top_db=None).T
