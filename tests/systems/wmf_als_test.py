@@ -135,6 +135,46 @@ def test_popularity_order_relabels_consistently():
   assert user_order[0] == 1  # the heavy user
 
 
+def test_popularity_order_carries_given_values_in_slices(monkeypatch):
+  """fit's path: the confidences ride along as the reordered matrix's values, and the column
+  relabelling runs slice by slice; the result is popularity_order's with those values."""
+  csr, _ = _random_counts()
+  monkeypatch.setattr(wmf, "_CONFIDENCE_SLICE", 7)  # many slices, one ragged
+  values = wmf.confidence(csr.data, alpha=3.0)
+  user_order, item_order, carried = wmf._popularity_order(csr, values)
+  want_users, want_items, relabelled = wmf.popularity_order(csr)
+  np.testing.assert_array_equal(user_order, want_users)
+  np.testing.assert_array_equal(item_order, want_items)
+  np.testing.assert_array_equal(carried.indptr, relabelled.indptr)
+  np.testing.assert_array_equal(carried.indices, relabelled.indices)
+  assert carried.indices.dtype == np.int32 and carried.data.dtype == np.float32
+  np.testing.assert_array_equal(carried.data, wmf.confidence(relabelled.data, alpha=3.0))
+
+
+@pytest.mark.parametrize("kind", ["linear", "log"])
+def test_confidence_in_slices_is_the_whole_array_formula_bit_for_bit(monkeypatch, kind):
+  counts = np.random.default_rng(0).geometric(0.05, 1000).astype(np.int64)
+  monkeypatch.setattr(wmf, "_CONFIDENCE_SLICE", 64)  # 15 whole slices and a ragged one
+  got = wmf.confidence(counts, alpha=40.0 if kind == "linear" else 2.0, kind=kind, eps=0.5)
+  f = counts * 40.0 if kind == "linear" else 2.0 * np.log1p(counts / 0.5)
+  want = (1.0 + f).astype(np.float32)
+  assert got.dtype == np.float32 and got.shape == counts.shape
+  np.testing.assert_array_equal(got, want)
+  assert wmf.confidence(np.zeros(0, np.int64), alpha=1.0).shape == (0,)
+
+
+def test_blocks_are_aligned_so_placing_them_on_cpu_copies_nothing():
+  """make_blocks allocates on 64-byte boundaries, where JAX's CPU client adopts a numpy array's
+  memory in device_put: `fit`'s placed blocks are the layout's arrays, not a second copy."""
+  csr, _ = _random_counts()
+  blocks = wmf.make_blocks(csr, alpha=2.0, segment_width=4, min_width=2, chunk_cells=16)
+  arrays = [a for b in blocks for a in (b.rows, b.seg, b.cols, b.conf) if a is not None]
+  assert all(a.ctypes.data % 64 == 0 for a in arrays)
+  if jax.default_backend() == "cpu":
+    for a in arrays:
+      assert jax.device_put(a).unsafe_buffer_pointer() == a.ctypes.data
+
+
 def test_confidence_variants_and_errors():
   np.testing.assert_allclose(wmf.confidence(np.array([1.0, 3.0]), alpha=2.0), [3.0, 7.0])
   np.testing.assert_allclose(wmf.confidence(np.array([1.0, 3.0]), alpha=2.0, kind="log", eps=0.5),

@@ -107,6 +107,8 @@ SOLVERS = ("cg", "exact")
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Chunks per solve call: every call of a class has this many, so its shape is data-independent.
 _GROUP = 8
+# Values per slice of `confidence`'s float64 temporary (8 MB).
+_CONFIDENCE_SLICE = 1 << 20
 
 
 # ----------------------------------------------------------------------------- data layout
@@ -130,19 +132,31 @@ def confidence(counts: np.ndarray, *, alpha: float, kind: str = "linear",
     raise ValueError(f"confidence={kind!r} is not one of {CONFIDENCES}.")
   if not alpha > 0:
     raise ValueError(f"alpha={alpha!r} must be > 0 (confidence = 1 + alpha * f(count)).")
-  # The same float64 operations as 1 + alpha * f(count), on one temporary updated in place (each
-  # fresh array is a page fault per 4 KB on first touch: 4M non-zeros took 0.55 s with three).
-  if kind == "linear":
-    value = np.multiply(counts, alpha, dtype=np.float64)
-  elif not eps > 0:
+  if kind == "log" and not eps > 0:
     raise ValueError(f"eps={eps!r} must be > 0 for the log confidence "
                      "1 + alpha*log(1 + count/eps).")
-  else:
-    value = np.divide(counts, eps, dtype=np.float64)
-    np.log1p(value, out=value)
-    value *= alpha
-  value += 1.0
-  return value.astype(np.float32)
+  # The same float64 operations as 1 + alpha * f(count), on one float64 temporary of at most
+  # _CONFIDENCE_SLICE values updated in place, slice by slice: fresh memory costs a page fault
+  # per 4 KB on first touch (4M non-zeros took 0.55 s with three whole-length temporaries).
+  counts = np.asarray(counts)
+  out = np.empty(counts.shape, np.float32)
+  flat_in, flat_out = counts.reshape(-1), out.reshape(-1)
+  value = np.empty(min(flat_in.size, _CONFIDENCE_SLICE), np.float64)
+  for start in range(0, flat_in.size, _CONFIDENCE_SLICE):
+    part = flat_in[start:start + _CONFIDENCE_SLICE]
+    v = value[:part.size]
+    if kind == "linear":
+      np.multiply(part, alpha, out=v, dtype=np.float64)
+    else:
+      np.divide(part, eps, out=v, dtype=np.float64)
+      np.log1p(v, out=v)
+      v *= alpha
+    v += 1.0
+    flat_out[start:start + part.size] = v
+  return out
+
+
+_confidence = confidence  # for `fit`, whose `confidence` argument names the kind
 
 
 def _check_counts(counts: Any, name: str = "counts") -> scipy.sparse.csr_matrix:
@@ -208,6 +222,23 @@ class Block:
   seg: np.ndarray | None
   cols: np.ndarray
   conf: np.ndarray
+
+
+def _host_array(shape: tuple[int, ...], dtype: Any, fill: Any = 0) -> np.ndarray:
+  """A filled numpy array whose data starts on a 64-byte boundary.
+
+  JAX's CPU client adopts such an array's memory in `jax.device_put` instead of copying it (it
+  copies one that numpy's allocator placed at 16 bytes past a boundary, the usual case for large
+  arrays): the blocks `fit` places are then never copied, which spares a second ~100 MB of fresh
+  pages at the benchmark's size. The blocks are never written after they are placed.
+  """
+  dtype = np.dtype(dtype)
+  size = int(np.prod(shape)) * dtype.itemsize
+  raw = np.empty(size + 64, np.uint8)
+  start = -raw.ctypes.data % 64
+  out = raw[start:start + size].view(dtype).reshape(shape)
+  out.fill(fill)
+  return out
 
 
 def _unit_shape(width: int, segmented: bool, *, num_shards: int, chunk_cells: int,
@@ -330,9 +361,9 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
     total_units = chunks * num_shards
     unit_of_row = np.repeat(np.arange(units), np.diff(starts))
     slot = np.arange(len(rows)) - starts[unit_of_row]
-    out_rows = np.full((total_units, unit_rows), table_rows, np.int32)
+    out_rows = _host_array((total_units, unit_rows), np.int32, table_rows)
     out_rows[unit_of_row, slot] = rows + row_offset
-    seg_slot = np.full((total_units, unit_segments), unit_rows - 1, np.int32)
+    seg_slot = _host_array((total_units, unit_segments), np.int32, unit_rows - 1)
     if segmented:
       # Row i's k-th segment sits at its unit's (first segment of i) + k.
       seg_cum = np.concatenate([[0], np.cumsum(counts_seg)])
@@ -341,8 +372,8 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
       k = np.arange(len(seg_row)) - seg_cum[seg_row]  # the segment's index within its row
       seg_pos = (unit_of_row * unit_segments + first_seg)[seg_row] + k
       seg_slot.reshape(-1)[seg_pos] = slot[seg_row]
-    cols = np.zeros((total_units * unit_segments, width), np.int32)
-    conf = np.zeros((total_units * unit_segments, width), np.float32)
+    cols = _host_array((total_units * unit_segments, width), np.int32)
+    conf = _host_array((total_units * unit_segments, width), np.float32)
     if csr.nnz:
       # Row i's j-th non-zero goes to cell j % width of its segment j // width. The class's
       # non-zeros in row order (`src`: a contiguous slice when its rows are, as in `fit`'s
@@ -352,18 +383,18 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
       else:
         src = (np.repeat(csr.indptr[rows] - np.cumsum(lengths) + lengths, lengths)
                + np.arange(int(lengths.sum())))
-      if segmented:  # filled in segment order, then one row scatter to the segments' slots
-        valid = np.arange(width) < np.minimum(width, lengths[seg_row] - k * width)[:, None]
-        seg_cols = np.zeros((len(seg_row), width), np.int32)
-        seg_conf = np.zeros((len(seg_row), width), np.float32)
-        seg_cols[valid] = csr.indices[src] + col_offset
-        seg_conf[valid] = conf_data[src]
-        cols[seg_pos] = seg_cols
-        conf[seg_pos] = seg_conf
-      else:  # row i is segment i: its cells are written in place
+      if segmented:
+        # Segment positions increase with the row and the segment (units are filled in row
+        # order), so a mask of valid cells at the segments' final positions takes the
+        # non-zeros in row order too: no [segments, width] staging copy.
+        valid = np.zeros(cols.shape, bool)
+        valid[seg_pos] = np.arange(width) < np.minimum(width, lengths[seg_row] - k * width)[:, None]
+        cells_cols, cells_conf = cols, conf
+      else:  # row i is segment i
         valid = np.arange(width) < lengths[:, None]
-        cols[:len(rows)][valid] = csr.indices[src] + col_offset
-        conf[:len(rows)][valid] = conf_data[src]
+        cells_cols, cells_conf = cols[:len(rows)], conf[:len(rows)]
+      cells_cols[valid] = csr.indices[src] + col_offset
+      cells_conf[valid] = conf_data[src]
     cols = cols.reshape(total_units, unit_segments, width)
     conf = conf.reshape(total_units, unit_segments, width)
     blocks.append(Block(
@@ -682,22 +713,27 @@ def popularity_order(counts: Any) -> tuple[np.ndarray, np.ndarray, scipy.sparse.
   return _popularity_order(_check_counts(counts))
 
 
-def _confidences_both_ways(csr: scipy.sparse.csr_matrix, *, alpha: float, kind: str,
-                           eps: float) -> tuple[np.ndarray, scipy.sparse.csr_matrix]:
-  """The confidences of csr.data, computed once, and the transposed (items x users) CSR holding
-  them as its values, so that the two sides' layouts share one confidence pass."""
-  conf = confidence(csr.data, alpha=alpha, kind=kind, eps=eps)
-  by_item = scipy.sparse.csr_matrix((conf, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
-  return conf, by_item
-
-
-def _popularity_order(csr: scipy.sparse.csr_matrix
+def _popularity_order(csr: scipy.sparse.csr_matrix, values: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray, scipy.sparse.csr_matrix]:
+  """`popularity_order`, carrying `values` ([nnz], aligned with csr.data) instead of csr.data.
+
+  `fit` passes the float32 confidences, so the reordered copy holds 4-byte values and int32
+  column ids (relabelled in place, slice by slice): fresh memory is costly on first touch.
+  """
   user_order = np.argsort(-np.diff(csr.indptr), kind="stable")
   item_order = np.argsort(-np.bincount(csr.indices, minlength=csr.shape[1]), kind="stable")
-  item_rank = np.argsort(item_order)
-  rows = csr[user_order]
-  out = scipy.sparse.csr_matrix((rows.data, item_rank[rows.indices], rows.indptr), shape=rows.shape)
+  index_dtype = np.int32 if csr.shape[1] <= np.iinfo(np.int32).max else np.int64
+  item_rank = np.empty(csr.shape[1], index_dtype)
+  item_rank[item_order] = np.arange(csr.shape[1], dtype=index_dtype)
+  source = scipy.sparse.csr_matrix(
+      (csr.data if values is None else values, csr.indices, csr.indptr), shape=csr.shape,
+      copy=False)
+  rows = source[user_order]
+  indices = rows.indices.astype(index_dtype, copy=False)
+  for start in range(0, indices.size, _CONFIDENCE_SLICE):
+    part = indices[start:start + _CONFIDENCE_SLICE]
+    part[:] = item_rank[part]
+  out = scipy.sparse.csr_matrix((rows.data, indices, rows.indptr), shape=rows.shape, copy=False)
   out.sort_indices()
   return user_order, item_order, out
 
@@ -851,7 +887,10 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
                                _program_specs([user_nnz, item_nnz], **layout), solver, cg_steps,
                                compute_loss, _GROUP)
   try:
-    user_order, item_order, csr = _popularity_order(csr)
+    # The confidences, computed once for both sides, travel as the values of the reordered
+    # matrix (by_user) and of its transpose (by_item).
+    user_order, item_order, by_user = _popularity_order(
+        csr, _confidence(csr.data, alpha=alpha, kind=confidence, eps=eps))
     user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
     # One [users + items, f] table: users' columns index its item rows, items' its user rows,
     # so both half-steps run the same few programs (see `make_blocks`).
@@ -861,9 +900,10 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     table = jax.device_put(table, sharding_lib.replicated(mesh))
     kwargs = dict(alpha=alpha, confidence_kind=confidence, eps=eps, group=_GROUP,
                   table_rows=num_users + num_items, **layout)
-    conf, by_item = _confidences_both_ways(csr, alpha=alpha, kind=confidence, eps=eps)
-    users = _place(_make_blocks(csr, row_offset=0, col_offset=num_users, confidences=conf,
-                                **kwargs), "items_gram", mesh, _GROUP)
+    by_item = by_user.T.tocsr()
+    users = _place(_make_blocks(by_user, row_offset=0, col_offset=num_users,
+                                confidences=by_user.data, **kwargs), "items_gram", mesh, _GROUP)
+    del by_user
     items = _place(_make_blocks(by_item, row_offset=num_users, col_offset=0,
                                 confidences=by_item.data, **kwargs), "users_gram", mesh, _GROUP)
     logging.info("wmf: %d users x %d items, %d non-zeros, %d factors, solver=%s, %d devices; "
