@@ -861,18 +861,9 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     raise ValueError("pass both user_factors and item_factors to resume, or neither.")
   mesh = mesh or sharding_lib.make_mesh()
   num_users, num_items = csr.shape
-  if user_factors is None:
-    # numpy's generator, not jax.random: the same draws on any mesh or backend, and no program to
-    # compile for each table shape (0.4 s of CPU each here).
-    rng = np.random.default_rng(seed)
-    # Scaled in place: a fresh array is a page fault per 4 KB on first touch (0.2 s here for
-    # the benchmark's 150k x 64 factors), and the values are those of 0.01 * draws.
-    user_factors = rng.standard_normal((num_users, factors), np.float32)
-    user_factors *= 0.01
-    item_factors = rng.standard_normal((num_items, factors), np.float32)
-    item_factors *= 0.01
-  user_factors = _as_factors(user_factors, (num_users, factors), "user_factors", None)
-  item_factors = _as_factors(item_factors, (num_items, factors), "item_factors", None)
+  if user_factors is not None:
+    user_factors = _as_factors(user_factors, (num_users, factors), "user_factors", None)
+    item_factors = _as_factors(item_factors, (num_items, factors), "item_factors", None)
   shards = sharding_lib.data_size(mesh)
   user_nnz = np.diff(csr.indptr)
   item_nnz = np.bincount(csr.indices, minlength=num_items)
@@ -889,6 +880,17 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
                                _program_specs([user_nnz, item_nnz], **layout), solver, cg_steps,
                                compute_loss, _GROUP)
   try:
+    if user_factors is None:
+      # Drawn after the compilations started: their tracing holds the GIL, numpy's generator
+      # does not. numpy's generator, not jax.random: the same draws on any mesh or backend, and
+      # no program to compile for each table shape (0.4 s of CPU each here).
+      rng = np.random.default_rng(seed)
+      # Scaled in place: a fresh array is a page fault per 4 KB on first touch (0.2 s here for
+      # the benchmark's 150k x 64 factors), and the values are those of 0.01 * draws.
+      user_factors = rng.standard_normal((num_users, factors), np.float32)
+      user_factors *= 0.01
+      item_factors = rng.standard_normal((num_items, factors), np.float32)
+      item_factors *= 0.01
     # The confidences, computed once for both sides, travel as the values of the reordered
     # matrix (by_user) and of its transpose (by_item).
     user_order, item_order, by_user = _popularity_order(
