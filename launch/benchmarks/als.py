@@ -123,6 +123,8 @@ iteration is what moved:
 | same | 1.22x (0.93x) | 1.11x (0.77x) | 2.91 s | 0.795 / 0.909 |
 | + initial draws freed once in the table | 1.26x (0.96x) | 1.07x (0.74x) | 2.68 s | 0.759 / 0.908 |
 | same | 1.39x (1.07x) | 1.25x (0.87x) | 2.78 s | 0.847 / 0.852 |
+| + initial draws overlap the compilations' tracing | 1.09x (0.85x) | 1.27x (0.91x) | 2.87 s | 0.908 / 0.897 |
+| same | 1.19x (0.93x) | 1.02x (0.71x) | 2.55 s | 0.774 / 0.940 |
 """
 
 from __future__ import annotations
