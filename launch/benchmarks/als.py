@@ -125,6 +125,8 @@ iteration is what moved:
 | same | 1.39x (1.07x) | 1.25x (0.87x) | 2.78 s | 0.847 / 0.852 |
 | + initial draws overlap the compilations' tracing | 1.09x (0.85x) | 1.27x (0.91x) | 2.87 s | 0.908 / 0.897 |
 | same | 1.19x (0.93x) | 1.02x (0.71x) | 2.55 s | 0.774 / 0.940 |
+| + solve and loss programs at LLVM -O1 (`als._CPU_COMPILER_OPTIONS`) | 0.96x (0.69x) | 0.92x (0.59x) | 2.53 s | 0.552 / 0.829 |
+| same | 1.08x (0.77x) | 0.94x (0.61x) | 2.43 s | 0.546 / 0.777 |
 """
 
 from __future__ import annotations

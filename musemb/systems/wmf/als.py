@@ -76,7 +76,11 @@ is tested on 8 simulated devices. On CPU, `_solve_side` waits for each call befo
 executions queued ahead can fill the shared host thread pool with all-gather participants
 waiting for partners that never get a thread (2 devices on 2 cores hung that way).
 
-Compilation. A program costs 0.5-0.9 s of CPU to compile here. With one program per bucket
+On CPU the solve and loss programs compile at LLVM -O1 (`_CPU_COMPILER_OPTIONS`), not XLA's
+default -O3, which made them about 1.4x slower (stop 21: 0.61-0.67 s an iteration against
+0.87-0.97 s, factors bit-identical).
+
+Compilation. A program costs 0.5-0.9 s of CPU to compile here (at -O3). With one program per bucket
 width (the layout before), a cold 10-iteration fit on the benchmark's data spent more CPU
 compiling its 48 programs than iterating; with four, compiled two at a time, compilation is a
 few seconds of a fit. The launchers also turn on JAX's persistent compilation cache
