@@ -119,13 +119,13 @@ iteration is what moved:
 
 | run | cold | warm | first iteration, warm | s/iteration, ours warm / implicit |
 |---|---|---|---|---|
-| aligned blocks, mask fill, sliced confidences | 1.83x (1.43x) | 1.46x (1.02x) | 3.49 s | 0.859 / 0.797 |
+| aligned blocks, mask fill, sliced conf. | 1.83x (1.43x) | 1.46x (1.02x) | 3.49 s | 0.859 / 0.797 |
 | same | 1.22x (0.93x) | 1.11x (0.77x) | 2.91 s | 0.795 / 0.909 |
-| + initial draws freed once in the table | 1.26x (0.96x) | 1.07x (0.74x) | 2.68 s | 0.759 / 0.908 |
+| + draws freed once in the table | 1.26x (0.96x) | 1.07x (0.74x) | 2.68 s | 0.759 / 0.908 |
 | same | 1.39x (1.07x) | 1.25x (0.87x) | 2.78 s | 0.847 / 0.852 |
-| + initial draws overlap the compilations' tracing | 1.09x (0.85x) | 1.27x (0.91x) | 2.87 s | 0.908 / 0.897 |
+| + draws overlap the compiles' tracing | 1.09x (0.85x) | 1.27x (0.91x) | 2.87 s | 0.908 / 0.897 |
 | same | 1.19x (0.93x) | 1.02x (0.71x) | 2.55 s | 0.774 / 0.940 |
-| + solve and loss programs at LLVM -O1 (`als._CPU_COMPILER_OPTIONS`) | 0.96x (0.69x) | 0.92x (0.59x) | 2.53 s | 0.552 / 0.829 |
+| + solve and loss at LLVM -O1 | 0.96x (0.69x) | 0.92x (0.59x) | 2.53 s | 0.552 / 0.829 |
 | same | 1.08x (0.77x) | 0.94x (0.61x) | 2.43 s | 0.546 / 0.777 |
 """
 

@@ -72,16 +72,16 @@ parallel: several forced CPU devices (`--xla_force_host_platform_device_count=N`
 dispatched from one thread or from one thread per device), a call's chunks split into two or
 four independent loops, and separate calls dispatched together all took as long as running them
 in turn (stop 21: two loops 2.0-2.1x one loop's time). The mesh path exists for accelerators and
-is tested on 8 simulated devices. On CPU, `_solve_side` waits for each call before dispatching the next:
-executions queued ahead can fill the shared host thread pool with all-gather participants
-waiting for partners that never get a thread (2 devices on 2 cores hung that way).
+is tested on 8 simulated devices. On CPU, `_solve_side` waits for each call before dispatching
+the next: executions queued ahead can fill the shared host thread pool with all-gather
+participants waiting for partners that never get a thread (2 devices on 2 cores hung that way).
 
 On CPU the solve and loss programs compile at LLVM -O1 (`_CPU_COMPILER_OPTIONS`), not XLA's
 default -O3, which made them about 1.4x slower (stop 21: 0.61-0.67 s an iteration against
 0.87-0.97 s, factors bit-identical).
 
-Compilation. A program costs 0.5-0.9 s of CPU to compile here (at -O3). With one program per bucket
-width (the layout before), a cold 10-iteration fit on the benchmark's data spent more CPU
+Compilation. A program costs 0.5-0.9 s of CPU to compile here (at -O3). With one program per
+bucket width (the layout before), a cold 10-iteration fit on the benchmark's data spent more CPU
 compiling its 48 programs than iterating; with four, compiled two at a time, compilation is a
 few seconds of a fit. The launchers also turn on JAX's persistent compilation cache
 (`launch.common.configure_compilation_cache`), so a rerun on the same data (a resume, a sweep over
@@ -116,7 +116,7 @@ _GROUP = 8
 # XLA:CPU compiles the solve and loss programs with LLVM at -O1 instead of its default -O3: a
 # benchmark iteration took 0.61-0.67 s instead of 0.87-0.97 s (-O2: 0.66-0.72 s), each program
 # compiles sooner, and the factors are bit-identical (stop 21, launch.benchmarks.als data, on an
-# AMD EPYC Zen 4 VM; -O0 is 2.5x slower and changes the rounding). Measured on that CPU only:
+# AMD EPYC Zen 4 VM; -O0 is 2.5x slower than -O3 and changes the rounding). Measured on that CPU only:
 # rerun the suite with this set to {} on another. Accelerators keep their backend's default.
 _CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 # Values per slice of `confidence`'s float64 temporary (8 MB).
