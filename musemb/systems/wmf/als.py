@@ -116,8 +116,8 @@ _GROUP = 8
 # XLA:CPU compiles the solve and loss programs with LLVM at -O1 instead of its default -O3: a
 # benchmark iteration took 0.61-0.67 s instead of 0.87-0.97 s (-O2: 0.66-0.72 s), each program
 # compiles sooner, and the factors are bit-identical (stop 21, launch.benchmarks.als data, on an
-# AMD EPYC Zen 4 VM; -O0 is 2.5x slower than -O3 and changes the rounding). Measured on that CPU only:
-# rerun the suite with this set to {} on another. Accelerators keep their backend's default.
+# AMD EPYC Zen 4 VM; -O0 is 2.5x slower than -O3 and changes the rounding). Measured on that CPU
+# only: rerun the suite with this set to {} on another. Accelerators keep their backend's default.
 _CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 # Values per slice of `confidence`'s float64 temporary (8 MB).
 _CONFIDENCE_SLICE = 1 << 20
