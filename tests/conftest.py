@@ -8,7 +8,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 
 import pytest
 
@@ -51,25 +50,22 @@ class _LibrosaServer:
 
   def __init__(self):
     self._proc = None
-    self._cache = None
-    self._lock = threading.Lock()
+    self._cache = tempfile.mkdtemp(prefix="musemb-tests-numba-")
 
   def call(self, name, args, kwargs):
-    with self._lock:
-      if self._proc is None:
-        self._cache = tempfile.mkdtemp(prefix="musemb-tests-numba-")
-        env = dict(os.environ, NUMBA_CACHE_DIR=self._cache)
-        self._proc = subprocess.Popen([sys.executable, "-c", _LIBROSA_SERVER],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-      data = pickle.dumps((name, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-      self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
-      self._proc.stdin.flush()
-      header = self._proc.stdout.read(8)
-      if len(header) < 8:
-        code = self._proc.wait()
-        self._proc = None  # the next call starts a fresh server
-        raise RuntimeError(f"the librosa reference process died (exit {code}) in librosa.{name}")
-      ok, value = pickle.loads(self._proc.stdout.read(struct.unpack("<Q", header)[0]))
+    if self._proc is None:
+      env = dict(os.environ, NUMBA_CACHE_DIR=self._cache)
+      self._proc = subprocess.Popen([sys.executable, "-c", _LIBROSA_SERVER],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    data = pickle.dumps((name, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
+    self._proc.stdin.flush()
+    header = self._proc.stdout.read(8)
+    if len(header) < 8:
+      code = self._proc.wait()
+      self._proc = None  # the next call starts a fresh server
+      raise RuntimeError(f"the librosa reference process died (exit {code}) in librosa.{name}")
+    ok, value = pickle.loads(self._proc.stdout.read(struct.unpack("<Q", header)[0]))
     if not ok:
       raise RuntimeError(f"librosa.{name} raised in the reference process:\n{value}")
     return value
@@ -79,8 +75,7 @@ class _LibrosaServer:
       self._proc.stdin.close()
       self._proc.wait(timeout=60)
       self._proc = None
-    if self._cache is not None:
-      shutil.rmtree(self._cache, ignore_errors=True)
+    shutil.rmtree(self._cache, ignore_errors=True)
 
 
 class _Remote:

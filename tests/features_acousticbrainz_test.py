@@ -80,9 +80,8 @@ def test_rolloff_by_hand():
     F.spectral_rolloff(S, 6000.0, n_fft=8)
 
 
-_ZCR_SETTINGS = [(2048, 512, True), (1024, 512, True), (512, 128, False), (256, 100, True)]
-
-@pytest.mark.parametrize("frame_length,hop,center", _ZCR_SETTINGS)
+@pytest.mark.parametrize("frame_length,hop,center", [(2048, 512, True), (1024, 512, True),
+                                                     (512, 128, False), (256, 100, True)])
 def test_zero_crossing_rate_matches_librosa(librosa, y, frame_length, hop, center):
   got = np.asarray(F.zero_crossing_rate(y, frame_length, hop, center))
   want = librosa.feature.zero_crossing_rate(y, frame_length=frame_length, hop_length=hop,

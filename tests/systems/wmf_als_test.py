@@ -139,7 +139,7 @@ def test_popularity_order_carries_given_values_in_slices(monkeypatch):
   """fit's path: the confidences ride along as the reordered matrix's values, and the column
   relabelling runs slice by slice; the result is popularity_order's with those values."""
   csr, _ = _random_counts()
-  monkeypatch.setattr(wmf, "_CONFIDENCE_SLICE", 7)  # many slices, one ragged
+  monkeypatch.setattr(wmf, "_HOST_SLICE", 7)  # many slices, one ragged
   values = wmf.confidence(csr.data, alpha=3.0)
   user_order, item_order, carried = wmf._popularity_order(csr, values)
   want_users, want_items, relabelled = wmf.popularity_order(csr)
@@ -154,7 +154,7 @@ def test_popularity_order_carries_given_values_in_slices(monkeypatch):
 @pytest.mark.parametrize("kind", ["linear", "log"])
 def test_confidence_in_slices_is_the_whole_array_formula_bit_for_bit(monkeypatch, kind):
   counts = np.random.default_rng(0).geometric(0.05, 1000).astype(np.int64)
-  monkeypatch.setattr(wmf, "_CONFIDENCE_SLICE", 64)  # 15 whole slices and a ragged one
+  monkeypatch.setattr(wmf, "_HOST_SLICE", 64)  # 15 whole slices and a ragged one
   got = wmf.confidence(counts, alpha=40.0 if kind == "linear" else 2.0, kind=kind, eps=0.5)
   f = counts * 40.0 if kind == "linear" else 2.0 * np.log1p(counts / 0.5)
   want = (1.0 + f).astype(np.float32)

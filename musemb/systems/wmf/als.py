@@ -119,8 +119,9 @@ _GROUP = 8
 # AMD EPYC Zen 4 VM; -O0 is 2.5x slower than -O3 and changes the rounding). Measured on that CPU
 # only: rerun the suite with this set to {} on another. Accelerators keep their backend's default.
 _CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-# Values per slice of `confidence`'s float64 temporary (8 MB).
-_CONFIDENCE_SLICE = 1 << 20
+# Values per slice of the setup's host passes over the non-zeros (`confidence`'s float64
+# temporary: 8 MB; `_popularity_order`'s relabelling).
+_HOST_SLICE = 1 << 20
 
 
 # ----------------------------------------------------------------------------- data layout
@@ -148,14 +149,14 @@ def confidence(counts: np.ndarray, *, alpha: float, kind: str = "linear",
     raise ValueError(f"eps={eps!r} must be > 0 for the log confidence "
                      "1 + alpha*log(1 + count/eps).")
   # The same float64 operations as 1 + alpha * f(count), on one float64 temporary of at most
-  # _CONFIDENCE_SLICE values updated in place, slice by slice: fresh memory costs a page fault
+  # _HOST_SLICE values updated in place, slice by slice: fresh memory costs a page fault
   # per 4 KB on first touch (4M non-zeros took 0.55 s with three whole-length temporaries).
   counts = np.asarray(counts)
   out = np.empty(counts.shape, np.float32)
   flat_in, flat_out = counts.reshape(-1), out.reshape(-1)
-  value = np.empty(min(flat_in.size, _CONFIDENCE_SLICE), np.float64)
-  for start in range(0, flat_in.size, _CONFIDENCE_SLICE):
-    part = flat_in[start:start + _CONFIDENCE_SLICE]
+  value = np.empty(min(flat_in.size, _HOST_SLICE), np.float64)
+  for start in range(0, flat_in.size, _HOST_SLICE):
+    part = flat_in[start:start + _HOST_SLICE]
     v = value[:part.size]
     if kind == "linear":
       np.multiply(part, alpha, out=v, dtype=np.float64)
@@ -743,8 +744,8 @@ def _popularity_order(csr: scipy.sparse.csr_matrix, values: np.ndarray | None = 
       copy=False)
   rows = source[user_order]
   indices = rows.indices.astype(index_dtype, copy=False)
-  for start in range(0, indices.size, _CONFIDENCE_SLICE):
-    part = indices[start:start + _CONFIDENCE_SLICE]
+  for start in range(0, indices.size, _HOST_SLICE):
+    part = indices[start:start + _HOST_SLICE]
     part[:] = item_rank[part]
   out = scipy.sparse.csr_matrix((rows.data, indices, rows.indptr), shape=rows.shape, copy=False)
   out.sort_indices()
