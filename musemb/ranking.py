@@ -71,6 +71,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musemb import utils
+
 
 def _stage_block(num_items: int, k: int) -> int | None:
   """Items per block of the two-stage top-k, or None where one `lax.top_k` over the row is used.
@@ -348,6 +350,8 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
   for array in (items_dev, tail_dev, valid_dev, block):
     if array is not None:
       array.delete()
+  # ... and hand the pages the call freed back to the system (module docstring, Memory).
+  utils.release_free_memory()
   indices[np.isneginf(scores)] = -1
   if np.isnan(scores).any() or np.isposinf(scores).any():
     raise ValueError(

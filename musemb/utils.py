@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import json
 import math
 import os
@@ -94,6 +97,32 @@ class MetricWriter:
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+  """glibc's `malloc_trim`, or None where the C library has none (macOS, musl)."""
+  try:
+    return ctypes.CDLL(ctypes.util.find_library("c") or None).malloc_trim
+  except (OSError, AttributeError):
+    return None
+
+
+def release_free_memory() -> bool:
+  """Hands the pages that the process has freed back to the operating system (glibc only).
+
+  glibc keeps freed blocks in per-thread malloc arenas for reuse; after a phase that allocates and
+  frees large buffers from several runtime threads (XLA's executions run on a pool) those arenas
+  hold tens of MB that the resident size still counts, and the next such phase allocates beside
+  them rather than in them. `malloc_trim(0)` returns every free page of every arena. It is called
+  by `musemb.ranking.top_k_scores` when it returns (see its module docstring for the effect).
+  Returns False where the C library has no `malloc_trim` (nothing is done there).
+  """
+  trim = _malloc_trim()
+  if trim is None:
+    return False
+  trim(0)
+  return True
 
 
 def normalize_rows(x: np.ndarray, axis: int = -1) -> np.ndarray:
