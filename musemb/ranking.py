@@ -24,7 +24,7 @@ four later runs 0.80-1.17x; the matmul alone is 2.85-3.16 s of the 3.4-3.7 s). T
 by a second small matmul, so the items are never padded or copied on the host. Where the
 candidates would be more than half of the row (k close to N) one `lax.top_k` ranks the row.
 
-Memory. Three choices keep what a ranking adds to the process small (Big-data scale,
+Memory. Four choices keep what a ranking adds to the process small (Big-data scale,
 launch.benchmarks.evaluation, peak resident size minus the size just before the first call):
 
 * The score block is donated. Each chunk returns its [query_chunk, items] score block along with
@@ -34,6 +34,11 @@ launch.benchmarks.evaluation, peak resident size minus the size just before the 
   glibc keeps a freed copy of it in each of those threads' malloc arenas: with blocks of 256 x
   26,972 (27.6 MB) that was 124-161 MB of working memory against faiss's 46. A fresh block per
   chunk also pays its page faults every time, which slowed the block-maximum pass 2-4x.
+* The freed pages go back to the system when the call returns (`musemb.utils.release_free_memory`,
+  glibc's `malloc_trim`). Without it each call left 20-40 MB of freed buffers in the runtime
+  threads' malloc arenas and the next call allocated beside them: over two Big-data calls the
+  working memory was 46-50 MB against faiss's 47-48, with it 40-42 MB, the second call peaking
+  where the first did (stop 22, launch.benchmarks.evaluation, two rounds a side).
 * The masks (`exclude`, `item_mask`) enter the block-maximum reduction and the candidates, never
   the stored block, so no second [query_chunk, items] buffer exists. The -inf -> -1 index fill
   and the overflow check run on the host, on the [Q, k] results.

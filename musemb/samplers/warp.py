@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musemb import ops
+
 
 class WarpSample(NamedTuple):
   """What `sample_warp` found for each example of the batch.
@@ -63,7 +65,12 @@ class WarpSample(NamedTuple):
 
 
 def draw_negative_candidates(rng: jax.Array, num_labels: int, shape: tuple[int, ...]) -> jax.Array:
-  """Draws candidate labels iid uniform over [0, num_labels).
+  """Draws candidate labels iid uniform over [0, num_labels), one 32-bit word each.
+
+  `musemb.ops.uniform_below`: each label's probability is within num_labels / 2^32 (relative) of
+  1 / num_labels. It replaces `jax.random.randint` (exactly uniform, three Threefry passes a call
+  against one; on CPU each pass is a rolled loop of about 70 us whatever the size, and a MUSLSE
+  step at the `demo` size runs several).
 
   The draws may hit positives of the example; `first_violator` rejects those, which leaves iid
   uniform draws over the negatives.
@@ -77,7 +84,7 @@ def draw_negative_candidates(rng: jax.Array, num_labels: int, shape: tuple[int, 
     int32 candidate label ids of `shape`.
   """
   _check_num_labels(num_labels)
-  return jax.random.randint(rng, shape, 0, num_labels, dtype=jnp.int32)
+  return ops.uniform_below(rng, num_labels, shape)
 
 
 def first_violator(

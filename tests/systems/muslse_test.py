@@ -327,3 +327,18 @@ def test_an_epoch_gives_every_task_one_pass_over_the_training_songs(tiny_config,
   tiny_config.train.num_steps, tiny_config.train.epochs = 0, 10.0
   steps_random = train.resolve_num_steps(tiny_config, random_mode.info)
   assert abs(steps_random - tasks * train.resolve_num_steps(tiny_config, tag_only)) <= tasks
+
+
+def test_random_positive_is_uniform_over_each_rows_positives():
+  rows = np.array([[0, 1, 0, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0],
+                   [1, 1, 1, 1, 1, 1, 1]], bool)
+  mask = np.tile(rows, (6000, 1))
+  choice, valid = jax.jit(muslse_tasks._random_positive)(jax.random.key(0), mask)  # pylint: disable=protected-access
+  choice, valid = np.asarray(choice).reshape(6000, 4), np.asarray(valid).reshape(6000, 4)
+  np.testing.assert_array_equal(valid, np.tile(rows.any(1), (6000, 1)))
+  for r in (0, 1, 3):
+    picked = choice[:, r]
+    assert rows[r][picked].all()  # always a positive of its row
+    freq = np.bincount(picked, minlength=7)[rows[r]] / 6000
+    np.testing.assert_allclose(freq, 1 / rows[r].sum(), atol=0.025)
+  assert (choice[:, 2] == 0).all()  # no positive: column 0, marked invalid

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from musemb import ops
 from musemb.models import linear
 from musemb.objectives import ranking as ranking_losses
 from musemb.samplers import warp as warp_sampler
@@ -63,10 +64,20 @@ class _Problem:
 
 
 def _random_positive(rng: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """A uniformly random True column per row of mask [B, Y] ("pick a random positive label")."""
-  logits = jnp.where(mask, 0.0, -jnp.inf)
-  choice = jax.random.categorical(rng, jnp.where(mask.any(-1, keepdims=True), logits, 0.0))
-  return choice.astype(jnp.int32), mask.any(-1)
+  """A uniformly random True column per row of mask [B, Y] ("pick a random positive label").
+
+  One draw j in [0, count) per row (`musemb.ops.uniform_below`), then the column of the row's
+  (j + 1)-th True: the number of columns whose running count of Trues is at most j. Rows without
+  a True get column 0 and valid False. (A Gumbel-max `jax.random.categorical` over the row drew Y
+  uniforms and took Y logarithms per row; on CPU that and its arg-max reduction cost more than the
+  rest of a `demo`-sized MUSLSE step's bookkeeping.)
+  """
+  mask = mask.astype(bool)
+  count = mask.sum(-1, dtype=jnp.int32)
+  j = ops.uniform_below(rng, jnp.maximum(count, 1), count.shape)
+  choice = jnp.sum(jnp.cumsum(mask, axis=-1, dtype=jnp.int32) <= j[:, None], axis=-1,
+                   dtype=jnp.int32)
+  return jnp.where(count > 0, choice, 0), count > 0
 
 
 def _random_member(rng: jax.Array, table: jax.Array, exclude: jax.Array | None = None
