@@ -63,6 +63,12 @@ chosen setting was faster in that run too (0.39-0.88 s against 0.53-2.13 s), 80 
 deciding which LightFM setting wins. B = 256 with 8 steps a call made `demo` worse (1.04x: more
 epochs to the target). `demo` stays short of 5x: LightFM reaches its best there in 0.4-2.1 s (its
 epochs take 40-160 ms) and MUSLSE's epoch (15 steps at B = 128) cannot go under its fixed step cost.
+Stop 22: about a fifth of that step was its random draws (rolled Threefry loops of ~70 us each on
+CPU); they now take one 32-bit word per value (`musemb.ops.uniform_below`), and the step on
+pre-placed batches went from 1.62-3.0 ms to 1.50-1.52 ms. One run each after it: `small` 24.27x
+(3/3), `demo` 3.31x and 1.01x (5/5 each; in the second LightFM reached its best, 0.6042 on 80
+test songs, after its first epoch: on `demo` the verdict follows which LightFM setting is luckiest
+early).
 
 Worlds: the synthetic audio worlds `demo` and `small` (360 / 1,320 training songs of 480 / 1,920,
 47 tags, bags from MFCC k-means), and `bags20k` (`BAGS_PLAN`), the size a researcher trains on: 20,000 training
