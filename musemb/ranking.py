@@ -20,7 +20,9 @@ lower index in both stages (`lax.top_k` ranks an equal value at a lower position
 are sorted back into index order before the gather). On the Big-data shape it takes the time after
 the matmul from about 2.8 s to about 1 s (launch.benchmarks.evaluation: the whole ranking from
 6.8-7.1 s to 3.9-4.7 s on idle cores, faiss 3.3-4.7 s in the same runs: 0.80-0.99x faiss's speed;
-four later runs 0.80-1.17x; the matmul alone is 2.85-3.16 s of the 3.4-3.7 s). The tail is scored
+four later runs 0.80-1.17x; the matmul alone is 2.85-3.16 s of the 3.4-3.7 s; stop 22, two
+alternating rounds a side on quieter cores: 0.85-0.87x, faiss's blocked OpenBLAS sgemm being the
+faster GEMM there, README, Benchmarks, `evaluation`). The tail is scored
 by a second small matmul, so the items are never padded or copied on the host. Where the
 candidates would be more than half of the row (k close to N) one `lax.top_k` ranks the row.
 
