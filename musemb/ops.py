@@ -1,6 +1,6 @@
 """Small JAX numerics shared by models, objectives and samplers (one copy of each).
 
-Kept at the bottom of the dependency order (it imports only JAX), so `models/`, `objectives/` and
+Kept at the bottom of the dependency order (it imports only JAX and numpy), so `models/`, `objectives/` and
 `samplers/` can use it without importing each other.
 """
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
@@ -58,6 +59,9 @@ def uniform_below(rng: jax.Array, n: Any, shape: tuple[int, ...]) -> jax.Array:
   key and draws two words per value: three Threefry passes instead of one, and on CPU each pass is
   a rolled loop with a fixed cost of about 70 us here (README, Benchmarks, `warp`, stop 22).
   """
+  if isinstance(n, (int, np.integer)) and not 1 <= int(n) <= 2**32 - 1:
+    raise ValueError(f"musemb/ops.py uniform_below: n={n!r} must be in [1, 2^32 - 1]; draws "
+                     "are in [0, n).")
   words = jax.random.bits(rng, shape, jnp.uint32)
   n = jnp.broadcast_to(jnp.asarray(n, jnp.uint32), shape)
   return mul_high_u32(words, n).astype(jnp.int32)

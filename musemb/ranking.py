@@ -230,7 +230,8 @@ def _check_positive(value: Any, name: str) -> int:
 
 def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
                  item_chunk: int | None = None, exclude: Any = None,
-                 item_mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                 item_mask: Any = None, release_memory: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
   """Exact top-k items per query by dot product, computed in fixed-shape chunks.
 
   Memory beyond the inputs and the [Q, k] outputs is a copy of the items on the device and one
@@ -252,6 +253,10 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
     exclude: optional [Q] int, one item index per query to leave out (e.g. the query song
       itself when it is also in the catalogue); -1 leaves nothing out.
     item_mask: optional [N] bool, True for the items that may be returned.
+    release_memory: hand the pages the call freed back to the system when it returns
+      (`musemb.utils.release_free_memory`; module docstring, Memory). A caller that ranks chunk
+      after chunk in a loop passes False, so each chunk reuses the previous one's pages, and
+      releases once after the loop.
 
   Returns:
     scores: [Q, k] float32, highest first; ties go to the lower item index.
@@ -358,7 +363,8 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
     if array is not None:
       array.delete()
   # ... and hand the pages the call freed back to the system (module docstring, Memory).
-  utils.release_free_memory()
+  if release_memory:
+    utils.release_free_memory()
   indices[np.isneginf(scores)] = -1
   if np.isnan(scores).any() or np.isposinf(scores).any():
     raise ValueError(

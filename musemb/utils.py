@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import json
 import math
 import os
+import sys
 import tempfile
 from typing import Any
 
@@ -101,11 +101,19 @@ class MetricWriter:
 
 @functools.lru_cache(maxsize=1)
 def _malloc_trim() -> Any:
-  """glibc's `malloc_trim`, or None where the C library has none (macOS, musl)."""
-  try:
-    return ctypes.CDLL(ctypes.util.find_library("c") or None).malloc_trim
-  except (OSError, AttributeError):
+  """glibc's `malloc_trim(size_t pad) -> int`, or None where there is none (macOS, musl, Windows).
+
+  Looked up in the symbols the process has loaded (`CDLL(None)`, Linux only), which avoids
+  `ctypes.util.find_library`'s `ldconfig` subprocess on the first ranking.
+  """
+  if not sys.platform.startswith("linux"):
     return None
+  try:
+    trim = ctypes.CDLL(None).malloc_trim
+  except (OSError, AttributeError, TypeError):
+    return None
+  trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+  return trim
 
 
 def release_free_memory() -> bool:

@@ -37,3 +37,9 @@ def test_uniform_below_takes_a_bound_per_draw():
   assert (draws >= 0).all() and (draws < np.asarray(bounds)[None, :]).all()
   assert (draws[:, 0] == 0).all()
   assert set(np.unique(draws[:, 2])) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("n", [0, -3, 2**32])
+def test_uniform_below_rejects_a_static_bound_outside_its_range(n):
+  with pytest.raises(ValueError, match="uniform_below"):
+    ops.uniform_below(jax.random.key(0), n, (3,))

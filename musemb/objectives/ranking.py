@@ -129,7 +129,9 @@ def sampled_auc_loss(
   Given m >= 1 valid draws (each uniform over the negatives, e.g. from
   `warp.draw_negative_candidates` with positives rejected), this is #negatives times an unbiased
   mean hinge, hence unbiased for the full sum; a row with no valid draw returns 0, a bias of
-  P(no valid draw) * the full sum, negligible once K is a few times Y / #negatives.
+  P(no valid draw) * the full sum, negligible once K is a few times Y / #negatives. (With
+  `draw_negative_candidates`'s one-word draws each label's probability is within Y / 2^32,
+  relative, of uniform, a bias of the same relative size.)
 
   Args:
     pos_scores: [batch] scores of the positive labels.

@@ -15,7 +15,9 @@ stopped:
 
 * Candidates that happen to be positives of the example are rejected draws: they are masked out and
   do not count as trials. The accepted draws are then iid uniform over the negatives, which is
-  exactly "pick a random negative label" (with replacement) of Algorithm 1.
+  "pick a random negative label" (with replacement) of Algorithm 1, up to the draws' own
+  departure from uniform: each label's probability is within Y / 2^32 (relative) of 1 / Y
+  (`draw_negative_candidates`, one 32-bit word per draw).
 * An example stops at its first violator or after `Y - 1` accepted draws (Algorithm 1's stop at
   `N = Y - 1`); N counts across blocks, so the distribution of `(found, N)` is Algorithm 1's for
   any Y and any block size. The examples of a batch run in lock-step: a batch costs the blocks its

@@ -64,7 +64,7 @@ class _Problem:
 
 
 def _random_positive(rng: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """A uniformly random True column per row of mask [B, Y] ("pick a random positive label").
+  """A uniformly random True column per row of mask [..., Y] ("pick a random positive label").
 
   One draw j in [0, count) per row (`musemb.ops.uniform_below`), then the column of the row's
   (j + 1)-th True: the number of columns whose running count of Trues is at most j. Rows without
@@ -75,7 +75,7 @@ def _random_positive(rng: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Ar
   mask = mask.astype(bool)
   count = mask.sum(-1, dtype=jnp.int32)
   j = ops.uniform_below(rng, jnp.maximum(count, 1), count.shape)
-  choice = jnp.sum(jnp.cumsum(mask, axis=-1, dtype=jnp.int32) <= j[:, None], axis=-1,
+  choice = jnp.sum(jnp.cumsum(mask, axis=-1, dtype=jnp.int32) <= j[..., None], axis=-1,
                    dtype=jnp.int32)
   return jnp.where(count > 0, choice, 0), count > 0
 

@@ -956,7 +956,8 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
 
 
 def recommend(user_factors: Any, item_factors: Any, user_items: Any, users: Any, k: int, *,
-              filter_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+              filter_seen: bool = True, release_memory: bool = True
+              ) -> tuple[np.ndarray, np.ndarray]:
   """Top-k items per user by predicted preference x_u . y_i, optionally without seen items.
 
   Args:
@@ -965,6 +966,7 @@ def recommend(user_factors: Any, item_factors: Any, user_items: Any, users: Any,
     users: [Q] user indices to recommend for.
     k: items per user, 1 <= k <= items.
     filter_seen: leave out the items each user has a non-zero count for.
+    release_memory: as `musemb.ranking.top_k_scores`'s (False in a loop over user chunks).
 
   Returns:
     scores [Q, k] float32 and indices [Q, k] int32, best first; slots beyond a user's unseen items
@@ -977,11 +979,11 @@ def recommend(user_factors: Any, item_factors: Any, user_items: Any, users: Any,
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= num_items:
     raise ValueError(f"k={k!r} must be an integer in [1, {num_items}].")
   if not filter_seen:
-    return ranking.top_k_scores(queries, item_factors, int(k))
+    return ranking.top_k_scores(queries, item_factors, int(k), release_memory=release_memory)
   csr = _check_counts(user_items, "user_items")[users]
   seen_max = int(np.diff(csr.indptr).max()) if len(users) else 0
   kk = min(num_items, int(k) + seen_max)
-  scores, idx = ranking.top_k_scores(queries, item_factors, kk)
+  scores, idx = ranking.top_k_scores(queries, item_factors, kk, release_memory=release_memory)
   out_scores = np.full((len(users), k), -np.inf, np.float32)
   out_idx = np.full((len(users), k), -1, np.int32)
   for q in range(len(users)):

@@ -129,11 +129,14 @@ def random_topk(train: scipy.sparse.csr_matrix, users: np.ndarray, k: int,
 def recommend_topk(user_factors: np.ndarray, item_factors: np.ndarray,
                    train: scipy.sparse.csr_matrix, users: np.ndarray, k: int,
                    chunk: int = 1024) -> np.ndarray:
-  """[Q, k] each user's top-k unseen items by x_u . y_i, in chunks of `chunk` users."""
+  """[Q, k] each user's top-k unseen items by x_u . y_i, in chunks of `chunk` users (the chunks
+  reuse each other's freed pages, which go back to the system after the last one)."""
   out = []
   for start in range(0, len(users), chunk):
-    _, idx = als.recommend(user_factors, item_factors, train, users[start:start + chunk], k)
+    _, idx = als.recommend(user_factors, item_factors, train, users[start:start + chunk], k,
+                           release_memory=False)
     out.append(idx)
+  utils.release_free_memory()
   return np.concatenate(out) if out else np.zeros((0, k), np.int32)
 
 
