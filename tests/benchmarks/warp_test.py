@@ -190,7 +190,7 @@ def test_run_without_lightfm_reports_the_muslse_half(tmp_path, monkeypatch):
   tiny, bags = table.split("bag-of-frames world 'bags300'")
   assert "MUSLSE's C (max-norm of the V and T rows) 1 / 1;" in tiny
   assert "MUSLSE's C (max-norm of the V and T rows) 4 / 4;" in bags
-  assert all(p.max_norm == 1.0 for p in (*warp.FULL_PLANS, warp.BAGS_PLAN))
+  assert all(p.max_norm == 1.0 for p in warp.FULL_PLANS) and warp.BAGS_PLAN.max_norm is None
   assert table.startswith(warp.INSTALL_HINT)
   assert "bash launch/install_peers.sh" in table
   rows = [line for line in table.splitlines() if line.startswith("| MUSLSE")]
