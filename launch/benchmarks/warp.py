@@ -47,7 +47,7 @@ seeds, load 4.1-6.0) 4.55x, 3/3 (2.74x); before (load 2.2-4.4), 0/3 and median 0
 issue 14's 5x; `bags20k` 18.9x at load 22-30, which cut LightFM to two epochs. On an idle
 machine (stop 22) LightFM's best rose to 0.488-0.490, which MUSLSE's old grid (Adagrad 0.1 /
 0.2: peak after 2 epochs, then decline) missed; with Adagrad 0.02 / 0.05 it reached it 25.32x
-sooner (README).
+and 12.63x sooner in two runs (README).
 
 Where MUSLSE's training clock goes on these worlds (issue 14, B = 64, one process, load 1.3-3.9):
 the jitted step, 1.6-2.2 ms on `demo` (2.4-2.5 ms on `small`), of which about 0.85 ms is fixed
