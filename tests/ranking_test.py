@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from launch.benchmarks import evaluation
 from musemb import metrics
 from musemb import ranking
 from musemb import utils
@@ -296,18 +297,13 @@ def test_ranking_hands_freed_pages_back(monkeypatch):
   assert calls == [1]
 
 
-def _resident_mb():
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 @pytest.mark.skipif(not utils_has_malloc_trim(), reason="the C library has no malloc_trim")
 def test_release_free_memory_shrinks_the_resident_size():
   # 96 KB blocks come from the heap (under glibc's mmap threshold); freeing every other one leaves
   # free chunks between live ones, which free() alone never returns to the system.
   blocks = [np.ones(96 * 1024 // 8) for _ in range(1024)]
   del blocks[::2]
-  before = _resident_mb()
+  before = evaluation._resident_bytes() / 2**20  # pylint: disable=protected-access
   assert utils.release_free_memory()
-  after = _resident_mb()
+  after = evaluation._resident_bytes() / 2**20  # pylint: disable=protected-access
   assert before - after > 16, (before, after)  # about 48 MB were freed between live blocks

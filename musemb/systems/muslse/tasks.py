@@ -72,11 +72,10 @@ def _random_positive(rng: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Ar
   uniforms and took Y logarithms per row; on CPU that and its arg-max reduction cost more than the
   rest of a `demo`-sized MUSLSE step's bookkeeping.)
   """
-  mask = mask.astype(bool)
-  count = mask.sum(-1, dtype=jnp.int32)
+  running = jnp.cumsum(mask.astype(bool), axis=-1, dtype=jnp.int32)
+  count = running[..., -1]
   j = ops.uniform_below(rng, jnp.maximum(count, 1), count.shape)
-  choice = jnp.sum(jnp.cumsum(mask, axis=-1, dtype=jnp.int32) <= j[..., None], axis=-1,
-                   dtype=jnp.int32)
+  choice = jnp.sum(running <= j[..., None], axis=-1, dtype=jnp.int32)
   return jnp.where(count > 0, choice, 0), count > 0
 
 
