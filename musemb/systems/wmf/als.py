@@ -226,7 +226,8 @@ class Block:
     rows: [chunks, shards * R] int32 row ids; padding slots hold `table_rows` (out of range).
     seg: [chunks, shards * S] int32 row slot of each segment within its unit (non-decreasing in
       a unit; padding segments hold R - 1 with confidence 0), or None when not segmented.
-    cols: [chunks, shards * S, width] int32 column ids of the non-zeros; padding holds 0.
+    cols: [chunks, shards * S, width] int32 column ids of the non-zeros; padding holds the
+      first column's id (`col_offset`: an in-range row, read with confidence 0).
     conf: [chunks, shards * S, width] float32 confidences c > 1; padding holds 0.
   """
   width: int
@@ -385,6 +386,8 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
       k = np.arange(len(seg_row)) - seg_cum[seg_row]  # the segment's index within its row
       seg_pos = (unit_of_row * unit_segments + first_seg)[seg_row] + k
       seg_slot.reshape(-1)[seg_pos] = slot[seg_row]
+    # Padding cells hold col_offset: the ids are written as they are and the offset added to the
+    # whole array in place, without a [class non-zeros] temporary of shifted ids.
     cols = _host_array((total_units * unit_segments, width), np.int32)
     conf = _host_array((total_units * unit_segments, width), np.float32)
     if csr.nnz:
@@ -406,8 +409,10 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
       else:  # row i is segment i
         valid = np.arange(width) < lengths[:, None]
         cells_cols, cells_conf = cols[:len(rows)], conf[:len(rows)]
-      cells_cols[valid] = csr.indices[src] + col_offset
+      cells_cols[valid] = csr.indices[src]
       cells_conf[valid] = conf_data[src]
+    if col_offset:
+      cols += np.int32(col_offset)
     cols = cols.reshape(total_units, unit_segments, width)
     conf = conf.reshape(total_units, unit_segments, width)
     blocks.append(Block(
@@ -428,7 +433,7 @@ def _dot(a, b, spec):
 
 def _gather(table, idx):
   # "clip" rather than take's default "fill": the fill adds a select pass over the whole gathered
-  # block, and every index here is in range (padding holds 0 with confidence 0).
+  # block, and every index here is in range (padding holds an in-range id with confidence 0).
   return jnp.take(table, idx, axis=0, mode="clip")
 
 
@@ -727,15 +732,32 @@ def popularity_order(counts: Any) -> tuple[np.ndarray, np.ndarray, scipy.sparse.
   return _popularity_order(_check_counts(counts))
 
 
-def _popularity_order(csr: scipy.sparse.csr_matrix, values: np.ndarray | None = None
+def _column_counts(csr: scipy.sparse.csr_matrix) -> np.ndarray:
+  """Non-zeros per column, [cols] int64, counted slice by slice.
+
+  `np.bincount` casts int32 ids to intp first: over the whole matrix that is an 8-byte temporary
+  per non-zero (32 MB of fresh pages for the benchmark's 4M, 0.2 s of page faults here; 384 MB at
+  the Million Song Dataset's 48M listens). A slice's cast stays within `_HOST_SLICE` values.
+  """
+  counts = np.zeros(csr.shape[1], np.int64)
+  for start in range(0, csr.indices.size, _HOST_SLICE):
+    counts += np.bincount(csr.indices[start:start + _HOST_SLICE], minlength=csr.shape[1])
+  return counts
+
+
+def _popularity_order(csr: scipy.sparse.csr_matrix, values: np.ndarray | None = None,
+                      item_nnz: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray, scipy.sparse.csr_matrix]:
   """`popularity_order`, carrying `values` ([nnz], aligned with csr.data) instead of csr.data.
 
   `fit` passes the float32 confidences, so the reordered copy holds 4-byte values and int32
-  column ids (relabelled in place, slice by slice): fresh memory is costly on first touch.
+  column ids (relabelled in place, slice by slice): fresh memory is costly on first touch. It
+  also passes the column counts it has already made (`item_nnz`, `_column_counts`).
   """
   user_order = np.argsort(-np.diff(csr.indptr), kind="stable")
-  item_order = np.argsort(-np.bincount(csr.indices, minlength=csr.shape[1]), kind="stable")
+  if item_nnz is None:
+    item_nnz = _column_counts(csr)
+  item_order = np.argsort(-item_nnz, kind="stable")
   index_dtype = np.int32 if csr.shape[1] <= np.iinfo(np.int32).max else np.int64
   item_rank = np.empty(csr.shape[1], index_dtype)
   item_rank[item_order] = np.arange(csr.shape[1], dtype=index_dtype)
@@ -878,7 +900,7 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     item_factors = _as_factors(item_factors, (num_items, factors), "item_factors", None)
   shards = sharding_lib.data_size(mesh)
   user_nnz = np.diff(csr.indptr)
-  item_nnz = np.bincount(csr.indices, minlength=num_items)
+  item_nnz = _column_counts(csr)
   # Both sides share the segmented class's shape: units hold the longer side's longest row.
   min_unit_segments = -(-int(max(user_nnz.max(initial=0), item_nnz.max(initial=0)))
                         // segment_width)
@@ -906,7 +928,7 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     # The confidences, computed once for both sides, travel as the values of the reordered
     # matrix (by_user) and of its transpose (by_item).
     user_order, item_order, by_user = _popularity_order(
-        csr, _confidence(csr.data, alpha=alpha, kind=confidence, eps=eps))
+        csr, _confidence(csr.data, alpha=alpha, kind=confidence, eps=eps), item_nnz)
     user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
     # One [users + items, f] table: users' columns index its item rows, items' its user rows,
     # so both half-steps run the same few programs (see `make_blocks`).
@@ -925,6 +947,9 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     del by_user
     items = _place(_make_blocks(by_item, row_offset=num_users, col_offset=0,
                                 confidences=by_item.data, **kwargs), "users_gram", mesh, _GROUP)
+    # Freed before the solves, not at the return: their first calls' buffers then take these
+    # pages (32 MB at the benchmark's size) instead of fresh ones.
+    del by_item
     logging.info("wmf: %d users x %d items, %d non-zeros, %d factors, solver=%s, %d devices; "
                  "%d user and %d item solve calls per iteration", num_users, num_items, csr.nnz,
                  factors, solver, shards, len(users.groups), len(items.groups))
