@@ -745,6 +745,24 @@ def _column_counts(csr: scipy.sparse.csr_matrix) -> np.ndarray:
   return counts
 
 
+def _draw_rows(rng: np.random.Generator, out: np.ndarray, rank: np.ndarray,
+               scale: float = 0.01) -> None:
+  """out[rank[j]] = scale * row j of rng's [len(rank), f] float32 standard normal draws.
+
+  Drawn `_HOST_SLICE` values at a time into one small buffer and scattered to their rows: the
+  generator's stream does not depend on how it is cut, so the values are those of one
+  `rng.standard_normal((len(rank), f), np.float32)` scaled in place, without that whole-size
+  array (38 MB of fresh pages at the benchmark's size, for both sides).
+  """
+  rows = max(1, _HOST_SLICE // max(1, out.shape[1]))
+  buffer = np.empty((min(rows, len(rank)), out.shape[1]), np.float32)
+  for start in range(0, len(rank), rows):
+    part = buffer[:min(rows, len(rank) - start)]
+    rng.standard_normal(out=part, dtype=np.float32)
+    part *= scale
+    out[rank[start:start + len(part)]] = part
+
+
 def _popularity_order(csr: scipy.sparse.csr_matrix, values: np.ndarray | None = None,
                       item_nnz: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray, scipy.sparse.csr_matrix]:
@@ -914,31 +932,30 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
                                _program_specs([user_nnz, item_nnz], **layout), solver, cg_steps,
                                compute_loss, _GROUP)
   try:
+    # Solved in popularity order (`popularity_order`): row u of the table holds user
+    # user_order[u], row num_users + i item item_order[i].
+    user_order = np.argsort(-user_nnz, kind="stable")
+    item_order = np.argsort(-item_nnz, kind="stable")
+    user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
+    # One [users + items, f] table: users' columns index its item rows, items' its user rows,
+    # so both half-steps run the same few programs (see `make_blocks`).
+    table = np.empty((num_users + num_items, factors), np.float32)
     if user_factors is None:
       # Drawn after the compilations started: their tracing holds the GIL, numpy's generator
       # does not. numpy's generator, not jax.random: the same draws on any mesh or backend, and
       # no program to compile for each table shape (0.4 s of CPU each here).
       rng = np.random.default_rng(seed)
-      # Scaled in place: a fresh array is a page fault per 4 KB on first touch (0.2 s here for
-      # the benchmark's 150k x 64 factors), and the values are those of 0.01 * draws.
-      user_factors = rng.standard_normal((num_users, factors), np.float32)
-      user_factors *= 0.01
-      item_factors = rng.standard_normal((num_items, factors), np.float32)
-      item_factors *= 0.01
+      _draw_rows(rng, table[:num_users], user_rank)
+      _draw_rows(rng, table[num_users:], item_rank)
+    else:
+      np.take(user_factors, user_order, axis=0, out=table[:num_users])
+      np.take(item_factors, item_order, axis=0, out=table[num_users:])
+      del user_factors, item_factors
+    table = jax.device_put(table, sharding_lib.replicated(mesh))
     # The confidences, computed once for both sides, travel as the values of the reordered
     # matrix (by_user) and of its transpose (by_item).
-    user_order, item_order, by_user = _popularity_order(
+    _, _, by_user = _popularity_order(
         csr, _confidence(csr.data, alpha=alpha, kind=confidence, eps=eps), item_nnz)
-    user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
-    # One [users + items, f] table: users' columns index its item rows, items' its user rows,
-    # so both half-steps run the same few programs (see `make_blocks`).
-    table = np.empty((num_users + num_items, factors), np.float32)
-    np.take(user_factors, user_order, axis=0, out=table[:num_users])
-    np.take(item_factors, item_order, axis=0, out=table[num_users:])
-    table = jax.device_put(table, sharding_lib.replicated(mesh))
-    # Freed now, not at the return: the layout's arrays below then reuse these pages (38 MB at
-    # the benchmark's size), which cost far less than fresh ones (see `_host_array`).
-    del user_factors, item_factors
     kwargs = dict(alpha=alpha, confidence_kind=confidence, eps=eps, group=_GROUP,
                   table_rows=num_users + num_items, **layout)
     by_item = by_user.T.tocsr()
