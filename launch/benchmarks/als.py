@@ -127,6 +127,17 @@ iteration is what moved:
 | same | 1.19x (0.93x) | 1.02x (0.71x) | 2.55 s | 0.774 / 0.940 |
 | + solve and loss at LLVM -O1 | 0.96x (0.69x) | 0.92x (0.59x) | 2.53 s | 0.552 / 0.829 |
 | same | 1.08x (0.77x) | 0.94x (0.61x) | 2.43 s | 0.546 / 0.777 |
+
+Stop 23, on a slower afternoon (implicit 8.5-10.1 s): the setup's last whole-length temporaries
+went (column counts in slices instead of `np.bincount`'s int64 copy of the ids, block ids shifted
+in place, the initial draws made slice by slice into the table, the item-side CSR freed before the
+solves), factors bit-identical; peak over the process 311-323 -> 278-280 MB:
+
+| run | cold | warm | first iteration, warm | s/iteration, ours warm / implicit |
+|---|---|---|---|---|
+| before (stop 22's code) | 1.03x (0.75x) | 0.96x (0.62x) | 3.44 s | 0.695 / 1.005 |
+| column counts, in-place ids, CSR freed | 1.16x (0.87x) | 0.96x (0.63x) | 2.28 s | 0.644 / 0.853 |
+| + draws into the table | 1.11x (0.81x) | 0.96x (0.63x) | 2.43 s | 0.616 / 0.848 |
 """
 
 from __future__ import annotations

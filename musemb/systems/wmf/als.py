@@ -54,7 +54,7 @@ sized for a CPU core's cache through the 7 passes).
 `fit` stores both sides' factors internally in decreasing order of popularity (users by number of
 non-zeros, items likewise) and maps them back on the way out (and for the callback): the gathers
 then find the hot rows packed together, which cut a users half-step on the 50k x 100k benchmark
-data from 0.35 s to 0.27 s on one CPU core. The gathers use `mode="clip"` (padding reads row 0,
+data from 0.35 s to 0.27 s on one CPU core. The gathers use `mode="clip"` (padding reads an in-range row,
 masked by its zero confidence), which saves the select pass over the block that `take`'s default
 out-of-bounds fill adds.
 
