@@ -151,6 +151,31 @@ def test_popularity_order_carries_given_values_in_slices(monkeypatch):
   np.testing.assert_array_equal(carried.data, wmf.confidence(relabelled.data, alpha=3.0))
 
 
+
+def test_column_counts_in_slices_are_bincounts(monkeypatch):
+  csr, dense = _random_counts()
+  monkeypatch.setattr(wmf, "_HOST_SLICE", 7)  # many slices, one ragged
+  got = wmf._column_counts(csr)
+  np.testing.assert_array_equal(got, (dense > 0).sum(axis=0))
+  assert got.dtype == np.int64
+
+
+@pytest.mark.parametrize("host_slice", [13, 1 << 20])
+def test_initial_factors_are_one_seeded_draw_in_caller_order(monkeypatch, host_slice):
+  """The documented start: N(0, 0.01^2) float32 draws of numpy's generator from `seed`, users
+  then items, row i for caller row i, however `fit` cuts the draws (slices into the table's
+  popularity-ordered rows) and whatever the popularity order."""
+  csr, _ = _random_counts()
+  monkeypatch.setattr(wmf, "_HOST_SLICE", host_slice)
+  x, y = wmf.fit(csr, factors=4, iterations=0, seed=5, compute_loss=False)
+  rng = np.random.default_rng(5)
+  want_x = rng.standard_normal((csr.shape[0], 4), np.float32)
+  want_x *= 0.01
+  want_y = rng.standard_normal((csr.shape[1], 4), np.float32)
+  want_y *= 0.01
+  np.testing.assert_array_equal(x, want_x)
+  np.testing.assert_array_equal(y, want_y)
+
 @pytest.mark.parametrize("kind", ["linear", "log"])
 def test_confidence_in_slices_is_the_whole_array_formula_bit_for_bit(monkeypatch, kind):
   counts = np.random.default_rng(0).geometric(0.05, 1000).astype(np.int64)
