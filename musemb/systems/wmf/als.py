@@ -54,9 +54,9 @@ sized for a CPU core's cache through the 7 passes).
 `fit` stores both sides' factors internally in decreasing order of popularity (users by number of
 non-zeros, items likewise) and maps them back on the way out (and for the callback): the gathers
 then find the hot rows packed together, which cut a users half-step on the 50k x 100k benchmark
-data from 0.35 s to 0.27 s on one CPU core. The gathers use `mode="clip"` (padding reads an in-range row,
-masked by its zero confidence), which saves the select pass over the block that `take`'s default
-out-of-bounds fill adds.
+data from 0.35 s to 0.27 s on one CPU core. The gathers use `mode="clip"` (padding reads an
+in-range row, masked by its zero confidence), which saves the select pass over the block that
+`take`'s default out-of-bounds fill adds.
 
 Speed (launch.benchmarks.als, 50k users x 100k items, 4M training non-zeros, f=64, 3 CG steps, 2
 shared CPU cores; that module's docstring has the tables against `implicit`'s CPU ALS): a profile
@@ -763,19 +763,25 @@ def _draw_rows(rng: np.random.Generator, out: np.ndarray, rank: np.ndarray,
     out[rank[start:start + len(part)]] = part
 
 
+def _popularity_orders(csr: scipy.sparse.csr_matrix, item_nnz: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """(user_order, item_order): rows and columns by decreasing non-zeros, ties in index order."""
+  if item_nnz is None:
+    item_nnz = _column_counts(csr)
+  return (np.argsort(-np.diff(csr.indptr), kind="stable"),
+          np.argsort(-np.asarray(item_nnz), kind="stable"))
+
+
 def _popularity_order(csr: scipy.sparse.csr_matrix, values: np.ndarray | None = None,
-                      item_nnz: np.ndarray | None = None
+                      orders: tuple[np.ndarray, np.ndarray] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, scipy.sparse.csr_matrix]:
   """`popularity_order`, carrying `values` ([nnz], aligned with csr.data) instead of csr.data.
 
   `fit` passes the float32 confidences, so the reordered copy holds 4-byte values and int32
   column ids (relabelled in place, slice by slice): fresh memory is costly on first touch. It
-  also passes the column counts it has already made (`item_nnz`, `_column_counts`).
+  also passes the orders its factor table already uses (`_popularity_orders`).
   """
-  user_order = np.argsort(-np.diff(csr.indptr), kind="stable")
-  if item_nnz is None:
-    item_nnz = _column_counts(csr)
-  item_order = np.argsort(-item_nnz, kind="stable")
+  user_order, item_order = orders if orders is not None else _popularity_orders(csr)
   index_dtype = np.int32 if csr.shape[1] <= np.iinfo(np.int32).max else np.int64
   item_rank = np.empty(csr.shape[1], index_dtype)
   item_rank[item_order] = np.arange(csr.shape[1], dtype=index_dtype)
@@ -934,8 +940,7 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
   try:
     # Solved in popularity order (`popularity_order`): row u of the table holds user
     # user_order[u], row num_users + i item item_order[i].
-    user_order = np.argsort(-user_nnz, kind="stable")
-    item_order = np.argsort(-item_nnz, kind="stable")
+    user_order, item_order = _popularity_orders(csr, item_nnz)
     user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
     # One [users + items, f] table: users' columns index its item rows, items' its user rows,
     # so both half-steps run the same few programs (see `make_blocks`).
@@ -955,7 +960,8 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     # The confidences, computed once for both sides, travel as the values of the reordered
     # matrix (by_user) and of its transpose (by_item).
     _, _, by_user = _popularity_order(
-        csr, _confidence(csr.data, alpha=alpha, kind=confidence, eps=eps), item_nnz)
+        csr, _confidence(csr.data, alpha=alpha, kind=confidence, eps=eps),
+        (user_order, item_order))
     kwargs = dict(alpha=alpha, confidence_kind=confidence, eps=eps, group=_GROUP,
                   table_rows=num_users + num_items, **layout)
     by_item = by_user.T.tocsr()
