@@ -342,6 +342,40 @@ def test_one_program_per_class_compiled_once_and_none_across_iterations():
   assert [fn._cache_size() for fn in updates + losses] == after
 
 
+
+def test_with_a_callback_nothing_compiles_once_the_solves_start(monkeypatch):
+  """The callback's gathers back to the caller's order compile with the solves, ahead of the
+  first iteration (a launcher's checkpointing callback used to compile them inside it)."""
+  from jax._src import dispatch  # pylint: disable=g-import-not-at-top
+  csr, _ = _random_counts(users=43, items=77)  # a table shape no other test uses
+  compiled, at_solve, at_callback = [], [], []
+
+  def listener(event, duration, **kwargs):
+    del duration, kwargs
+    if event == dispatch.BACKEND_COMPILE_EVENT:
+      compiled.append(event)
+
+  solve = wmf._solve_side
+
+  def counting_solve(*args, **kwargs):
+    at_solve.append(len(compiled))
+    return solve(*args, **kwargs)
+
+  monkeypatch.setattr(wmf, "_solve_side", counting_solve)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    x, y = wmf.fit(csr, factors=4, iterations=2, alpha=2.0, compute_loss=False,
+                   mesh=sharding.make_mesh(1),
+                   callback=lambda it, loss, xs, ys: at_callback.append(
+                       (len(compiled), np.asarray(xs), np.asarray(ys))))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert at_solve[0] > 0  # this table shape was new: the fit compiled its programs
+  assert set(at_solve) == {at_solve[0]}
+  assert [c for c, _, _ in at_callback] == [at_solve[0]] * 2
+  np.testing.assert_array_equal(at_callback[-1][1], x)  # the caller's order, as returned
+  np.testing.assert_array_equal(at_callback[-1][2], y)
+
 def test_planted_low_rank_recovers_held_out_items():
   rng = np.random.default_rng(0)
   users, items, rank = 300, 400, 4

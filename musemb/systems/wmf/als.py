@@ -610,6 +610,11 @@ def _place(blocks: list[Block], other_gram: str, mesh: Mesh, group: int) -> _Sid
   return _Side(other_gram=other_gram, groups=groups)
 
 
+def _ranks(rank: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A side's [rows] positions in the table, placed as `_start_compiles` declares them."""
+  return jax.device_put(rank.astype(np.int32), sharding_lib.replicated(mesh))
+
+
 def _scalar(value: float, mesh: Mesh) -> jax.Array:
   """A float32 scalar placed as `_start_compiles` declares it, so the calls find its programs."""
   return jax.device_put(np.float32(value), sharding_lib.replicated(mesh))
@@ -662,12 +667,13 @@ def _program_specs(row_nnz: list[np.ndarray], *, segment_width: int, min_width: 
 
 def _start_compiles(pool: concurrent.futures.Executor, mesh: Mesh, table_rows: int,
                     factors: int, num_users: int, specs: list[tuple[bool, int, int, int]],
-                    solver: str, cg_steps: int, compute_loss: bool, group: int
-                    ) -> list[concurrent.futures.Future]:
+                    solver: str, cg_steps: int, compute_loss: bool, group: int,
+                    restore: bool = False) -> list[concurrent.futures.Future]:
   """Submits the compilation of every program a fit runs to `pool`, from shapes alone.
 
   XLA compiles a program on one thread and releases the GIL, so the few distinct programs (one
-  solve per class and chunk shape, shared by both sides; the Gram matrices; the loss) compile on
+  solve per class and chunk shape, shared by both sides; the Gram matrices; the loss; with
+  `restore`, the callback's two gathers back to the caller's order, given `_ranks`) compile on
   the host's other cores while `fit` lays out the blocks, instead of one after another as the
   first iteration reaches each. A compiled program lands in jit's cache (and the persistent
   cache, when one is set), where the solves then find it.
@@ -682,6 +688,10 @@ def _start_compiles(pool: concurrent.futures.Executor, mesh: Mesh, table_rows: i
   jobs = [(fns["users_gram"], (table,)), (fns["items_gram"], (table,))]
   if compute_loss:
     jobs.append((fns["dense_terms"], (table, reg)))
+  if restore:
+    for name, rows in (("users_restore", num_users), ("items_restore", table_rows - num_users)):
+      rank = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=replicated)
+      jobs.append((fns[name], (table, rank)))
   for segmented, width, unit_rows, unit_segments in specs:
     rows = jax.ShapeDtypeStruct((group, shards * unit_rows), jnp.int32, sharding=unit)
     seg = (jax.ShapeDtypeStruct((group, shards * unit_segments), jnp.int32, sharding=unit)
@@ -936,7 +946,7 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     compile_start = time.perf_counter()
     compiles = _start_compiles(pool, mesh, num_users + num_items, factors, num_users,
                                _program_specs([user_nnz, item_nnz], **layout), solver, cg_steps,
-                               compute_loss, _GROUP)
+                               compute_loss, _GROUP, restore=callback is not None)
   try:
     # Solved in popularity order (`popularity_order`): row u of the table holds user
     # user_order[u], row num_users + i item item_order[i].
@@ -983,6 +993,8 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
   if compiles:
     logging.info("wmf: %d programs ready %.2fs after the start of the layout", len(compiles),
                  time.perf_counter() - compile_start)
+  # Placed once, as the compiled restores expect them: the callback's gathers run every iteration.
+  ranks = (_ranks(user_rank, mesh), _ranks(item_rank, mesh)) if callback is not None else None
   for it in range(start_iteration, iterations):
     start = time.perf_counter()
     table = _solve_side(table, users, num_users, regularization, mesh, solver, cg_steps)
@@ -997,8 +1009,8 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     logging.info("wmf iteration %d/%d: loss %.6g (%.2fs)", it + 1, iterations, value, seconds)
     if callback is not None:
       fns = _table_fns(mesh, num_users)
-      callback(it + 1, value, fns["users_restore"](table, user_rank),
-               fns["items_restore"](table, item_rank))
+      callback(it + 1, value, fns["users_restore"](table, ranks[0]),
+               fns["items_restore"](table, ranks[1]))
   table = np.asarray(table)
   return table[:num_users][user_rank], table[num_users:][item_rank]
 
