@@ -138,6 +138,13 @@ solves), factors bit-identical; peak over the process 311-323 -> 278-280 MB:
 | before (stop 22's code) | 1.03x (0.75x) | 0.96x (0.62x) | 3.44 s | 0.695 / 1.005 |
 | column counts, in-place ids, CSR freed | 1.16x (0.87x) | 0.96x (0.63x) | 2.28 s | 0.644 / 0.853 |
 | + draws into the table | 1.11x (0.81x) | 0.96x (0.63x) | 2.43 s | 0.616 / 0.848 |
+| same | 1.22x (0.88x) | 1.04x (0.68x) | 2.65 s | 0.639 / 0.826 |
+| + the callback's restores compiled with the solves | 1.05x (0.76x) | 0.94x (0.60x) | 2.09 s | 0.553 / 0.753 |
+| same | 1.52x (1.07x) | 1.00x (0.64x) | 2.49 s | 0.566 / 0.771 |
+
+The last row's cold run took 1.06 s an iteration against 0.55-0.64 s in every other run of the
+stop: the machine slowed down during it. In three alternating same-sitting pairs (cold cache,
+`run_ours`) the restores' change took the first iteration from 2.63-3.11 s to 2.40-2.80 s.
 """
 
 from __future__ import annotations

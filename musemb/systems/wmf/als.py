@@ -895,8 +895,9 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
   as N(0, 0.01^2) draws of numpy's generator from `seed` (independent of the mesh), unless given
   (to resume). Internally both sides are solved in `popularity_order` (faster gathers) and kept
   in one table (see `make_blocks`); inputs, callback arguments and results are in the caller's
-  order. All of a fit's programs (at most four solves, and four losses with `compute_loss`)
-  compile before the first iteration, in parallel threads.
+  order. All of a fit's programs (at most four solves, four losses with `compute_loss`, and
+  the two gathers that hand a `callback` the factors in the caller's order) compile before the
+  first iteration, in parallel threads.
 
   Args:
     counts: [users, items] scipy sparse play counts >= 0 (CSR or anything convertible).
