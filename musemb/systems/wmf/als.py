@@ -755,9 +755,8 @@ def _column_counts(csr: scipy.sparse.csr_matrix) -> np.ndarray:
   return counts
 
 
-def _draw_rows(rng: np.random.Generator, out: np.ndarray, rank: np.ndarray,
-               scale: float = 0.01) -> None:
-  """out[rank[j]] = scale * row j of rng's [len(rank), f] float32 standard normal draws.
+def _draw_rows(rng: np.random.Generator, out: np.ndarray, rank: np.ndarray) -> None:
+  """out[rank[j]] = 0.01 * row j of rng's [len(rank), f] float32 standard normal draws.
 
   Drawn `_HOST_SLICE` values at a time into one small buffer and scattered to their rows: the
   generator's stream does not depend on how it is cut, so the values are those of one
@@ -769,7 +768,7 @@ def _draw_rows(rng: np.random.Generator, out: np.ndarray, rank: np.ndarray,
   for start in range(0, len(rank), rows):
     part = buffer[:min(rows, len(rank) - start)]
     rng.standard_normal(out=part, dtype=np.float32)
-    part *= scale
+    part *= 0.01
     out[rank[start:start + len(part)]] = part
 
 
