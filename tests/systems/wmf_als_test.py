@@ -152,6 +152,102 @@ def test_popularity_order_carries_given_values_in_slices(monkeypatch):
 
 
 
+def _blocks_equal(got, want):
+  assert [(b.width, b.segmented) for b in got] == [(b.width, b.segmented) for b in want]
+  for g, w in zip(got, want):
+    for name in ("rows", "seg", "cols", "conf"):
+      a, b = getattr(g, name), getattr(w, name)
+      assert (a is None) == (b is None), name
+      if a is not None:
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("host_slice", [7, 1 << 20])
+def test_blocks_read_from_the_caller_matrix_equal_those_of_its_relabelled_copy(monkeypatch,
+                                                                             host_slice):
+  """fit's layout: each side's rows, in popularity order, come a slice at a time from the
+  caller's matrix (users) or its plain transpose (items), relabelled and sorted per slice
+  (`_RowEntries`). The blocks are those of the whole relabelled copy the layout used to make
+  (`popularity_order`, then its transpose), bit for bit, so the factors did not change."""
+  csr, _ = _random_counts()
+  monkeypatch.setattr(wmf, "_HOST_SLICE", host_slice)
+  users, items = csr.shape
+  user_order, item_order, relabelled = wmf.popularity_order(csr)
+  user_rank, item_rank = np.argsort(user_order), np.argsort(item_order)
+  kw = dict(num_shards=2, segment_width=4, min_width=2, chunk_cells=32, group=3,
+            table_rows=users + items, min_unit_segments=0)
+  conf = lambda counts: wmf.confidence(counts, alpha=2.0)
+  want = wmf.make_blocks(relabelled, alpha=2.0, row_offset=0, col_offset=users, **kw)
+  got = wmf._make_blocks(np.diff(csr.indptr)[user_order],
+                         wmf._RowEntries(csr, user_order, wmf._index_array(item_rank), conf),
+                         row_offset=0, col_offset=users, **kw)
+  _blocks_equal(got, want)
+  by_item = scipy.sparse.csr_matrix((conf(csr.data), csr.indices, csr.indptr),
+                                    shape=csr.shape).T.tocsr()
+  want = wmf.make_blocks(relabelled.T.tocsr(), alpha=2.0, row_offset=users, col_offset=0, **kw)
+  got = wmf._make_blocks(np.diff(by_item.indptr)[item_order],
+                         wmf._RowEntries(by_item, item_order, wmf._index_array(user_rank)),
+                         row_offset=users, col_offset=0, **kw)
+  _blocks_equal(got, want)
+
+
+def test_blocks_check_the_non_zeros_they_are_given():
+  csr, _ = _random_counts()
+  short = lambda rows: (np.zeros(1, np.int32), np.ones(1, np.float32))
+  with pytest.raises(ValueError, match="non-zeros, expected"):
+    wmf._make_blocks(np.diff(csr.indptr), short, num_shards=1, segment_width=4, min_width=2,
+                     chunk_cells=16, group=1, row_offset=0, col_offset=0, table_rows=None,
+                     min_unit_segments=0)
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 40), (40, None), (3, 9)])
+def test_sums_over_row_blocks_equal_the_whole_slice(lo, hi):
+  """The Gram matrices and the dense loss term sum over blocks of rows (a loop of dynamic
+  slices, then the ragged rest); the sums are those over the whole slice."""
+  table = np.random.default_rng(0).standard_normal((110, 6)).astype(np.float32)
+  rows = table[lo:hi].astype(np.float64)
+  g = rows.T @ rows
+  for block_bytes in (8 * 6 * 4, 1 << 20):  # blocks of 8 rows (a loop and a rest); one slice
+    got = jax.jit(lambda t: wmf._sum_over_rows(
+        t, lo, hi, lambda y: (y.T @ y, (y * y).sum()), block_bytes=block_bytes))(table)
+    np.testing.assert_allclose(got[0], g, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got[1], np.trace(g), rtol=1e-5)
+
+
+def test_gram_programs_hold_one_block_of_rows_not_the_side():
+  """A side's Gram matrix reads its rows a block at a time: the program's temporary is about one
+  block (1 MB), not a copy of the side (XLA copies a sliced dot operand; each runtime thread's
+  malloc arena then kept that copy's pages: 24 MB for the benchmark's items)."""
+  users, items, f = 20_000, 40_000, 64
+  mesh = sharding.make_mesh()
+  fns = wmf._table_fns(mesh, users)
+  table = jax.ShapeDtypeStruct((users + items, f), np.float32,
+                               sharding=sharding.replicated(mesh))
+  for name, side_rows in (("users_gram", users), ("items_gram", items)):
+    analysis = fns[name].lower(table).compile().memory_analysis()
+    assert analysis.temp_size_in_bytes <= 2 * wmf._ROW_BLOCK_BYTES < side_rows * f * 4 // 2, name
+
+
+def test_release_frees_the_memory_placed_blocks_adopted():
+  """Deleting a device array that adopted a numpy array hands the numpy array back through a
+  queue JAX drains in its garbage-collection callback; `_release` (which `fit` calls before
+  gathering its results) drains it, so the blocks' memory is free when `fit` returns."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("adoption of host memory is JAX's CPU client's")
+  import weakref  # pylint: disable=g-import-not-at-top
+  host = wmf._host_array((64, 8), np.int32, 1)
+  placed = jax.device_put(host)
+  assert placed.unsafe_buffer_pointer() == host.ctypes.data  # adopted, not copied
+  ref = weakref.ref(host.base)
+  del host
+  side = wmf._Side(other_gram="items_gram", groups=[(False, placed, None, placed, placed)])
+  del placed
+  assert ref() is not None
+  wmf._release(side)
+  assert ref() is None and not side.groups
+
+
 def test_column_counts_in_slices_are_bincounts(monkeypatch):
   csr, dense = _random_counts()
   monkeypatch.setattr(wmf, "_HOST_SLICE", 7)  # many slices, one ragged

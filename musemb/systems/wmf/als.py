@@ -82,10 +82,23 @@ default -O3, which made them about 1.4x slower (stop 21: 0.61-0.67 s an iteratio
 
 Compilation. A program costs 0.5-0.9 s of CPU to compile here (at -O3). With one program per
 bucket width (the layout before), a cold 10-iteration fit on the benchmark's data spent more CPU
-compiling its 48 programs than iterating; with four, compiled two at a time, compilation is a
-few seconds of a fit. The launchers also turn on JAX's persistent compilation cache
+compiling its 48 programs than iterating; with four, compiled in a background thread while the
+blocks are laid out, compilation is a few seconds of a fit. The launchers also turn on JAX's persistent compilation cache
 (`launch.common.configure_compilation_cache`), so a rerun on the same data (a resume, a sweep over
 alpha or lambda) loads the programs instead.
+
+Memory. Beyond the caller's matrix, a fit holds the blocks (8 bytes a cell, about 1.2 cells per
+non-zero per side), the [users + items, f] table, and, while it lays the blocks out, one
+transposed copy of the non-zeros (8 bytes each, for the items' side); the users' side reads its
+rows from the caller's matrix a slice at a time (`_RowEntries`), and nothing else the setup makes
+is whole-length. The Gram matrices and the dense loss term read the table a block of rows at a
+time (`_sum_over_rows`), because XLA:CPU copies a sliced dot operand: a copy of a side per call,
+which each runtime thread's malloc arena then kept. Before `fit` gathers its results it frees the
+blocks (`_release`: `device_put` adopted them, and XLA hands adopted memory back only in JAX's
+garbage-collection callback). On the benchmark's data (launch.benchmarks.als) the process's peak
+over a fit went from 279-288 to 224-243 MB with these three changes, factors and loss unchanged
+to float32 rounding; at the Million Song Dataset's 48M listens the transposed copy the users'
+side no longer makes is about 384 MB, and the Gram copies about 256 MB per runtime thread.
 """
 
 from __future__ import annotations
@@ -93,6 +106,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -122,6 +136,8 @@ _CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 # Values per slice of the setup's host passes over the non-zeros (`confidence`'s float64
 # temporary: 8 MB; `_popularity_order`'s relabelling).
 _HOST_SLICE = 1 << 20
+# Bytes of table rows per step of the Gram matrices' and dense loss terms' loops (`_sum_over_rows`).
+_ROW_BLOCK_BYTES = 1 << 20
 
 
 # ----------------------------------------------------------------------------- data layout
@@ -324,31 +340,75 @@ def make_blocks(counts: Any, *, alpha: float, confidence_kind: str = "linear", e
   Returns:
     Blocks in increasing width, the segmented one last; every row id appears exactly once.
   """
-  return _make_blocks(_check_counts(counts), alpha=alpha, confidence_kind=confidence_kind,
-                      eps=eps, num_shards=num_shards, segment_width=segment_width,
-                      min_width=min_width, chunk_cells=chunk_cells, group=group,
-                      row_offset=row_offset, col_offset=col_offset, table_rows=table_rows,
-                      min_unit_segments=min_unit_segments)
+  csr = _check_counts(counts)
+  return _make_blocks(np.diff(csr.indptr), _RowEntries(csr, confidence=functools.partial(
+                          confidence, alpha=alpha, kind=confidence_kind, eps=eps)),
+                      num_shards=num_shards, segment_width=segment_width, min_width=min_width,
+                      chunk_cells=chunk_cells, group=group, row_offset=row_offset,
+                      col_offset=col_offset, table_rows=table_rows,
+                      min_unit_segments=min_unit_segments, num_cols=csr.shape[1])
 
 
-def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind: str, eps: float,
-                 num_shards: int, segment_width: int, min_width: int, chunk_cells: int,
+@dataclasses.dataclass(frozen=True)
+class _RowEntries:
+  """The non-zeros of some rows of a CSR matrix, as the blocks store them.
+
+  Called with row positions `rows` (in the blocks' row space), it returns the column ids (int32)
+  and confidences (float32) of matrix rows `order[rows]` (`rows` itself when order is None),
+  concatenated row by row. With `col_rank` the column ids are relabelled to col_rank[id] and each
+  row's non-zeros sorted by them; with `confidence` the stored values are counts and become
+  confidence(values), otherwise they are the confidences already. Only these rows' arrays are
+  built, so a layout that asks for its rows a slice at a time never holds a relabelled copy of the
+  whole matrix (`fit`).
+  """
+  matrix: scipy.sparse.csr_matrix
+  order: np.ndarray | None = None
+  col_rank: np.ndarray | None = None
+  confidence: Callable[[np.ndarray], np.ndarray] | None = None
+
+  def __call__(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sub = self.matrix[rows if self.order is None else self.order[rows]]
+    cols, values = sub.indices, sub.data
+    if self.confidence is not None:
+      values = self.confidence(values)
+    if self.col_rank is not None:
+      sub = scipy.sparse.csr_matrix((values, self.col_rank[cols], sub.indptr), shape=sub.shape)
+      sub.sort_indices()
+      cols, values = sub.indices, sub.data
+    return cols.astype(np.int32, copy=False), values.astype(np.float32, copy=False)
+
+
+def _row_slices(lengths: np.ndarray, limit: int) -> list[tuple[int, int]]:
+  """Consecutive [start, stop) ranges of rows holding at most `limit` values (at least a row)."""
+  cum = np.concatenate([[0], np.cumsum(lengths)])
+  slices, start = [], 0
+  while start < len(lengths):
+    stop = max(start + 1, int(np.searchsorted(cum, cum[start] + limit, side="right")) - 1)
+    slices.append((start, stop))
+    start = stop
+  return slices
+
+
+def _make_blocks(nnz: np.ndarray, entries: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                 *, num_shards: int, segment_width: int, min_width: int, chunk_cells: int,
                  group: int, row_offset: int, col_offset: int, table_rows: int | None,
-                 min_unit_segments: int, confidences: np.ndarray | None = None
-                 ) -> list[Block]:
-  """`make_blocks` of a matrix `_check_counts` already checked; `confidences`, if given, are the
-  [nnz] confidences of csr.data (computed once by `fit` for both sides)."""
+                 min_unit_segments: int, num_cols: int | None = None) -> list[Block]:
+  """`make_blocks` of rows with `nnz` non-zeros each, whose values `entries(rows)` gives.
+
+  `entries` (a `_RowEntries`) is asked for `_HOST_SLICE` non-zeros' worth of rows at a time,
+  in the order the blocks store them, and its arrays are copied into the blocks at once: the
+  layout's temporaries stay that size whatever the matrix's. `num_cols` (the columns' count,
+  for the default `table_rows`) defaults to col_offset's side being absent.
+  """
   for name, value in (("num_shards", num_shards), ("chunk_cells", chunk_cells),
                       ("group", group)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
       raise ValueError(f"{name}={value!r} must be a positive integer.")
   widths = class_widths(segment_width, min_width)
-  num_rows = csr.shape[0]
+  num_rows = len(nnz)
   if table_rows is None:
-    table_rows = max(row_offset + num_rows, col_offset + csr.shape[1] if col_offset else 0)
-  conf_data = (confidence(csr.data, alpha=alpha, kind=confidence_kind, eps=eps)
-               if confidences is None else confidences)
-  nnz = np.diff(csr.indptr)
+    table_rows = max(row_offset + num_rows,
+                     col_offset + num_cols if col_offset and num_cols is not None else 0)
   # Rows by decreasing length (stable): the segmented class packs best that way, and `fit`'s
   # popularity order is already this order, which keeps popular rows together in memory.
   order = np.argsort(-nnz, kind="stable")
@@ -390,31 +450,30 @@ def _make_blocks(csr: scipy.sparse.csr_matrix, *, alpha: float, confidence_kind:
     # whole array in place, without a [class non-zeros] temporary of shifted ids.
     cols = _host_array((total_units * unit_segments, width), np.int32)
     conf = _host_array((total_units * unit_segments, width), np.float32)
-    if csr.nnz:
-      # Row i's j-th non-zero goes to cell j % width of its segment j // width. The class's
-      # non-zeros in row order (`src`: a contiguous slice when its rows are, as in `fit`'s
-      # popularity order) fill a [segments, width] mask of valid cells row by row.
-      if np.all(np.diff(rows) == 1):
-        src = slice(csr.indptr[rows[0]], csr.indptr[rows[-1] + 1])
-      else:
-        src = (np.repeat(csr.indptr[rows] - np.cumsum(lengths) + lengths, lengths)
-               + np.arange(int(lengths.sum())))
+    for lo, hi in _row_slices(lengths, _HOST_SLICE):
+      # Row i's j-th non-zero goes to cell j % width of its segment j // width. The rows'
+      # non-zeros, in row order, fill a mask of valid cells over the rows' segments row by row.
+      slice_cols, slice_conf = entries(rows[lo:hi])
+      if len(slice_cols) != lengths[lo:hi].sum():
+        raise ValueError(f"rows {lo}-{hi} of a class hold {len(slice_cols)} non-zeros, expected "
+                         f"{lengths[lo:hi].sum()}.")
       if segmented:
         # Segment positions increase with the row and the segment (units are filled in row
-        # order), so a mask of valid cells at the segments' final positions takes the
-        # non-zeros in row order too: no [segments, width] staging copy.
-        valid = np.zeros(cols.shape, bool)
-        valid[seg_pos] = np.arange(width) < np.minimum(width, lengths[seg_row] - k * width)[:, None]
-        cells_cols, cells_conf = cols, conf
+        # order), so a mask over the range of these rows' segments takes their non-zeros in
+        # row order.
+        first, last = seg_cum[lo], seg_cum[hi]
+        base = seg_pos[first]
+        valid = np.zeros((seg_pos[last - 1] + 1 - base, width), bool)
+        valid[seg_pos[first:last] - base] = np.arange(width) < np.minimum(
+            width, lengths[seg_row[first:last]] - k[first:last] * width)[:, None]
+        span = slice(base, seg_pos[last - 1] + 1)
       else:  # row i is segment i
-        valid = np.arange(width) < lengths[:, None]
-        cells_cols, cells_conf = cols[:len(rows)], conf[:len(rows)]
-      cells_cols[valid] = csr.indices[src]
-      cells_conf[valid] = conf_data[src]
+        valid = np.arange(width) < lengths[lo:hi, None]
+        span = slice(lo, hi)
+      cols[span][valid] = slice_cols
+      conf[span][valid] = slice_conf
     if col_offset:
       cols += np.int32(col_offset)
-    cols = cols.reshape(total_units, unit_segments, width)
-    conf = conf.reshape(total_units, unit_segments, width)
     blocks.append(Block(
         width=int(width), segmented=segmented,
         rows=out_rows.reshape(chunks, num_shards * unit_rows),
@@ -558,19 +617,49 @@ def _compiled(mesh: Mesh, solver: str, cg_steps: int, segmented: bool
           jax.jit(nnz_loss, out_shardings=NamedSharding(mesh, unit), compiler_options=options))
 
 
+def _sum_over_rows(table: jax.Array, lo: int, hi: int | None, fn: Callable[[jax.Array], Any],
+                   block_bytes: int = _ROW_BLOCK_BYTES) -> Any:
+  """The sum of fn(rows) over consecutive blocks of the table's rows [lo, hi) (hi None: to the end).
+
+  A side's Gram matrix is a product of a slice of the table with itself, and XLA:CPU copies a
+  sliced dot operand into a temporary: 24 MB per items-side Gram at the benchmark's size. Each
+  runtime thread that ran such a program kept that much in its malloc arena afterwards (two arenas
+  held 30 MB each after two iterations), pages touched for nothing. Here a `fori_loop` takes
+  blocks of about `block_bytes` instead (a dynamic slice each), so the temporary is one block,
+  reused by every step; the rows after the last whole block are one static slice of fewer.
+  """
+  hi = table.shape[0] if hi is None else hi
+  block = max(8, block_bytes // (table.shape[1] * table.dtype.itemsize) // 8 * 8)
+  whole = (hi - lo) // block
+  rest = jax.eval_shape(fn, jax.ShapeDtypeStruct((block, table.shape[1]), table.dtype))
+  total = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), rest)
+  if whole:
+    total = jax.lax.fori_loop(
+        0, whole, lambda i, acc: jax.tree.map(
+            jnp.add, acc, fn(jax.lax.dynamic_slice_in_dim(table, lo + i * block, block))),
+        total)
+  if lo + whole * block < hi:
+    total = jax.tree.map(jnp.add, total, fn(table[lo + whole * block:hi]))
+  return total
+
+
 @functools.lru_cache(maxsize=None)
 def _table_fns(mesh: Mesh, num_users: int) -> dict[str, Callable]:
   """Jitted helpers over a [users + items, f] table: each side's Gram matrix and rows in the
   caller's order, the dense loss terms."""
   replicated = NamedSharding(mesh, P())
 
+  def side_rows(users_side: bool) -> tuple[int, int]:
+    return (0, num_users) if users_side else (num_users, None)
+
   def gram(table, users_side: bool):
-    y = table[:num_users] if users_side else table[num_users:]
-    return jnp.matmul(y.T, y, precision=_HIGHEST)
+    return _sum_over_rows(table, *side_rows(users_side),
+                          lambda y: jnp.matmul(y.T, y, precision=_HIGHEST))
 
   def dense_terms(table, regularization):
-    x, y = table[:num_users], table[num_users:]
-    zeros = jnp.sum(x * jnp.matmul(x, gram(table, False), precision=_HIGHEST))
+    g = gram(table, False)
+    zeros = _sum_over_rows(table, 0, num_users,
+                           lambda x: jnp.sum(x * jnp.matmul(x, g, precision=_HIGHEST)))
     return zeros, regularization * jnp.sum(table * table)
 
   def restore(table, rank, users_side: bool):
@@ -608,6 +697,24 @@ def _place(blocks: list[Block], other_gram: str, mesh: Mesh, group: int) -> _Sid
                      None if b.seg is None else jax.device_put(b.seg[sl], unit),
                      jax.device_put(b.cols[sl], unit), jax.device_put(b.conf[sl], unit)))
   return _Side(other_gram=other_gram, groups=groups)
+
+
+def _release(*sides: _Side) -> None:
+  """Frees the sides' placed blocks now, with the host memory they adopted.
+
+  `jax.device_put` adopts a `_host_array` block without copying it; when the device array is
+  deleted, XLA hands the numpy array back through a queue that JAX drains only in its garbage
+  collection callback. Until some collection runs, the blocks (75 MB at the benchmark's size,
+  about 1 GB at the Million Song Dataset's) stay allocated after `fit` has returned, and what
+  `fit` allocates last cannot reuse them. A generation-0 collection runs that callback.
+  """
+  for side in sides:
+    for group in side.groups:
+      for array in group[1:]:
+        if array is not None:
+          array.delete()
+    side.groups.clear()
+  gc.collect(0)
 
 
 def _ranks(rank: np.ndarray, mesh: Mesh) -> jax.Array:
@@ -671,11 +778,11 @@ def _start_compiles(pool: concurrent.futures.Executor, mesh: Mesh, table_rows: i
                     restore: bool = False) -> list[concurrent.futures.Future]:
   """Submits the compilation of every program a fit runs to `pool`, from shapes alone.
 
-  XLA compiles a program on one thread and releases the GIL, so the few distinct programs (one
-  solve per class and chunk shape, shared by both sides; the Gram matrices; the loss; with
-  `restore`, the callback's two gathers back to the caller's order, given `_ranks`) compile on
-  the host's other cores while `fit` lays out the blocks, instead of one after another as the
-  first iteration reaches each. A compiled program lands in jit's cache (and the persistent
+  XLA compiles a program with the GIL released, so the few distinct programs (one solve per
+  class and chunk shape, shared by both sides; the Gram matrices; the loss; with `restore`, the
+  callback's two gathers back to the caller's order, given `_ranks`) compile in `pool`'s threads
+  while `fit` lays out the blocks, instead of one after another as the first iteration reaches
+  each. A compiled program lands in jit's cache (and the persistent
   cache, when one is set), where the solves then find it.
   """
   replicated = sharding_lib.replicated(mesh)
@@ -706,6 +813,17 @@ def _start_compiles(pool: concurrent.futures.Executor, mesh: Mesh, table_rows: i
       _, nnz_loss = _compiled(mesh, "exact", 0, segmented)
       jobs.append((nnz_loss, (table, rows, seg, cols, conf)))
   return [pool.submit(lambda fn, args: fn.lower(*args).compile(), fn, args) for fn, args in jobs]
+
+
+def _compile_threads() -> int:
+  """Threads that compile a fit's programs beside its layout (`_start_compiles`).
+
+  XLA:CPU spreads one compilation over about two cores itself, and the layout needs one: on this
+  2-core machine one compile thread beat two in three alternating cold pairs of the benchmark's
+  fit (first iteration 2.85-3.54 s against 3.33-3.86 s, working memory 272-284 against 312-314 MB,
+  two compilations' worth of compiler memory at once being the difference).
+  """
+  return max(1, ((os.cpu_count() or 1) - 1) // 2)
 
 
 def _side_loss(table: jax.Array, side: _Side, num_users: int, regularization: float,
@@ -770,6 +888,11 @@ def _draw_rows(rng: np.random.Generator, out: np.ndarray, rank: np.ndarray) -> N
     rng.standard_normal(out=part, dtype=np.float32)
     part *= 0.01
     out[rank[start:start + len(part)]] = part
+
+
+def _index_array(rank: np.ndarray) -> np.ndarray:
+  """`rank` as int32 where its values fit (relabelled ids take 4 bytes each, not 8)."""
+  return rank.astype(np.int32) if len(rank) <= np.iinfo(np.int32).max else rank
 
 
 def _popularity_orders(csr: scipy.sparse.csr_matrix, item_nnz: np.ndarray | None = None
@@ -849,7 +972,9 @@ def solve_rows(counts: Any, other_factors: Any, *, regularization: float, alpha:
   side = _place(make_blocks(csr, alpha=alpha, confidence_kind=confidence_kind, eps=eps,
                             num_shards=sharding_lib.data_size(mesh), col_offset=rows),
                 "items_gram", mesh, _GROUP)
-  return np.asarray(_solve_side(table, side, rows, regularization, mesh, solver, cg_steps))[:rows]
+  table = np.asarray(_solve_side(table, side, rows, regularization, mesh, solver, cg_steps))
+  _release(side)
+  return table[:rows]
 
 
 def loss(counts: Any, user_factors: Any, item_factors: Any, *, regularization: float,
@@ -878,7 +1003,9 @@ def loss(counts: Any, user_factors: Any, item_factors: Any, *, regularization: f
   side = _place(make_blocks(csr, alpha=alpha, confidence_kind=confidence_kind, eps=eps,
                             num_shards=sharding_lib.data_size(mesh), col_offset=csr.shape[0]),
                 "items_gram", mesh, _GROUP)
-  return _side_loss(table, side, csr.shape[0], regularization, mesh)
+  value = _side_loss(table, side, csr.shape[0], regularization, mesh)
+  _release(side)
+  return value
 
 
 def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: float = 40.0,
@@ -896,7 +1023,7 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
   in one table (see `make_blocks`); inputs, callback arguments and results are in the caller's
   order. All of a fit's programs (at most four solves, four losses with `compute_loss`, and
   the two gathers that hand a `callback` the factors in the caller's order) compile before the
-  first iteration, in parallel threads.
+  first iteration, in background threads while the blocks are laid out (`_compile_threads`).
 
   Args:
     counts: [users, items] scipy sparse play counts >= 0 (CSR or anything convertible).
@@ -940,7 +1067,7 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
                         // segment_width)
   layout = dict(num_shards=shards, segment_width=segment_width, min_width=8,
                 chunk_cells=chunk_cells, min_unit_segments=min_unit_segments)
-  pool = concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1))
+  pool = concurrent.futures.ThreadPoolExecutor(_compile_threads())
   compiles = []
   if start_iteration < iterations:
     compile_start = time.perf_counter()
@@ -967,22 +1094,25 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
       np.take(item_factors, item_order, axis=0, out=table[num_users:])
       del user_factors, item_factors
     table = jax.device_put(table, sharding_lib.replicated(mesh))
-    # The confidences, computed once for both sides, travel as the values of the reordered
-    # matrix (by_user) and of its transpose (by_item).
-    _, _, by_user = _popularity_order(
-        csr, _confidence(csr.data, alpha=alpha, kind=confidence, eps=eps),
-        (user_order, item_order))
-    kwargs = dict(alpha=alpha, confidence_kind=confidence, eps=eps, group=_GROUP,
-                  table_rows=num_users + num_items, **layout)
-    by_item = by_user.T.tocsr()
-    users = _place(_make_blocks(by_user, row_offset=0, col_offset=num_users,
-                                confidences=by_user.data, **kwargs), "items_gram", mesh, _GROUP)
-    del by_user
-    items = _place(_make_blocks(by_item, row_offset=num_users, col_offset=0,
-                                confidences=by_item.data, **kwargs), "users_gram", mesh, _GROUP)
-    # Freed before the solves, not at the return: their first calls' buffers then take these
-    # pages (32 MB at the benchmark's size) instead of fresh ones.
+    # The items' side reads the transpose: the setup's one whole-size copy of the non-zeros
+    # (8 bytes each: a confidence and a user id). It is laid out first and freed, so that the
+    # users' side, read from `csr` a slice at a time (`_RowEntries`), reuses its pages: fresh
+    # pages cost 7-10 ms per MB on first touch here (README, Benchmarks, `als`).
+    by_item = scipy.sparse.csr_matrix(
+        (_confidence(csr.data, alpha=alpha, kind=confidence, eps=eps), csr.indices, csr.indptr),
+        shape=csr.shape, copy=False).T.tocsr()
+    kwargs = dict(group=_GROUP, table_rows=num_users + num_items, **layout)
+    items = _place(_make_blocks(item_nnz[item_order],
+                                _RowEntries(by_item, item_order, _index_array(user_rank)),
+                                row_offset=num_users, col_offset=0, **kwargs),
+                   "users_gram", mesh, _GROUP)
     del by_item
+    users = _place(_make_blocks(user_nnz[user_order],
+                                _RowEntries(csr, user_order, _index_array(item_rank),
+                                            functools.partial(_confidence, alpha=alpha,
+                                                              kind=confidence, eps=eps)),
+                                row_offset=0, col_offset=num_users, **kwargs),
+                   "items_gram", mesh, _GROUP)
     logging.info("wmf: %d users x %d items, %d non-zeros, %d factors, solver=%s, %d devices; "
                  "%d user and %d item solve calls per iteration", num_users, num_items, csr.nnz,
                  factors, solver, shards, len(users.groups), len(items.groups))
@@ -1011,7 +1141,11 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
       fns = _table_fns(mesh, num_users)
       callback(it + 1, value, fns["users_restore"](table, ranks[0]),
                fns["items_restore"](table, ranks[1]))
-  table = np.asarray(table)
+  table = np.asarray(table)  # waits for the last solve, the blocks' last reader
+  # The blocks go back to the allocator before the results are gathered, so the results take
+  # their pages rather than fresh ones (38 MB at the benchmark's size).
+  _release(users, items)
+  del users, items
   return table[:num_users][user_rank], table[num_users:][item_rank]
 
 
