@@ -151,12 +151,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
+from absl import logging as absl_logging
 import numpy as np
 import scipy.sparse
 
@@ -245,6 +247,19 @@ def quality(user_factors: np.ndarray, item_factors: np.ndarray, train: scipy.spa
   return wmf_run.evaluate_topk(topk, heldout[users], recall_k=min(RECALL_K, k), map_n=k)
 
 
+# Working memory: the resident size's high-water mark over the fit minus the size just before it.
+# The mark is reset first (Linux's /proc/self/clear_refs, "5"), so that imports and the data's
+# loading, which can peak higher than the fit, do not count.
+_MEMORY_SNIPPET = r"""
+def status_kb(field):
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+def start_peak():
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+  return status_kb("VmRSS")
+"""
+
 _IMPLICIT_SCRIPT = r"""
 import json, sys, time
 import numpy as np, scipy.sparse
@@ -255,12 +270,15 @@ conf = scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tup
 model = AlternatingLeastSquares(factors=int(factors), regularization=float(reg),
                                 iterations=int(iterations), use_cg=True,
                                 num_threads=int(threads), random_state=0)
+""" + _MEMORY_SNIPPET + r"""
+resident = start_peak()
 start, cpu = time.perf_counter(), time.process_time()
 model.fit(conf, show_progress=False)
 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+working_mb = (status_kb("VmHWM") - resident) / 1024
 np.savez(out_path, user_factors=np.asarray(model.user_factors, np.float32),
          item_factors=np.asarray(model.item_factors, np.float32))
-print(json.dumps({"seconds": seconds, "cpu": cpu}))
+print(json.dumps({"seconds": seconds, "cpu": cpu, "working_mb": working_mb}))
 """
 
 
@@ -269,12 +287,30 @@ def implicit_available() -> bool:
                         capture_output=True).returncode == 0
 
 
-def run_implicit(train: scipy.sparse.csr_matrix, *, factors: int, regularization: float,
-                 iterations: int, alpha: float) -> tuple[np.ndarray, np.ndarray, float, float]:
-  """implicit's CPU ALS on confidences 1 + alpha*count in a subprocess (OPENBLAS_NUM_THREADS=1).
+@dataclasses.dataclass
+class FitRun:
+  """One timed fit in its own process: the factors, the wall-clock and CPU seconds of the whole
+  fit, the seconds of each iteration (ours only; the first counted from the call), and its
+  working memory: the process's peak resident size minus its size just before the fit (MB)."""
+  user_factors: np.ndarray
+  item_factors: np.ndarray
+  total: float
+  cpu: float
+  working_mb: float
+  per_iteration: list[float] | None = None
 
-  Returns (user factors, item factors, wall-clock seconds of `fit`, its process CPU seconds).
-  """
+  def seconds_per_iteration(self, iterations: int) -> float:
+    """Ours: the median iteration after the first (which holds the layout and compilation);
+    implicit's: its whole fit over the iterations (it compiles nothing)."""
+    if self.per_iteration is None:
+      return self.total / iterations
+    later = self.per_iteration[1:]
+    return float(np.median(later)) if later else self.per_iteration[0]
+
+
+def run_implicit(train: scipy.sparse.csr_matrix, *, factors: int, regularization: float,
+                 iterations: int, alpha: float) -> FitRun:
+  """implicit's CPU ALS on confidences 1 + alpha*count in a subprocess (OPENBLAS_NUM_THREADS=1)."""
   conf = train.astype(np.float32).tocsr()
   conf.data = wmf.confidence(conf.data, alpha=alpha)
   with tempfile.TemporaryDirectory() as tmp:
@@ -289,32 +325,57 @@ def run_implicit(train: scipy.sparse.csr_matrix, *, factors: int, regularization
       raise RuntimeError(f"implicit's ALS failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     timing = json.loads(proc.stdout.strip().splitlines()[-1])
     with np.load(out_path) as z:
-      return (z["user_factors"], z["item_factors"], float(timing["seconds"]),
-              float(timing["cpu"]))
+      return FitRun(z["user_factors"], z["item_factors"], float(timing["seconds"]),
+                    float(timing["cpu"]), float(timing["working_mb"]))
+
+
+class _IterationStamps(logging.Handler):
+  """Clock readings at `fit`'s per-iteration log records ("wmf iteration i/n: ...").
+
+  `fit` logs each iteration synchronously once its table is ready, so the handler's clock marks
+  the end of the iteration as a callback's would, without the callback's price: `fit` hands a
+  callback the factors in the caller's order, two gathers of the whole table per iteration.
+  """
+
+  def __init__(self):
+    super().__init__(level=logging.INFO)
+    self.stamps: list[float] = []
+
+  def emit(self, record: logging.LogRecord) -> None:
+    if str(record.msg).startswith("wmf iteration "):
+      self.stamps.append(time.perf_counter())
 
 
 def run_ours(train: scipy.sparse.csr_matrix, *, factors: int, regularization: float,
              iterations: int, alpha: float
              ) -> tuple[np.ndarray, np.ndarray, list[float], float, float]:
-  """`musemb.systems.wmf.als.fit` without loss evaluation.
+  """`musemb.systems.wmf.als.fit` without loss evaluation or callback, as implicit's `fit` runs.
 
   Returns the factors, the seconds of each iteration (the first counted from the call, so it holds
-  the bucketing, the transfers and the compilation), and the wall-clock and process CPU seconds
-  of the whole `fit` call.
+  the layout, the transfers and the compilation; read from `fit`'s per-iteration log records,
+  `_IterationStamps`), and the wall-clock and process CPU seconds of the whole `fit` call. (A
+  timing callback cost 0.5-1.0 s of a 7-9 s fit in three alternating pairs: the factors it is
+  handed are gathered back to the caller's order every iteration.)
   """
-  cpu_start = time.process_time()
-  stamps = [time.perf_counter()]
-
-  def tick(it, loss, x, y):
-    del it, loss, x
-    y.block_until_ready()
-    stamps.append(time.perf_counter())
-
-  x, y = wmf.fit(train, factors=factors, regularization=regularization, alpha=alpha,
-                 iterations=iterations, solver="cg", cg_steps=CG_STEPS, seed=0,
-                 compute_loss=False, callback=tick, chunk_cells=CHUNK_CELLS)
-  return (x, y, list(np.diff(stamps)), time.perf_counter() - stamps[0],
-          time.process_time() - cpu_start)
+  handler = _IterationStamps()
+  logger = absl_logging.get_absl_logger()
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.INFO)
+  logger.addHandler(handler)
+  try:
+    cpu_start = time.process_time()
+    start = time.perf_counter()
+    x, y = wmf.fit(train, factors=factors, regularization=regularization, alpha=alpha,
+                   iterations=iterations, solver="cg", cg_steps=CG_STEPS, seed=0,
+                   compute_loss=False, chunk_cells=CHUNK_CELLS)
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+  finally:
+    logger.removeHandler(handler)
+    absl_logging.set_verbosity(verbosity)
+  if len(handler.stamps) != iterations:
+    raise RuntimeError(f"fit logged {len(handler.stamps)} iterations, expected {iterations}: its "
+                       "per-iteration log message changed; update _IterationStamps.")
+  return x, y, list(np.diff([start, *handler.stamps])), total, cpu
 
 
 _OURS_SCRIPT = r"""
@@ -323,19 +384,24 @@ import numpy as np, scipy.sparse
 from launch import common
 data_path, out_path, factors, reg, iterations, alpha, cache = sys.argv[1:8]
 common.configure_compilation_cache(cache)
+import jax
 from launch.benchmarks import als
 z = np.load(data_path)
 train = scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+jax.devices()  # the CPU client (about 10 ms), so that its threads are not counted as the fit's
+""" + _MEMORY_SNIPPET + r"""
+resident = start_peak()
 x, y, per_it, total, cpu = als.run_ours(train, factors=int(factors), regularization=float(reg),
                                         iterations=int(iterations), alpha=float(alpha))
+working_mb = (status_kb("VmHWM") - resident) / 1024
 np.savez(out_path, user_factors=x, item_factors=y, seconds=np.asarray(per_it), total=total,
-         cpu=cpu)
+         cpu=cpu, working_mb=working_mb)
 """
 
 
 def run_ours_process(train: scipy.sparse.csr_matrix, *, devices: int, cache_dir: str,
                      factors: int, regularization: float, iterations: int,
-                     alpha: float) -> tuple[np.ndarray, np.ndarray, list[float], float, float]:
+                     alpha: float) -> FitRun:
   """`run_ours` in a fresh process whose JAX sees `devices` CPU devices and caches under cache_dir.
 
   XLA:CPU gives each device its own thread, so `devices` > 1 is how our ALS uses several cores
@@ -360,52 +426,71 @@ def run_ours_process(train: scipy.sparse.csr_matrix, *, devices: int, cache_dir:
       raise RuntimeError(f"the {devices}-device run failed (exit {proc.returncode}):\n"
                          f"{proc.stderr[-2000:]}")
     with np.load(out_path) as z:
-      return (z["user_factors"], z["item_factors"], list(z["seconds"]), float(z["total"]),
-              float(z["cpu"]))
+      return FitRun(z["user_factors"], z["item_factors"], float(z["total"]), float(z["cpu"]),
+                    float(z["working_mb"]), list(z["seconds"]))
 
 
-def run(quick: bool = False) -> str:
-  """Runs the benchmark, prints and returns its table."""
+def run(quick: bool = False, rounds: int = 2) -> str:
+  """Runs the benchmark, prints and returns its table.
+
+  Each round fits ours cold (a fresh, empty compilation cache), ours warm (the cache the cold fit
+  filled) and implicit, one after the other, each in a fresh process; this machine's speed drifts
+  by 20-40% over minutes, so the rounds alternate the sides and each side's row is its round with
+  the fastest whole fit (every round's whole fit is listed). Ratios compare those rows.
+  """
   size = QUICK if quick else FULL
   iterations = 3 if quick else ITERATIONS
   start = time.perf_counter()
   counts = make_data(size)
   train, heldout = wmf_run.split_holdout(counts, HOLDOUT, seed=0)
   users = wmf_run.eval_users(heldout, size.eval_users, seed=0)
+  kwargs = dict(factors=FACTORS, regularization=REGULARIZATION, iterations=iterations, alpha=ALPHA)
+  have_implicit = implicit_available()
+  names = ("cold compilation cache", "warm compilation cache")
+  runs: dict[str, list[FitRun]] = {name: [] for name in (*names, "implicit")}
+  for _ in range(rounds):
+    with tempfile.TemporaryDirectory() as cache:
+      # Empty for the cold process (every program compiles) and filled by it for the warm one
+      # (a rerun of the same fit, as a launcher's second run).
+      for name in names:
+        runs[name].append(run_ours_process(train, devices=1, cache_dir=cache, **kwargs))
+    if have_implicit:
+      runs["implicit"].append(run_implicit(train, **kwargs))
   lines = [f"data: {size.users:,} users x {size.items:,} items, {counts.nnz:,} non-zeros "
            f"({train.nnz:,} train), generated in {time.perf_counter() - start:.1f}s; "
            f"f={FACTORS}, lambda={REGULARIZATION}, alpha={ALPHA}, {iterations} iterations, CG "
            f"{CG_STEPS} steps, chunk_cells={CHUNK_CELLS}; quality over {len(users):,} users; "
-           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+           f"{rounds} rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
            "", f"| system | whole fit (s) | whole fit, CPU s | s/iteration | first iteration (s) | "
-           f"recall@{RECALL_K} | map@{MAP_N} |", "|---|---|---|---|---|---|---|"]
-  kwargs = dict(factors=FACTORS, regularization=REGULARIZATION, iterations=iterations, alpha=ALPHA)
-  ours = {}
-  with tempfile.TemporaryDirectory() as cache:
-    # One cache folder, empty for the first process (cold: every bucket shape compiles) and
-    # filled by it for the second (warm: a rerun of the same fit, as a launcher's second run).
-    for name in ("cold compilation cache", "warm compilation cache"):
-      x, y, per_it, total, cpu = run_ours_process(train, devices=1, cache_dir=cache, **kwargs)
-      seconds = float(np.median(per_it[1:])) if len(per_it) > 1 else per_it[0]
-      q = quality(x, y, train, heldout, users)
-      ours[name] = (total, cpu, seconds, q)
-      lines.append(f"| musemb (JAX CPU, 1 device, {name}) | {total:.2f} | {cpu:.2f} | {seconds:.3f} | "
-                   f"{per_it[0]:.2f} | {q[f'recall@{RECALL_K}']:.4f} | {q[f'map@{MAP_N}']:.4f} |")
-  if not implicit_available():
+           f"working memory (MB) | recall@{RECALL_K} | map@{MAP_N} | whole fit, every round (s) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  recall, map_n = f"recall@{RECALL_K}", f"map@{MAP_N}"
+  best, quality_of = {}, {}
+  for name, fits in runs.items():
+    if not fits:
+      continue
+    fit = best[name] = min(fits, key=lambda r: r.total)
+    q = quality_of[name] = quality(fit.user_factors, fit.item_factors, train, heldout, users)
+    if fit.per_iteration is not None:
+      label, first = f"musemb (JAX CPU, 1 device, {name})", f"{fit.per_iteration[0]:.2f}"
+    else:
+      label, first = f"implicit 0.7.3 CPU ({NUM_THREADS} threads)", "-"
+    lines.append(f"| {label} | {fit.total:.2f} | {fit.cpu:.2f} | "
+                 f"{fit.seconds_per_iteration(iterations):.3f} | {first} | "
+                 f"{fit.working_mb:.0f} | {q[recall]:.4f} | {q[map_n]:.4f} | "
+                 f"{' / '.join(f'{r.total:.2f}' for r in fits)} |")
+  if not have_implicit:
     lines += ["", INSTALL_HINT]
   else:
-    xi, yi, seconds, theirs_cpu = run_implicit(train, **kwargs)
-    qi = quality(xi, yi, train, heldout, users)
-    theirs_s = seconds / iterations
-    lines.append(f"| implicit 0.7.3 CPU ({NUM_THREADS} threads) | {seconds:.2f} | {theirs_cpu:.2f} | "
-                 f"{theirs_s:.3f} "
-                 f"| - | {qi[f'recall@{RECALL_K}']:.4f} | {qi[f'map@{MAP_N}']:.4f} |")
+    theirs, qi = best["implicit"], quality_of["implicit"]
     lines.append("")
-    recall, map_n = f"recall@{RECALL_K}", f"map@{MAP_N}"
-    for name, (total, cpu, ours_s, q) in ours.items():
-      lines.append(f"ratio musemb ({name})/implicit: whole fit {total / seconds:.2f}x wall-clock, "
-                   f"{cpu / theirs_cpu:.2f}x CPU seconds, time per "
-                   f"iteration {ours_s / theirs_s:.2f}x (< 1 is faster), {map_n} "
+    for name in names:
+      ours, q = best[name], quality_of[name]
+      per_it = ours.seconds_per_iteration(iterations) / theirs.seconds_per_iteration(iterations)
+      lines.append(f"ratio musemb ({name})/implicit: whole fit {ours.total / theirs.total:.2f}x "
+                   f"wall-clock, {ours.cpu / theirs.cpu:.2f}x CPU seconds, time per iteration "
+                   f"{per_it:.2f}x (< 1 is faster), working memory "
+                   f"{ours.working_mb / max(theirs.working_mb, 1e-9):.2f}x, {map_n} "
                    f"{q[map_n] / max(qi[map_n], 1e-12):.3f}x, {recall} "
                    f"{q[recall] / max(qi[recall], 1e-12):.3f}x")
   table = "\n".join(lines)

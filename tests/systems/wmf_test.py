@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from absl import logging as absl_logging
 import numpy as np
 import pytest
 import scipy.sparse
@@ -114,6 +115,19 @@ def test_benchmark_data_is_seeded_long_tailed_and_exact():
   per_item = np.sort(counts.getnnz(axis=0))[::-1]
   # Long tail: the top 5% of items hold far more than 5% of the pairs.
   assert per_item[:100].sum() > 0.3 * counts.nnz
+
+
+def test_benchmark_times_each_iteration_of_a_fit_without_callback():
+  """The suite times our fit as implicit's runs (no callback) and reads each iteration's end from
+  fit's own per-iteration log records; if that message changed, run_ours says so."""
+  counts = als.make_data(als.DataSize(users=60, items=300, nnz=3000, topics=4), seed=2)
+  verbosity = absl_logging.get_verbosity()
+  x, y, per_it, total, cpu = als.run_ours(counts, factors=4, regularization=0.01, iterations=3,
+                                          alpha=10.0)
+  assert x.shape == (60, 4) and y.shape == (300, 4)
+  assert len(per_it) == 3 and all(s > 0 for s in per_it)
+  assert sum(per_it) <= total and cpu > 0
+  assert absl_logging.get_verbosity() == verbosity  # restored
 
 
 def test_benchmark_quality_scores_oracle_and_chance():
