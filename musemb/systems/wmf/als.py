@@ -349,7 +349,7 @@ def make_blocks(counts: Any, *, alpha: float, confidence_kind: str = "linear", e
                       min_unit_segments=min_unit_segments, num_cols=csr.shape[1])
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class _RowEntries:
   """The non-zeros of some rows of a CSR matrix, as the blocks store them.
 
