@@ -83,9 +83,9 @@ default -O3, which made them about 1.4x slower (stop 21: 0.61-0.67 s an iteratio
 Compilation. A program costs 0.5-0.9 s of CPU to compile here (at -O3). With one program per
 bucket width (the layout before), a cold 10-iteration fit on the benchmark's data spent more CPU
 compiling its 48 programs than iterating; with four, compiled in a background thread while the
-blocks are laid out, compilation is a few seconds of a fit. The launchers also turn on JAX's persistent compilation cache
-(`launch.common.configure_compilation_cache`), so a rerun on the same data (a resume, a sweep over
-alpha or lambda) loads the programs instead.
+blocks are laid out, compilation is a few seconds of a fit. The launchers also turn on JAX's
+persistent compilation cache (`launch.common.configure_compilation_cache`), so a rerun on the
+same data (a resume, a sweep over alpha or lambda) loads the programs instead.
 
 Memory. Beyond the caller's matrix, a fit holds the blocks (8 bytes a cell, about 1.2 cells per
 non-zero per side), the [users + items, f] table, and, while it lays the blocks out, one
@@ -96,9 +96,10 @@ time (`_sum_over_rows`), because XLA:CPU copies a sliced dot operand: a copy of 
 which each runtime thread's malloc arena then kept. Before `fit` gathers its results it frees the
 blocks (`_release`: `device_put` adopted them, and XLA hands adopted memory back only in JAX's
 garbage-collection callback). On the benchmark's data (launch.benchmarks.als) the process's peak
-over a fit went from 279-288 to 224-243 MB with these three changes, factors and loss unchanged
-to float32 rounding; at the Million Song Dataset's 48M listens the transposed copy the users'
-side no longer makes is about 384 MB, and the Gram copies about 256 MB per runtime thread.
+over a fit with a callback went from 279-288 to 224-243 MB with these three changes (stop 24; the
+blocks are bit-identical, the Gram's summation order changed: the loss after 10 iterations
+agrees to 1e-6); at the Million Song Dataset's 48M listens the relabelled copy the users' side no
+longer makes is about 384 MB, and a users' Gram copy was 256 MB per runtime thread.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ _GROUP = 8
 # only: rerun the suite with this set to {} on another. Accelerators keep their backend's default.
 _CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 # Values per slice of the setup's host passes over the non-zeros (`confidence`'s float64
-# temporary: 8 MB; `_popularity_order`'s relabelling).
+# temporary: 8 MB; the layout's rows, `_RowEntries`; `_popularity_order`'s relabelling).
 _HOST_SLICE = 1 << 20
 # Bytes of table rows per step of the Gram matrices' and dense loss terms' loops (`_sum_over_rows`).
 _ROW_BLOCK_BYTES = 1 << 20
@@ -782,8 +783,8 @@ def _start_compiles(pool: concurrent.futures.Executor, mesh: Mesh, table_rows: i
   class and chunk shape, shared by both sides; the Gram matrices; the loss; with `restore`, the
   callback's two gathers back to the caller's order, given `_ranks`) compile in `pool`'s threads
   while `fit` lays out the blocks, instead of one after another as the first iteration reaches
-  each. A compiled program lands in jit's cache (and the persistent
-  cache, when one is set), where the solves then find it.
+  each. A compiled program lands in jit's cache (and the persistent cache, when one is set),
+  where the solves then find it.
   """
   replicated = sharding_lib.replicated(mesh)
   unit = NamedSharding(mesh, P(None, sharding_lib.DATA))
@@ -904,24 +905,14 @@ def _popularity_orders(csr: scipy.sparse.csr_matrix, item_nnz: np.ndarray | None
           np.argsort(-np.asarray(item_nnz), kind="stable"))
 
 
-def _popularity_order(csr: scipy.sparse.csr_matrix, values: np.ndarray | None = None,
-                      orders: tuple[np.ndarray, np.ndarray] | None = None
+def _popularity_order(csr: scipy.sparse.csr_matrix
                       ) -> tuple[np.ndarray, np.ndarray, scipy.sparse.csr_matrix]:
-  """`popularity_order`, carrying `values` ([nnz], aligned with csr.data) instead of csr.data.
-
-  `fit` passes the float32 confidences, so the reordered copy holds 4-byte values and int32
-  column ids (relabelled in place, slice by slice): fresh memory is costly on first touch. It
-  also passes the orders its factor table already uses (`_popularity_orders`).
-  """
-  user_order, item_order = orders if orders is not None else _popularity_orders(csr)
-  index_dtype = np.int32 if csr.shape[1] <= np.iinfo(np.int32).max else np.int64
-  item_rank = np.empty(csr.shape[1], index_dtype)
-  item_rank[item_order] = np.arange(csr.shape[1], dtype=index_dtype)
-  source = scipy.sparse.csr_matrix(
-      (csr.data if values is None else values, csr.indices, csr.indptr), shape=csr.shape,
-      copy=False)
-  rows = source[user_order]
-  indices = rows.indices.astype(index_dtype, copy=False)
+  """`popularity_order` of a checked matrix: the column ids are relabelled in place, slice by
+  slice, so the copy holds no whole-length temporary beside its own arrays."""
+  user_order, item_order = _popularity_orders(csr)
+  item_rank = _index_array(np.argsort(item_order))
+  rows = csr[user_order]
+  indices = rows.indices.astype(item_rank.dtype, copy=False)
   for start in range(0, indices.size, _HOST_SLICE):
     part = indices[start:start + _HOST_SLICE]
     part[:] = item_rank[part]
