@@ -632,8 +632,8 @@ def _sum_over_rows(table: jax.Array, lo: int, hi: int | None, fn: Callable[[jax.
   hi = table.shape[0] if hi is None else hi
   block = max(8, block_bytes // (table.shape[1] * table.dtype.itemsize) // 8 * 8)
   whole = (hi - lo) // block
-  rest = jax.eval_shape(fn, jax.ShapeDtypeStruct((block, table.shape[1]), table.dtype))
-  total = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), rest)
+  shapes = jax.eval_shape(fn, jax.ShapeDtypeStruct((block, table.shape[1]), table.dtype))
+  total = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   if whole:
     total = jax.lax.fori_loop(
         0, whole, lambda i, acc: jax.tree.map(
@@ -650,12 +650,9 @@ def _table_fns(mesh: Mesh, num_users: int) -> dict[str, Callable]:
   caller's order, the dense loss terms."""
   replicated = NamedSharding(mesh, P())
 
-  def side_rows(users_side: bool) -> tuple[int, int]:
-    return (0, num_users) if users_side else (num_users, None)
-
   def gram(table, users_side: bool):
-    return _sum_over_rows(table, *side_rows(users_side),
-                          lambda y: jnp.matmul(y.T, y, precision=_HIGHEST))
+    lo, hi = (0, num_users) if users_side else (num_users, None)
+    return _sum_over_rows(table, lo, hi, lambda y: jnp.matmul(y.T, y, precision=_HIGHEST))
 
   def dense_terms(table, regularization):
     g = gram(table, False)
