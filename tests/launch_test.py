@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,6 +62,8 @@ import json, os, sys
 import jax
 import musemb, musemb.ranking, musemb.systems.wmf.als  # importing the library sets no cache
 before = jax.config.jax_compilation_cache_dir
+from numpy._core import multiarray
+advice_before = multiarray._set_madvise_hugepage(True)  # musemb's import left numpy's advice
 from launch import common
 if sys.argv[1] == "setup":
   common.setup()
@@ -72,7 +75,9 @@ jax.jit(lambda a: a * 2 + 1)(jax.numpy.arange(5.0)).block_until_ready()
 print(json.dumps({"before": before, "dir": jax.config.jax_compilation_cache_dir,
                   "enabled": jax.config.jax_enable_compilation_cache,
                   "hits": events.count("/jax/compilation_cache/cache_hits"),
-                  "misses": events.count("/jax/compilation_cache/cache_misses")}))
+                  "misses": events.count("/jax/compilation_cache/cache_misses"),
+                  "advice_before": advice_before, "stalls": common.hugepage_faults_stall(),
+                  "advice": multiarray._set_madvise_hugepage(True)}))
 """
 
 
@@ -82,6 +87,7 @@ def test_launcher_setup_turns_on_the_compilation_cache_and_the_library_does_not(
                 XDG_CACHE_HOME=str(tmp_path / "xdg"))
     full.update(env)
     full.pop("JAX_COMPILATION_CACHE_DIR", None)
+    full.pop("NUMPY_MADVISE_HUGEPAGE", None)
     if "MUSEMB_JAX_CACHE" not in env:
       full.pop("MUSEMB_JAX_CACHE", None)
     proc = subprocess.run([sys.executable, "-c", _CACHE_PROBE, how], cwd=ROOT, env=full,
@@ -92,6 +98,8 @@ def test_launcher_setup_turns_on_the_compilation_cache_and_the_library_does_not(
   default = str(tmp_path / "xdg" / "musemb" / "jax")
   first = probe()
   assert first["before"] is None  # musemb's import left JAX's cache alone
+  # ... and numpy's huge-page advice; setup turned it off where huge-page faults stall.
+  assert first["advice_before"] and first["advice"] is not first["stalls"]
   assert first["dir"] == default and first["enabled"]
   assert first["misses"] >= 1 and first["hits"] == 0 and os.listdir(default)
   # A second run loads the program instead of compiling it; $MUSEMB_JAX_CACHE names the folder
@@ -100,3 +108,52 @@ def test_launcher_setup_turns_on_the_compilation_cache_and_the_library_does_not(
   assert second["dir"] == default and second["hits"] >= 1 and second["misses"] == 0
   off = probe("configure", MUSEMB_JAX_CACHE="off")
   assert not off["enabled"] and off["hits"] == off["misses"] == 0
+
+
+def _numpy_hugepage_advice(enabled: bool) -> bool:
+  """Sets numpy's huge-page advice; returns the setting it replaced."""
+  from numpy._core import multiarray  # pylint: disable=g-import-not-at-top
+  return multiarray._set_madvise_hugepage(enabled)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("modes,stalls", [
+    ("always defer defer+madvise [madvise] never", True),
+    ("[always] defer defer+madvise madvise never", True),
+    ("always defer [defer+madvise] madvise never", True),
+    ("always [defer] defer+madvise madvise never", False),
+    ("always defer defer+madvise madvise [never]", False),
+])
+def test_host_memory_turns_numpy_hugepage_advice_off_only_where_faults_stall(
+    tmp_path, monkeypatch, modes, stalls):
+  from launch import common  # pylint: disable=g-import-not-at-top
+  defrag = tmp_path / "defrag"
+  defrag.write_text(modes + "\n")
+  monkeypatch.delenv(common.HUGEPAGE_ENV, raising=False)
+  assert common.hugepage_faults_stall(str(defrag)) is stalls
+  assert common.host_memory_env(str(defrag)) == ({common.HUGEPAGE_ENV: "0"} if stalls else {})
+  previous = _numpy_hugepage_advice(True)
+  try:
+    assert common.configure_host_memory(str(defrag)) is stalls
+    assert _numpy_hugepage_advice(True) is (not stalls)  # the advice the call left
+  finally:
+    _numpy_hugepage_advice(previous)
+
+
+def test_host_memory_leaves_a_users_numpy_hugepage_choice_and_unknown_kernels_alone(
+    tmp_path, monkeypatch):
+  from launch import common  # pylint: disable=g-import-not-at-top
+  defrag = tmp_path / "defrag"
+  defrag.write_text("always defer defer+madvise [madvise] never\n")
+  previous = _numpy_hugepage_advice(True)
+  try:
+    monkeypatch.setenv(common.HUGEPAGE_ENV, "1")
+    assert common.host_memory_env(str(defrag)) == {}
+    assert not common.configure_host_memory(str(defrag))
+    assert _numpy_hugepage_advice(True) is True
+    monkeypatch.delenv(common.HUGEPAGE_ENV)
+    missing = str(tmp_path / "no-thp")  # not Linux, or THP compiled out
+    assert not common.hugepage_faults_stall(missing)
+    assert not common.configure_host_memory(missing)
+    assert _numpy_hugepage_advice(True) is True
+  finally:
+    _numpy_hugepage_advice(previous)

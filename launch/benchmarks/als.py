@@ -190,6 +190,7 @@ from absl import logging as absl_logging
 import numpy as np
 import scipy.sparse
 
+from launch import common
 from musemb.systems.wmf import als as wmf
 from musemb.systems.wmf import fit as wmf_run
 
@@ -345,7 +346,10 @@ def run_implicit(train: scipy.sparse.csr_matrix, *, factors: int, regularization
     data_path, out_path = os.path.join(tmp, "conf.npz"), os.path.join(tmp, "factors.npz")
     np.savez(data_path, data=conf.data, indices=conf.indices, indptr=conf.indptr,
              shape=np.asarray(conf.shape))
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # The host-memory policy ours runs under (`launch.common.configure_host_memory`), so that
+    # both sides' numpy arrays are paged alike.
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               **common.host_memory_env())
     proc = subprocess.run([sys.executable, "-c", _IMPLICIT_SCRIPT, data_path, out_path,
                            str(factors), str(regularization), str(iterations), str(NUM_THREADS)],
                           capture_output=True, text=True, env=env)
@@ -412,6 +416,7 @@ import numpy as np, scipy.sparse
 from launch import common
 data_path, out_path, factors, reg, iterations, alpha, cache = sys.argv[1:8]
 common.configure_compilation_cache(cache)
+common.configure_host_memory()  # as the launchers' setup does
 import jax
 from launch.benchmarks import als
 z = np.load(data_path)
@@ -488,7 +493,9 @@ def run(quick: bool = False, rounds: int = 2) -> str:
            f"({train.nnz:,} train), generated in {time.perf_counter() - start:.1f}s; "
            f"f={FACTORS}, lambda={REGULARIZATION}, alpha={ALPHA}, {iterations} iterations, CG "
            f"{CG_STEPS} steps, chunk_cells={CHUNK_CELLS}; quality over {len(users):,} users; "
-           f"{rounds} rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+           f"{rounds} rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+           f"numpy's huge-page advice {'off' if common.host_memory_env() else 'as numpy sets it'}"
+           " on both sides (launch.common.configure_host_memory)",
            "", f"| system | whole fit (s) | whole fit, CPU s | s/iteration | first iteration (s) | "
            f"working memory (MB) | recall@{RECALL_K} | map@{MAP_N} | whole fit, every round (s) |",
            "|---|---|---|---|---|---|---|---|---|"]

@@ -100,6 +100,14 @@ over a fit with a callback went from 279-288 to 224-243 MB with these three chan
 blocks are bit-identical, the Gram's summation order changed: the loss after 10 iterations
 agrees to 1e-6); at the Million Song Dataset's 48M listens the relabelled copy the users' side no
 longer makes is about 384 MB, and a users' Gram copy was 256 MB per runtime thread.
+
+Fresh host memory. numpy asks the kernel for transparent huge pages for every array of 4 MB or
+more, and where the kernel's THP defrag mode compacts memory for them on the fault (the "madvise"
+default of many distributions), a machine whose memory earlier jobs fragmented pays 5-10 ms per
+MB on first touch instead of about 0.5 ms. The launchers turn that advice off where it stalls
+(`launch.common.configure_host_memory`, called by their `setup`; NUMPY_MADVISE_HUGEPAGE=0 does
+the same for your own scripts): the benchmark's warm first iteration, which holds the setup,
+went from 2.17-2.46 s to 1.51-1.58 s (stop 25, three alternating pairs).
 """
 
 from __future__ import annotations
@@ -1085,7 +1093,8 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
     # The items' side reads the transpose: the setup's one whole-size copy of the non-zeros
     # (8 bytes each: a confidence and a user id). It is laid out first and freed, so that the
     # users' side, read from `csr` a slice at a time (`_RowEntries`), reuses its pages: fresh
-    # pages cost 7-10 ms per MB on first touch here (README, Benchmarks, `als`).
+    # pages cost 0.5 ms per MB on first touch here, 5-10 ms where numpy's huge-page advice makes
+    # the kernel compact memory for them (`launch.common.configure_host_memory`).
     by_item = scipy.sparse.csr_matrix(
         (_confidence(csr.data, alpha=alpha, kind=confidence, eps=eps), csr.indices, csr.indptr),
         shape=csr.shape, copy=False).T.tocsr()
