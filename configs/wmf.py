@@ -76,6 +76,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # at f=64) in a CPU's cache; 2^14 and 2^15 measured slower on 2 cores. Raise it on accelerators.
   c.wmf.chunk_cells = 1 << 13
   c.wmf.num_devices = 0            # 0 = all visible devices
+  # Hosts without an accelerator: the WMF launchers give JAX this many CPU devices (one thread
+  # each) and the fit shards its rows over them (0 = one per core, at most 8). On 2 cores, 2
+  # devices ran an iteration of launch.benchmarks.als 15-20% sooner than 1 (stop 25).
+  c.wmf.cpu_devices = 0
 
   c.eval = ml_collections.ConfigDict()
   # A second fit, on the plays minus the held-out pairs, for recall@k / mAP@n (the factors.npz fit

@@ -137,6 +137,43 @@ def configure_host_memory(defrag_path: str = THP_DEFRAG) -> bool:
   return True
 
 
+# CPU devices a launcher gives a CPU-bound job that shards over devices (WMF's ALS fit): XLA:CPU
+# runs a program's operations mostly one after another, one device's program on one thread, so a
+# 1-device fit left the second core of this project's 2-core VMs mostly idle. Each device keeps
+# its own replica of a replicated array (ALS's factor table), hence the cap.
+MAX_CPU_DEVICES = 8
+
+
+def default_cpu_devices() -> int:
+  """One CPU device per core, at most MAX_CPU_DEVICES."""
+  return max(1, min(os.cpu_count() or 1, MAX_CPU_DEVICES))
+
+
+def configure_cpu_devices(count: int = 0) -> int | None:
+  """Gives this process's JAX `count` CPU devices (0: `default_cpu_devices()`); returns the count.
+
+  Must run before JAX starts its backends (before any computation): launchers call it first.
+  Accelerator hosts are unaffected (their meshes take the accelerators; the CPU devices stay
+  unused). Leaves the devices alone, returning None, where XLA_FLAGS already sets
+  --xla_force_host_platform_device_count (the tests' simulated meshes), or where JAX has started
+  (logged). Used by the WMF launchers for the ALS fit (`configs/wmf.py`, `wmf.cpu_devices`); not
+  by the training launchers, whose batches and models would then shard over CPU devices too.
+  """
+  if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+    raise ValueError(f"cpu_devices={count!r} must be an integer >= 0 (0: one per core, at most "
+                     f"{MAX_CPU_DEVICES}).")
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  import jax  # pylint: disable=g-import-not-at-top
+  count = count or default_cpu_devices()
+  try:
+    jax.config.update("jax_num_cpu_devices", count)
+  except RuntimeError as e:  # JAX has already started its backends
+    logging.warning("keeping JAX's CPU devices as they are (%d asked): %s", count, e)
+    return None
+  return count
+
+
 def _cache_flag_value() -> str | None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   if "jax_cache" not in flags.FLAGS or not flags.FLAGS.is_parsed():

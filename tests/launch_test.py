@@ -157,3 +157,49 @@ def test_host_memory_leaves_a_users_numpy_hugepage_choice_and_unknown_kernels_al
     assert _numpy_hugepage_advice(True) is True
   finally:
     _numpy_hugepage_advice(previous)
+
+
+_CPU_DEVICES_PROBE = r"""
+import json, sys
+from launch import common
+asked = int(sys.argv[1])
+if sys.argv[2] == "started":
+  import jax
+  jax.numpy.zeros(1).block_until_ready()  # JAX has started: too late to change the devices
+got = common.configure_cpu_devices(asked)
+import jax
+print(json.dumps({"got": got, "devices": len(jax.devices("cpu"))}))
+"""
+
+
+@pytest.mark.parametrize("asked,when,xla_flags,expect", [
+    (3, "fresh", "", {"got": 3, "devices": 3}),
+    (0, "fresh", "", {"got": min(os.cpu_count() or 1, 8), "devices": min(os.cpu_count() or 1, 8)}),
+    (3, "fresh", "--xla_force_host_platform_device_count=5", {"got": None, "devices": 5}),
+    (3, "started", "", {"got": None, "devices": 1}),
+])
+def test_configure_cpu_devices(asked, when, xla_flags, expect):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+             XLA_FLAGS=xla_flags)
+  proc = subprocess.run([sys.executable, "-c", _CPU_DEVICES_PROBE, str(asked), when], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1]) == expect
+
+
+def test_configure_cpu_devices_rejects_a_negative_count():
+  from launch import common  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="cpu_devices=-1"):
+    common.configure_cpu_devices(-1)
+
+
+def test_wmf_launcher_fits_on_the_configured_cpu_devices(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+             XLA_FLAGS="")
+  proc = subprocess.run([sys.executable, "-m", "launch.wmf", "--config=configs/wmf.py:tiny",
+                         f"--workdir={tmp_path / 'wmf'}", "--config.wmf.cpu_devices=3",
+                         "--jax_cache=off"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "solver=cg, 3 devices" in proc.stderr
+  assert os.path.exists(tmp_path / "wmf" / "factors.npz")

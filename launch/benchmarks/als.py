@@ -6,8 +6,8 @@ with the same factors, regularisation, iterations and 3 warm-started conjugate-g
 row (Takacs et al. 2011):
 
 * **ours**: `musemb.systems.wmf.als.fit(counts, alpha=ALPHA, solver="cg")`, confidence c = 1 + alpha * count,
-  on JAX's default single CPU device, twice, each in a fresh process (`run_ours_process`) with
-  JAX's persistent compilation cache set the way the launchers set it
+  twice, each in a fresh process (`run_ours_process`) set up as the WMF launchers set theirs up
+  (CPU devices, numpy's huge-page advice, below) with JAX's persistent compilation cache
   (`launch.common.configure_compilation_cache`) on one temporary folder: the first process starts
   with it empty (cold: every program compiles), the second finds the programs the first wrote
   (warm: the second run of the same fit, as a launcher's rerun, a resumed job or a sweep over
@@ -16,11 +16,9 @@ row (Takacs et al. 2011):
   iteration's end is read from `fit`'s own per-iteration log record (`run_ours`). The suite runs
   `rounds` rounds (2) of ours cold, ours warm and implicit, each side's row being its fastest
   round, and reports each side's working memory (the resident high-water mark over the fit minus
-  the resident size before it). `run_ours_process(devices=2)` runs the
-  same fit with the rows sharded over 2 forced CPU devices (XLA:CPU runs one device's program on
-  one thread); it is no longer part of the default run, to keep the suite to three fits (it was
-  not faster than 1 device: the devices' programs did not run in parallel here, see
-  `musemb.systems.wmf.als`).
+  the resident size before it). Ours runs on the CPU devices the WMF launchers give it
+  (`launch.common.configure_cpu_devices`: one per core, at most 8; 2 here), its rows sharded over
+  them (XLA:CPU runs one device's program on one thread), as implicit runs on 2 threads.
 * **implicit** 0.7.3 (Frederickson, github.com/benfred/implicit):
   `implicit.cpu.als.AlternatingLeastSquares(factors, regularization, iterations=..., use_cg=True,
   num_threads=2)` fitted on the matrix of 1 + alpha * count, because implicit takes its input values
@@ -480,13 +478,14 @@ def run(quick: bool = False, rounds: int = 2) -> str:
   kwargs = dict(factors=FACTORS, regularization=REGULARIZATION, iterations=iterations, alpha=ALPHA)
   have_implicit = implicit_available()
   names = ("cold compilation cache", "warm compilation cache")
+  devices = common.default_cpu_devices()  # what the WMF launchers give the fit
   runs: dict[str, list[FitRun]] = {name: [] for name in (*names, "implicit")}
   for _ in range(rounds):
     with tempfile.TemporaryDirectory() as cache:
       # Empty for the cold process (every program compiles) and filled by it for the warm one
       # (a rerun of the same fit, as a launcher's second run).
       for name in names:
-        runs[name].append(run_ours_process(train, devices=1, cache_dir=cache, **kwargs))
+        runs[name].append(run_ours_process(train, devices=devices, cache_dir=cache, **kwargs))
     if have_implicit:
       runs["implicit"].append(run_implicit(train, **kwargs))
   lines = [f"data: {size.users:,} users x {size.items:,} items, {counts.nnz:,} non-zeros "
@@ -507,7 +506,8 @@ def run(quick: bool = False, rounds: int = 2) -> str:
     fit = best[name] = min(fits, key=lambda r: r.total)
     q = quality_of[name] = quality(fit.user_factors, fit.item_factors, train, heldout, users)
     if fit.per_iteration is not None:
-      label, first = f"musemb (JAX CPU, 1 device, {name})", f"{fit.per_iteration[0]:.2f}"
+      label = f"musemb (JAX CPU, {devices} device{'s' if devices > 1 else ''}, {name})"
+      first = f"{fit.per_iteration[0]:.2f}"
     else:
       label, first = f"implicit 0.7.3 CPU ({NUM_THREADS} threads)", "-"
     lines.append(f"| {label} | {fit.total:.2f} | {fit.cpu:.2f} | "

@@ -67,12 +67,16 @@ half-step (same-process A/B, load 2-4: users 0.72-0.86 s against 0.60-0.75 s, it
 against 0.76-0.92 s): 5-8% more padded cells, the segment sums and the row slots a unit of long
 rows leaves empty. Smaller units (2^11, 2^12 cells) and segments of 16 were slower still; 64
 pads more. XLA:CPU runs a program's chunks one after another (a fit's process CPU is 1.3-1.5x
-its wall-clock: some of the ops inside use the second core), and nothing tried ran chunks in
-parallel: several forced CPU devices (`--xla_force_host_platform_device_count=N`, their programs
-dispatched from one thread or from one thread per device), a call's chunks split into two or
-four independent loops, and separate calls dispatched together all took as long as running them
-in turn (stop 21: two loops 2.0-2.1x one loop's time). The mesh path exists for accelerators and
-is tested on 8 simulated devices. On CPU, `_solve_side` waits for each call before dispatching
+its wall-clock: some of the ops inside use the second core); a call's chunks split into two or
+four independent loops, and separate calls dispatched together, took as long as running them in
+turn (stop 21: two loops 2.0-2.1x one loop's time). Several CPU devices do run in parallel, one
+thread each: with the layout and memory changes since, 2 devices on 2 cores ran an iteration in
+0.47-0.53 s against 0.56-0.66 s for 1 (stop 25, four alternating pairs, warm cache), which is
+why the WMF launchers give JAX one CPU device per core (`launch.common.configure_cpu_devices`,
+`configs/wmf.py`'s `wmf.cpu_devices`); a caller of `fit` on the default single CPU device gets
+the 1-device speed. Each device holds a replica of the table (38 MB more per device at the
+benchmark's size). Stop 21 had measured no gain from several devices, with the page costs of
+that layout (see "Fresh host memory"). On CPU, `_solve_side` waits for each call before dispatching
 the next: executions queued ahead can fill the shared host thread pool with all-gather
 participants waiting for partners that never get a thread (2 devices on 2 cores hung that way).
 
