@@ -1,10 +1,13 @@
 """Implicit ALS (musemb/wmf.py): closed form, CG vs exact, loss, planted recovery, devices."""
 
+import concurrent.futures
 import os
 import subprocess
 import sys
+import threading
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse
@@ -529,3 +532,28 @@ def test_eight_devices_agree_with_one(tmp_path):
     for side in ("x", "y"):
       np.testing.assert_allclose(out[f"{solver}8_{side}"], out[f"{solver}1_{side}"],
                                  rtol=1e-4, atol=1e-5)
+
+
+def test_a_compile_no_pool_thread_began_is_taken_over_once():
+  pool = concurrent.futures.ThreadPoolExecutor(1)
+  gate = threading.Event()
+  busy = pool.submit(gate.wait)  # the pool's one thread is busy
+  calls = []
+  spec = (jax.ShapeDtypeStruct((4,), jnp.float32),)
+
+  class Counted:  # a jitted function's lower(), counted
+    def lower(self, *args):
+      calls.append("waiting")
+      return jax.jit(lambda x: x * 3.0).lower(*args)
+
+  waiting = wmf._Compile(pool, Counted(), spec)
+  assert waiting.take_over() and waiting.future.cancelled() and calls == ["waiting"]
+  gate.set()
+  busy.result()
+  started = wmf._Compile(pool, Counted(), spec)
+  started.future.result(timeout=60)  # the pool has run it
+  assert not started.take_over()  # ... so it is not compiled again
+  started.wait()
+  waiting.wait()
+  assert calls == ["waiting", "waiting"]
+  pool.shutdown()
