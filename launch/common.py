@@ -156,8 +156,9 @@ def configure_cpu_devices(count: int = 0) -> int | None:
   Accelerator hosts are unaffected (their meshes take the accelerators; the CPU devices stay
   unused). Leaves the devices alone, returning None, where XLA_FLAGS already sets
   --xla_force_host_platform_device_count (the tests' simulated meshes), or where JAX has started
-  (logged). Used by the WMF launchers for the ALS fit (`configs/wmf.py`, `wmf.cpu_devices`); not
-  by the training launchers, whose batches and models would then shard over CPU devices too.
+  (logged). The launchers call it through `configure_system_devices` for a system that asks
+  (WMF's ALS: `configs/wmf.py`, `wmf.cpu_devices`); the others keep one CPU device, since their
+  batches and models would shard over CPU devices too.
   """
   if isinstance(count, bool) or not isinstance(count, int) or count < 0:
     raise ValueError(f"cpu_devices={count!r} must be an integer >= 0 (0: one per core, at most "
@@ -172,6 +173,17 @@ def configure_cpu_devices(count: int = 0) -> int | None:
     logging.warning("keeping JAX's CPU devices as they are (%d asked): %s", count, e)
     return None
   return count
+
+
+def configure_system_devices(config) -> int | None:
+  """`configure_cpu_devices` with what the config's system asks for (its `cpu_devices` verb);
+  None, leaving JAX's default, for a system without one."""
+  from musemb import systems  # pylint: disable=g-import-not-at-top  (imports JAX, starts nothing)
+  try:
+    system = systems.get(config.get("system"))
+  except ValueError:  # an unknown system: the launcher's own checks report it
+    return None
+  return None if system.cpu_devices is None else configure_cpu_devices(system.cpu_devices(config))
 
 
 def _cache_flag_value() -> str | None:

@@ -37,8 +37,7 @@ def main(argv):
     workdir.preflight(_WORKDIR.value)
   except workdir.WorkdirBusyError as e:
     common.fail(str(e))
-  if _CONFIG.value.get("system") == "wmf":  # ALS shards its rows over CPU devices (launch.wmf)
-    common.configure_cpu_devices(_CONFIG.value.wmf.cpu_devices)
+  common.configure_system_devices(_CONFIG.value)  # before JAX starts (WMF: a CPU device a core)
   common.setup()
   from musemb import train  # pylint: disable=g-import-not-at-top
   try:

@@ -28,7 +28,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where factors.npz and metrics.j
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.configure_cpu_devices(_CONFIG.value.wmf.cpu_devices)  # before JAX starts
+  common.configure_system_devices(_CONFIG.value)  # before JAX starts (WMF: a CPU device a core)
   common.setup()
   from musemb import train  # pylint: disable=g-import-not-at-top
   metrics = train.run(_CONFIG.value, _WORKDIR.value)

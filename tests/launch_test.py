@@ -193,13 +193,20 @@ def test_configure_cpu_devices_rejects_a_negative_count():
     common.configure_cpu_devices(-1)
 
 
-def test_wmf_launcher_fits_on_the_configured_cpu_devices(tmp_path):
+@pytest.mark.parametrize("launcher", ["launch.wmf", "launch.train"])
+def test_wmf_launchers_fit_on_the_configured_cpu_devices(tmp_path, launcher):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
              XLA_FLAGS="")
-  proc = subprocess.run([sys.executable, "-m", "launch.wmf", "--config=configs/wmf.py:tiny",
+  proc = subprocess.run([sys.executable, "-m", launcher, "--config=configs/wmf.py:tiny",
                          f"--workdir={tmp_path / 'wmf'}", "--config.wmf.cpu_devices=3",
                          "--jax_cache=off"], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "solver=cg, 3 devices" in proc.stderr
   assert os.path.exists(tmp_path / "wmf" / "factors.npz")
+
+
+def test_only_a_system_that_asks_gets_cpu_devices():
+  from configs import muslse  # pylint: disable=g-import-not-at-top
+  from launch import common  # pylint: disable=g-import-not-at-top
+  assert common.configure_system_devices(muslse.get_config()) is None  # JAX's default stays

@@ -35,6 +35,10 @@ The verbs (all pure functions of their arguments; `config` is the run's ConfigDi
   predictor(workdir, **options) -> Predictor    (optional) what the query tool and server call
   fit(config, workdir) -> metrics               (optional) for systems fitted outside the
       gradient loop (WMF's alternating least squares); such a system has no loss.
+  cpu_devices(config) -> int                    (optional) CPU devices the launchers give JAX
+      before it starts, on hosts without an accelerator (0: one per core, at most 8;
+      `launch.common.configure_cpu_devices`), for a system whose own sharding puts the cores to
+      work that way (WMF's ALS); without it a run keeps JAX's one CPU device.
 
 `key(config)` is the metrics.json prefix: the system's name unless `metrics_key` says otherwise
 (the SampleCNN run with the tags head is `samplecnn_tags`, so it merges beside a factors run).
@@ -98,6 +102,7 @@ class System:
   fit: Callable[[Any, str], dict[str, float]] | None = None
   metrics_key: Callable[[Any], str] | None = None
   report_options: tuple[str, ...] = ()
+  cpu_devices: Callable[[Any], int] | None = None
 
   def __post_init__(self):
     trained = [self.load_data, self.init, self.loss, self.evaluate, self.write_outputs]

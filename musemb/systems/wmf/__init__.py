@@ -16,4 +16,4 @@ from musemb.systems.wmf import fit
 from musemb.systems.wmf import report
 
 SYSTEM = System(name="wmf", fit=fit.fit_and_save, report=report.write_report,
-                compare=report.compare_runs)
+                compare=report.compare_runs, cpu_devices=lambda config: config.wmf.cpu_devices)
