@@ -171,6 +171,22 @@ touches 2.4x implicit's memory warm (224 MB against 92: the blocks, 75 MB, the t
 about 55 MB of JAX's tracing and loaded programs). A solve program costs 0.66-0.75 CPU s to
 compile whether or not it is wrapped in `shard_map` (0.52-0.64 on the one-row class without) or
 runs its CG steps in a `fori_loop` (0.71 against 0.73-0.75), measured and not adopted.
+
+Stop 25: both sides run with numpy's huge-page advice off (`launch.common.configure_host_memory`,
+which the launchers call: the kernel here compacted memory to serve each advised fault, the
+"7-10 ms per MB" above), ours on one CPU device per core as the WMF launchers now give it
+(`launch.common.configure_cpu_devices`), and `fit` compiles the programs its background thread
+has not begun once its layout is done:
+
+| run (load 1.2-2.4) | cold | warm | first iteration, cold / warm | s/iteration, ours warm / implicit | working memory, ours cold / warm / implicit |
+|---|---|---|---|---|---|
+| advice off, 1 device | 1.07x (0.71x) | 0.96x (0.59x) | 2.53 / 1.83 s | 0.563 / 0.718 | 263 / 224 / 92 MB |
+| + 2 devices | 0.98x (0.78x) | 0.81x (0.61x) | 2.63 / 1.45 s | 0.490 / 0.734 | 330 / 259 / 92 MB |
+| + compiles taken over | 0.94x (0.78x) | 0.82x (0.62x) | 2.79 / 1.48 s | 0.504 / 0.751 | 368 / 264 / 92 MB |
+| same | 0.86x (0.71x) | 0.72x (0.55x) | 3.03 / 1.55 s | 0.537 / 0.892 | 355 / 264 / 92 MB |
+
+Implicit did not gain from the advice being off (three alternating triples: 7.40-10.05 s without,
+7.20-8.67 s with); ours did (warm first iteration 2.17-2.46 -> 1.51-1.58 s).
 """
 
 from __future__ import annotations
