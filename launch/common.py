@@ -118,8 +118,8 @@ def configure_host_memory(defrag_path: str = THP_DEFRAG) -> bool:
 
   The trade (see `HUGEPAGE_ENV`): a host array in small pages costs about 0.5 ms per MB on first
   touch here, every time; in huge pages 0.15 ms when the kernel has free huge pages and 5-10 ms
-  when it must compact memory for them, which is the common case on a machine that has been
-  running jobs. The setup of an ALS fit touches about 200 MB of fresh host memory (README,
+  when it must compact memory for them, as it mostly had to on this project's VMs after earlier
+  jobs had run. The setup of an ALS fit touches about 200 MB of fresh host memory (README,
   Benchmarks, `als`): its first iteration took 1.51-1.58 s instead of 2.17-2.46 s. Only the
   launchers call this (through `setup`), and a NUMPY_MADVISE_HUGEPAGE the user set is left to
   numpy. Returns whether the advice was turned off.
