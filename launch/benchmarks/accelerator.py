@@ -55,7 +55,6 @@ from musemb.models import branches
 from musemb.models import samplecnn
 from musemb.models import shortchunk
 from musemb.systems import muslse
-from musemb.systems.wmf import als as wmf
 
 # (device_kind substring, bf16 FLOP/s, float32 FLOP/s as XLA runs float32 there), dense, per chip;
 # the first match wins, so the more specific names come first. Vendors' data-sheet numbers:
@@ -204,7 +203,8 @@ def als_flops_per_iteration(users: int, items: int, nnz: int, factors: int, cg_s
 
 
 def als_row(*, quick: bool) -> Row:
-  """`wmf.als.fit` (CG) on `als_bench.make_data` at ten times the CPU benchmark's size."""
+  """`musemb.systems.wmf.als.fit` (CG) on `als_bench.make_data` at ten times the CPU suite's size,
+  timed by `als_bench.run_ours`."""
   size = (als_bench.DataSize(users=200, items=400, nnz=2_000, topics=4) if quick
           else als_bench.DataSize(users=10 * als_bench.FULL.users, items=10 * als_bench.FULL.items,
                                   nnz=10 * als_bench.FULL.nnz))
@@ -212,17 +212,12 @@ def als_row(*, quick: bool) -> Row:
   start = time.perf_counter()
   counts = als_bench.make_data(size)
   data_s = time.perf_counter() - start
-  stamps = [time.perf_counter()]
-
-  def tick(it, loss, x, y):
-    del it, loss, x
-    y.block_until_ready()
-    stamps.append(time.perf_counter())
-
-  wmf.fit(counts, factors=als_bench.FACTORS, regularization=als_bench.REGULARIZATION,
-          alpha=als_bench.ALPHA, iterations=iterations, solver="cg", cg_steps=als_bench.CG_STEPS,
-          seed=0, compute_loss=False, callback=tick, chunk_cells=als_bench.CHUNK_CELLS)
-  per_it = np.diff(stamps)
+  # Timed as the CPU suite times it: no callback (one would gather the factors back to the
+  # caller's order every iteration), iterations read from fit's own log records.
+  _, _, per_it, _, _ = als_bench.run_ours(counts, factors=als_bench.FACTORS,
+                                          regularization=als_bench.REGULARIZATION,
+                                          iterations=iterations, alpha=als_bench.ALPHA)
+  per_it = np.asarray(per_it)
   step_s = float(np.median(per_it[1:]))
   flops = als_flops_per_iteration(size.users, size.items, counts.nnz, als_bench.FACTORS,
                                   als_bench.CG_STEPS)
