@@ -126,15 +126,18 @@ def configure_host_memory(defrag_path: str = THP_DEFRAG) -> bool:
   """
   if not host_memory_env(defrag_path):
     return False
+  return numpy_hugepage_advice(False) is not None
+
+
+def numpy_hugepage_advice(enabled: bool) -> bool | None:
+  """Sets numpy's huge-page advice for arrays it allocates from now on; returns the setting it
+  replaced, or None (nothing set) where this numpy has no such switch."""
   try:
     from numpy._core import multiarray  # pylint: disable=g-import-not-at-top
   except ImportError:  # numpy 1.x
     from numpy.core import multiarray  # pylint: disable=g-import-not-at-top
   set_advice = getattr(multiarray, "_set_madvise_hugepage", None)
-  if set_advice is None:
-    return False
-  set_advice(False)
-  return True
+  return None if set_advice is None else bool(set_advice(enabled))
 
 
 # CPU devices a launcher gives a CPU-bound job that shards over devices (WMF's ALS fit): XLA:CPU

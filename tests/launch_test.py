@@ -111,9 +111,8 @@ def test_launcher_setup_turns_on_the_compilation_cache_and_the_library_does_not(
 
 
 def _numpy_hugepage_advice(enabled: bool) -> bool:
-  """Sets numpy's huge-page advice; returns the setting it replaced."""
-  from numpy._core import multiarray  # pylint: disable=g-import-not-at-top
-  return multiarray._set_madvise_hugepage(enabled)  # pylint: disable=protected-access
+  from launch import common  # pylint: disable=g-import-not-at-top
+  return common.numpy_hugepage_advice(enabled)
 
 
 @pytest.mark.parametrize("modes,stalls", [

@@ -835,23 +835,23 @@ class _Compile:
 
   def __init__(self, pool: concurrent.futures.Executor, fn: Callable, args: tuple):
     self.fn, self.args = fn, args
-    self.taken = False
     self.future = pool.submit(self._run)
 
   def _run(self) -> None:
     self.fn.lower(*self.args).compile()
 
   def take_over(self) -> bool:
-    """Compiles in the calling thread if no pool thread has started; returns whether it did."""
-    if self.taken or not self.future.cancel():
+    """Compiles in the calling thread if no pool thread has started; returns whether it did.
+
+    A cancelled future is one this thread took over (`cancel` would succeed on it again)."""
+    if self.future.cancelled() or not self.future.cancel():
       return False
-    self.taken = True
     self._run()
     return True
 
   def wait(self) -> None:
     """Returns once the program is compiled, here if no pool thread has begun it."""
-    if not self.taken and not self.take_over():
+    if not self.future.cancelled() and not self.take_over():
       self.future.result()
 
 
