@@ -4,8 +4,9 @@ MUSLSE (Weston, Bengio, Hamel) scores every (song, label) pair by the dot produc
 embeddings and reads off the top of each song's ranking: on Big-data that is 66,072 test songs
 against 26,972 artists. `top_k_scores` computes those rankings without ever holding the whole
 [queries, items] score matrix: queries go through in fixed-size chunks, each scored against all
-items and reduced to its top k by one jit-compiled function, and each chunk's [chunk, k]
-result is copied into one preallocated host array. The last chunk is padded, so a whole
+items and reduced to its top k by one jit-compiled step that scores one chunk while it ranks the
+chunk before (Pipelining, below), and each chunk's [chunk, k] result is copied into one
+preallocated host array. The last chunk is padded, so a whole
 evaluation compiles once. The same function runs on CPU and on accelerators.
 
 Two-stage top-k. `lax.top_k` over whole 26,972-item rows took 2.8 s of the Big-data ranking's 6.8 s
@@ -25,13 +26,30 @@ alternating rounds a side on quieter cores: 0.85-0.87x, faiss's blocked OpenBLAS
 faster GEMM there, README, Benchmarks, `evaluation`). The tail is scored
 by a second small matmul, so the items are never padded or copied on the host. Where the
 candidates would be more than half of the row (k close to N) one `lax.top_k` ranks the row.
+The two-stage program lays the scores out [items, queries] (the items are the matmul's left
+operand): a block maximum is then a maximum over consecutive rows, vectorised across the chunk's
+queries, and the matmul itself was 5-17% faster that way round (stop 22). Pipelined, four
+alternating fresh processes (stop 26): 3.36-4.64 s against 3.66-4.95 s for [queries, items].
+
+Pipelining (issue 14, stop 26). On CPU the matmul runs on every core and the selection (block
+maxima, the two `TopK` calls, the sort and the gather) mostly on one, so in sequence one core
+idled through the selection, 0.5-1 s of a Big-data ranking. Each call of `_rank_step` therefore
+scores chunk i into one score block and ranks chunk i - 1 from the other. The two halves share
+no buffer, and XLA's CPU runtime runs a program's independent operations concurrently, so the
+selection of one chunk overlaps the matmul of the next. It costs a second score block (below)
+and one step more than there are chunks: the first step ranks a block nothing has written yet,
+its result dropped, and the last scores the last chunk again to rank it. In the
+launch.benchmarks.evaluation suite, four runs alternating with the sequential program in one
+sitting (load 1.7-2.3, this machine's slow day): best call 0.89x / 1.13x / 0.92x / 1.04x faiss's
+speed against 0.67x / 0.79x / 0.74x / 0.92x, working memory 43-46 MB against 40-41 MB (faiss
+48 MB). On an accelerator the two halves simply run in one program.
 
 Memory. Four choices keep what a ranking adds to the process small (Big-data scale,
 launch.benchmarks.evaluation, peak resident size minus the size just before the first call):
 
-* The score block is donated. Each chunk returns its [query_chunk, items] score block along with
-  its top-k and the next chunk is handed that block back (`donate_argnames`), so XLA writes every
-  chunk's scores into the same buffer, allocated once per call. A block that is a temporary of
+* The score blocks are donated. Each step returns the score block it wrote and is handed back,
+  to write into, the block the step before it ranked (`donate_argnames`), so XLA writes every
+  chunk's scores into one of two buffers, allocated once per call. A block that is a temporary of
   each execution is instead allocated afresh per chunk by whichever runtime thread runs it, and
   glibc keeps a freed copy of it in each of those threads' malloc arenas: with blocks of 256 x
   26,972 (27.6 MB) that was 124-161 MB of working memory against faiss's 46. A fresh block per
@@ -44,9 +62,16 @@ launch.benchmarks.evaluation, peak resident size minus the size just before the 
 * The masks (`exclude`, `item_mask`) enter the block-maximum reduction and the candidates, never
   the stored block, so no second [query_chunk, items] buffer exists. The -inf -> -1 index fill
   and the overflow check run on the host, on the [Q, k] results.
-* Query chunks of 64: the block is 64 x 26,972 float32 = 6.9 MB. Larger chunks are at most 10%
-  faster on CPU (the matmul amortises its packing of the items over more queries) and cost the
-  block's size again per doubling. The input check reads each matrix's min and max (NaN and inf
+* Compiled ahead. `_compile_step` compiles the step before the items are copied and the blocks
+  allocated, and hands the compiler's freed memory back right after. Compiled inside the first
+  call, the compiler's transient memory (a first call added 46-47 MB to the process, a warm call
+  25 MB) sat on top of the copies and the block; with two blocks that would have been 53-54 MB,
+  compiled ahead 42.5-44 MB (fresh processes, peak resident size minus the size before the call,
+  stop 26).
+* Query chunks of 64: each block is 64 x 26,972 float32 = 6.9 MB. Larger chunks make the matmul
+  faster on CPU (it streams the items once per chunk: 10-20% at 128) and cost twice the block's
+  size again per doubling (sequential, 128 queries a chunk and one block: 0.85x faiss's speed,
+  50 MB). The input check reads each matrix's min and max (NaN and inf
   show there) instead of building a [Q, d] boolean array (6.6 MB for the Big-data queries).
 
 On CPU the two-stage program needs XLA's LLVM code generator (the sort of the block ids, the
@@ -97,64 +122,49 @@ def _stage_block(num_items: int, k: int) -> int | None:
   return size if whole >= k and 2 * candidates <= num_items else None
 
 
-@functools.partial(jax.jit, static_argnames=("k", "stage_block"), donate_argnames=("block",),
-                   keep_unused=True)
-def _top_k_block(queries: jax.Array, items: jax.Array, tail: jax.Array | None, block: jax.Array,
-                 item_valid: jax.Array | None, exclude: jax.Array | None, k: int,
-                 stage_block: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Top-k items of one query chunk against all items, the score block written over `block`.
+def _select(scores: jax.Array, queries: jax.Array, tail: jax.Array | None,
+            item_valid: jax.Array | None, exclude: jax.Array | None, k: int,
+            stage_block: int | None) -> tuple[jax.Array, jax.Array]:
+  """Top-k items of one query chunk from its score block.
 
   Args:
-    queries: [query_chunk, d] float32.
-    items: [M, d] float32: all N items for one `lax.top_k`; with stage_block, the leading
-      M = (N // stage_block) * stage_block items, in whole blocks.
-    tail: [N - M, d] float32, the items after the whole blocks (None when there are none).
-    block: [query_chunk, M] float32, donated: its buffer receives this chunk's scores against
-      `items` (returned as the third output, to be passed to the next chunk). Its values are not
-      read.
-    item_valid: [N] bool, False for masked-out items; None for no mask (then `exclude` is None
-      too).
-    exclude: [query_chunk] int32 item index to drop per query, -1 for none; None with item_valid.
-    k: number of items to keep.
-    stage_block: items per block of the two-stage top-k (`_stage_block`), or None for one
-      `lax.top_k` over the whole row.
+    scores: the chunk's scores against the leading M items: [query_chunk, M] for one
+      `lax.top_k` (stage_block None), [M, query_chunk] (items first) for the two stages.
+    queries: [query_chunk, d] float32, for the tail's scores.
+    tail, item_valid, exclude, k, stage_block: as in `_rank_step`.
 
   Returns:
-    scores [query_chunk, k] float32 (-inf for masked-out items), indices [query_chunk, k] int32,
-    best first (the caller maps -inf slots to index -1), and the [query_chunk, M] score block.
+    scores [query_chunk, k] float32 (-inf for masked-out items) and indices [query_chunk, k]
+    int32, best first.
   """
-  del block  # Donated and aliased to the third output; XLA computes the scores into it.
-  # HIGHEST keeps float32 dot products on accelerators, whose default would round the inputs
-  # to bfloat16/TF32 and reorder near-ties relative to a float32 reference.
-  scores = jnp.dot(queries, items.T, precision=jax.lax.Precision.HIGHEST)
-  rows, width = scores.shape
-
-  row_ok = None
-  if item_valid is not None:
-    idx = jnp.arange(width, dtype=jnp.int32)
-    row_ok = item_valid[None, :width] & (idx[None, :] != exclude[:, None])
-
   if stage_block is None:
-    masked = scores if row_ok is None else jnp.where(row_ok, scores, -jnp.inf)
-    top_scores, top_idx = jax.lax.top_k(masked, k)
-    return top_scores, top_idx, scores
+    rows, width = scores.shape
+    if item_valid is not None:
+      idx = jnp.arange(width, dtype=jnp.int32)
+      ok = item_valid[None, :width] & (idx[None, :] != exclude[:, None])
+      scores = jnp.where(ok, scores, -jnp.inf)
+    return jax.lax.top_k(scores, k)
 
   # Two stages, exact: (1) the k blocks with the highest maxima hold the top k items of the
   # whole blocks (a block left out has k blocks ranked before it, each with an item ranked
   # before all of its items); (2) one lax.top_k over those blocks' scores, gathered in index
   # order, and the tail's. Ties go to the lower index in both: lax.top_k ranks an equal block
-  # maximum or score at a lower position first, and positions follow item indices.
+  # maximum or score at a lower position first, and positions follow item indices. With the
+  # items first, a block maximum is a maximum over consecutive rows, vectorised across queries.
+  width, rows = scores.shape
   num_blocks = width // stage_block
-  blocks = scores.reshape(rows, num_blocks, stage_block)
-  if row_ok is not None:
+  blocks = scores.reshape(num_blocks, stage_block, rows)
+  if item_valid is not None:
     # The masks enter the reduction (fused into it), not the stored block: no second
-    # [rows, M] buffer.
-    blocks = jnp.where(row_ok.reshape(blocks.shape), blocks, -jnp.inf)
-  _, best_blocks = jax.lax.top_k(blocks.max(axis=2), k)
+    # [M, rows] buffer.
+    idx = jnp.arange(width, dtype=jnp.int32)
+    ok = item_valid[:width, None] & (idx[:, None] != exclude[None, :])
+    blocks = jnp.where(ok.reshape(blocks.shape), blocks, -jnp.inf)
+  _, best_blocks = jax.lax.top_k(blocks.max(axis=1).T, k)
   best_blocks = jnp.sort(best_blocks, axis=1)
   cols = (best_blocks[:, :, None] * stage_block
           + jnp.arange(stage_block, dtype=jnp.int32)).reshape(rows, k * stage_block)
-  candidates = jnp.take_along_axis(scores, cols, axis=1)
+  candidates = scores[cols, jnp.arange(rows, dtype=jnp.int32)[:, None]]
   if tail is not None:
     tail_cols = width + jnp.arange(tail.shape[0], dtype=jnp.int32)
     cols = jnp.concatenate([cols, jnp.broadcast_to(tail_cols, (rows, tail.shape[0]))], axis=1)
@@ -164,7 +174,53 @@ def _top_k_block(queries: jax.Array, items: jax.Array, tail: jax.Array | None, b
     allowed = item_valid[cols] & (cols != exclude[:, None])
     candidates = jnp.where(allowed, candidates, -jnp.inf)
   top_scores, pos = jax.lax.top_k(candidates, k)
-  return top_scores, jnp.take_along_axis(cols, pos, axis=1), scores
+  return top_scores, jnp.take_along_axis(cols, pos, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "stage_block"), donate_argnames=("block",),
+                   keep_unused=True)
+def _rank_step(queries: jax.Array, block: jax.Array, prev_queries: jax.Array,
+               prev_block: jax.Array, items: jax.Array, tail: jax.Array | None,
+               item_valid: jax.Array | None, prev_exclude: jax.Array | None, k: int,
+               stage_block: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One step of the pipelined ranking: scores a chunk and ranks the chunk before it.
+
+  The two halves are independent, so XLA's CPU runtime runs the previous chunk's selection (one
+  thread) beside this chunk's matmul (module docstring, Pipelining).
+
+  Args:
+    queries: [query_chunk, d] float32, the chunk to score.
+    block: donated: its buffer receives this chunk's scores (returned as the third output; the
+      next step's prev_block). [query_chunk, M] for one `lax.top_k`, [M, query_chunk] for the two
+      stages. Its values are not read.
+    prev_queries: [query_chunk, d] float32, the previous chunk.
+    prev_block: the previous chunk's scores, as `block` (read, not donated; the next step's
+      `block`).
+    items: [M, d] float32: all N items for one `lax.top_k`; with stage_block, the leading
+      M = (N // stage_block) * stage_block items, in whole blocks.
+    tail: [N - M, d] float32, the items after the whole blocks (None when there are none).
+    item_valid: [N] bool, False for masked-out items; None for no mask (then `prev_exclude` is
+      None too).
+    prev_exclude: [query_chunk] int32 item index to drop per previous query, -1 for none.
+    k: number of items to keep.
+    stage_block: items per block of the two-stage top-k (`_stage_block`), or None for one
+      `lax.top_k` over the whole row.
+
+  Returns:
+    The previous chunk's scores [query_chunk, k] float32 (-inf for masked-out items) and indices
+    [query_chunk, k] int32, best first (the caller maps -inf slots to index -1), and this chunk's
+    score block.
+  """
+  del block  # Donated and aliased to the third output; XLA computes the scores into it.
+  # HIGHEST keeps float32 dot products on accelerators, whose default would round the inputs
+  # to bfloat16/TF32 and reorder near-ties relative to a float32 reference.
+  if stage_block is None:
+    scores = jnp.dot(queries, items.T, precision=jax.lax.Precision.HIGHEST)
+  else:
+    scores = jnp.dot(items, queries.T, precision=jax.lax.Precision.HIGHEST)
+  top_scores, top_idx = _select(prev_block, prev_queries, tail, item_valid, prev_exclude, k,
+                                stage_block)
+  return top_scores, top_idx, scores
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -210,6 +266,41 @@ def _top_k_chunk(queries: jax.Array, items: jax.Array, item_valid: jax.Array,
   return scores, jnp.where(scores == -jnp.inf, -1, idx)
 
 
+def _block_shape(qchunk: int, width: int, stage_block: int | None) -> tuple[int, int]:
+  """A score block's shape: [queries, items] for one `lax.top_k`, [items, queries] for two."""
+  return (qchunk, width) if stage_block is None else (width, qchunk)
+
+
+# The `_rank_step` programs compiled by `_compile_step` in this process (their shapes and
+# settings): only a first compilation hands memory back.
+_COMPILED_STEPS: set[tuple] = set()
+
+
+def _compile_step(qchunk: int, dim: int, num_items: int, width: int, masked: bool, k: int,
+                  stage_block: int | None) -> None:
+  """Compiles `_rank_step` for a ranking's shapes ahead of its first call (module docstring,
+  Memory).
+
+  `jit(...).lower(...).compile()` puts the program in `_rank_step`'s cache, so the ranking's
+  calls find it there. Compiling before the items are copied and the score blocks allocated,
+  and handing the compiler's freed memory back to the system right after, keeps the compiler's
+  transient memory from adding to theirs in the peak resident size. Where the program is already
+  compiled this costs a cache lookup and nothing is released.
+  """
+  key = (qchunk, dim, num_items, width, masked, k, stage_block, jax.default_backend())
+  shape = _block_shape(qchunk, width, stage_block)
+  f32 = lambda *dims: jax.ShapeDtypeStruct(dims, np.float32)
+  _rank_step.lower(
+      f32(qchunk, dim), f32(*shape), f32(qchunk, dim), f32(*shape), f32(width, dim),
+      f32(num_items - width, dim) if width < num_items else None,
+      jax.ShapeDtypeStruct((num_items,), np.bool_) if masked else None,
+      jax.ShapeDtypeStruct((qchunk,), np.int32) if masked else None,
+      k=k, stage_block=stage_block).compile()
+  if key not in _COMPILED_STEPS:
+    _COMPILED_STEPS.add(key)
+    utils.release_free_memory()
+
+
 def _as_matrix(x: Any, name: str) -> np.ndarray:
   x = np.asarray(x, dtype=np.float32)
   if x.ndim != 2:
@@ -234,9 +325,9 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
                  ) -> tuple[np.ndarray, np.ndarray]:
   """Exact top-k items per query by dot product, computed in fixed-shape chunks.
 
-  Memory beyond the inputs and the [Q, k] outputs is a copy of the items on the device and one
-  [query_chunk, N] float32 score block, reused by every chunk (6.9 MB for 64 x 26,972), plus the
-  [query_chunk, k] results of two chunks in flight. With item_chunk set the block is
+  Memory beyond the inputs and the [Q, k] outputs is a copy of the items on the device and two
+  [query_chunk, N] float32 score blocks, reused in turn by every chunk (6.9 MB each for
+  64 x 26,972), plus the [query_chunk, k] results of two chunks in flight. With item_chunk set the block is
   [query_chunk, item_chunk], a temporary of each chunk, and the items are padded to whole chunks.
   See the module docstring for the measurements behind the default chunk.
 
@@ -256,7 +347,8 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
     release_memory: hand the pages the call freed back to the system when it returns
       (`musemb.utils.release_free_memory`; module docstring, Memory). A caller that ranks chunk
       after chunk in a loop passes False, so each chunk reuses the previous one's pages, and
-      releases once after the loop.
+      releases once after the loop. The compiler's freed memory is handed back after a first
+      compilation whatever this says (once per program and process).
 
   Returns:
     scores: [Q, k] float32, highest first; ties go to the lower item index.
@@ -318,12 +410,18 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
     stage_block = _stage_block(num_items, k)
     # Two-stage top-k: the whole blocks are scored into the donated block, the ragged tail apart.
     width = num_items if stage_block is None else num_items // stage_block * stage_block
+    shape = _block_shape(qchunk, width, stage_block)
+    # Compiled before the device copies and the score blocks exist (module docstring, Memory).
+    _compile_step(qchunk, dim, num_items, width, masked, k, stage_block)
     items_dev = jax.device_put(items[:width])
     tail_dev = jax.device_put(items[width:]) if width < num_items else None
     valid_dev = jax.device_put(item_mask) if masked else None
-    # The first chunk's donated block: its values are never read, and its pages are written only
-    # by the copy device_put makes (jnp.empty would compile a kernel of its own).
-    block = jax.device_put(np.empty((qchunk, width), np.float32))
+    # Two score blocks, written in turn: a step scores its chunk into one while the previous
+    # chunk is ranked from the other. Their first values are never read (the first step's
+    # ranking is discarded), and their pages are written only by the copy device_put makes
+    # (jnp.empty would compile a kernel of its own).
+    block = jax.device_put(np.empty(shape, np.float32))
+    prev_block = jax.device_put(np.empty(shape, np.float32))
   else:
     # Items: pad to whole chunks once; padding is invalid, so it never reaches the top-k.
     ichunk = min(item_chunk, num_items)
@@ -332,34 +430,52 @@ def top_k_scores(queries: Any, items: Any, k: int, *, query_chunk: int = 64,
     items_dev = jnp.asarray(
         np.pad(items, ((0, pad_items), (0, 0))).reshape(num_ichunks, ichunk, dim))
     valid_dev = jnp.asarray(np.pad(item_mask, (0, pad_items)).reshape(num_ichunks, ichunk))
-    block = tail_dev = None
+    block = prev_block = tail_dev = None
 
   # Each chunk's result goes straight into the output arrays. The next chunk is dispatched
   # before the previous one's result is read, so the host never leaves the device idle.
   scores = np.empty((num_queries, k), np.float32)
   indices = np.empty((num_queries, k), np.int32)
+  starts = list(range(0, num_queries, qchunk))
+
+  def chunk(start):
+    q, e = queries[start:start + qchunk], exclude[start:start + qchunk]
+    if len(q) < qchunk:
+      q = np.pad(q, ((0, qchunk - len(q)), (0, 0)))
+      e = np.pad(e, (0, qchunk - len(e)), constant_values=-1)
+    return q, e
+
+  def store(done, result):
+    rows = min(qchunk, num_queries - done)
+    scores[done:done + rows] = np.asarray(result[0])[:rows]
+    indices[done:done + rows] = np.asarray(result[1])[:rows]
+
   pending = None
-  for start in [*range(0, num_queries, qchunk), None]:
-    ready = pending
-    if start is not None:
-      q, e = queries[start:start + qchunk], exclude[start:start + qchunk]
-      if len(q) < qchunk:
-        q = np.pad(q, ((0, qchunk - len(q)), (0, 0)))
-        e = np.pad(e, (0, qchunk - len(e)), constant_values=-1)
-      if block is None:
+  if block is None:
+    for start in [*starts, None]:
+      ready = pending
+      if start is not None:
+        q, e = chunk(start)
         pending = start, _top_k_chunk(q, items_dev, valid_dev, e, k=k)
-      else:
-        chunk_scores, chunk_idx, block = _top_k_block(
-            q, items_dev, tail_dev, block, valid_dev, e if masked else None, k=k,
-            stage_block=stage_block)
-        pending = start, (chunk_scores, chunk_idx)
-    if ready is not None:
-      done, (done_scores, done_idx) = ready
-      rows = min(qchunk, num_queries - done)
-      scores[done:done + rows] = np.asarray(done_scores)[:rows]
-      indices[done:done + rows] = np.asarray(done_idx)[:rows]
+      if ready is not None:
+        store(*ready)
+  else:
+    # Step i scores chunk i and ranks chunk i - 1; a last step ranks the last chunk (scoring the
+    # last chunk again, its result unused). The first step's ranking is of an unwritten block.
+    prev_q, prev_e = chunk(starts[0])
+    for i in range(len(starts) + 1):
+      q, e = chunk(starts[min(i, len(starts) - 1)])
+      top_scores, top_idx, new_block = _rank_step(
+          q, block, prev_q, prev_block, items_dev, tail_dev, valid_dev,
+          prev_e if masked else None, k=k, stage_block=stage_block)
+      block, prev_block = prev_block, new_block
+      prev_q, prev_e = q, e
+      ready, pending = pending, (starts[i - 1], (top_scores, top_idx)) if i else None
+      if ready is not None:
+        store(*ready)
+    store(*pending)
   # Free the device copies (items, block) before returning, not whenever Python drops them.
-  for array in (items_dev, tail_dev, valid_dev, block):
+  for array in (items_dev, tail_dev, valid_dev, block, prev_block):
     if array is not None:
       array.delete()
   # ... and hand the pages the call freed back to the system (module docstring, Memory).

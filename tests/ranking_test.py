@@ -188,27 +188,67 @@ def test_masks_one_at_a_time_on_the_default_path():
 
 
 @pytest.mark.parametrize("num_items,k", [(31, 4), (600, 3)])
-def test_default_path_compiles_once_and_reuses_one_score_block(num_items, k):
+def test_default_path_compiles_once_and_reuses_two_score_blocks(num_items, k):
   # 31 items, k = 4: one lax.top_k over the row; 600 items, k = 3: the two-stage top-k.
   queries, items = _integer_data(12, 3 * 13 + 2, num_items, 5)
   stage_block = ranking._stage_block(num_items, k)
   assert (stage_block is None) == (num_items == 31)
   width = num_items if stage_block is None else num_items // stage_block * stage_block
-  before = ranking._top_k_block._cache_size()
+  before = ranking._rank_step._cache_size()
   ranking.top_k_scores(queries, items, k, query_chunk=13)
   ranking.top_k_scores(queries[:14], items, k, query_chunk=13)
   ranking.top_k_scores(queries[:26], items, k, query_chunk=13)
-  assert ranking._top_k_block._cache_size() == before + 1
-  # The score block is donated and aliased to the returned block: XLA writes each chunk's scores
-  # into the previous chunk's buffer instead of allocating a temporary per chunk.
+  assert ranking._rank_step._cache_size() == before + 1
+  # The block a step scores into is donated and aliased to the returned block, and the block
+  # it ranks from is read in place: XLA writes each chunk's scores into the buffer of the chunk
+  # before the previous one instead of allocating a temporary per chunk.
+  shape = (13, width) if stage_block is None else (width, 13)
   tail = items[width:] if width < num_items else None
-  compiled = ranking._top_k_block.lower(
-      queries[:13], items[:width], tail, np.zeros((13, width), np.float32), None, None, k=k,
+  block = np.zeros(shape, np.float32)
+  compiled = ranking._rank_step.lower(
+      queries[:13], block, queries[:13], block, items[:width], tail, None, None, k=k,
       stage_block=stage_block).compile()
   stats = compiled.memory_analysis()
   if stats is not None:
     assert stats.alias_size_in_bytes >= 13 * width * 4
     assert stats.temp_size_in_bytes < 13 * width * 4
+
+
+def test_pipelined_steps_rank_every_chunk_once(monkeypatch):
+  # Step i scores chunk i and ranks chunk i - 1; the first step ranks an unwritten block and the
+  # last scores the last chunk again. Whatever the number of chunks (one, ragged, whole), every
+  # query's list comes from its own chunk's scores, and a step is run once per chunk plus one.
+  calls = []
+  step = ranking._rank_step
+
+  def counted(*args, **kwargs):
+    calls.append(1)
+    return step(*args, **kwargs)
+
+  counted.lower = step.lower
+  monkeypatch.setattr(ranking, "_rank_step", counted)
+  queries, items = _integer_data(17, 40, 700, 6, low=-3, high=4)
+  want_scores, want_idx = _brute_force(queries, items, 5)
+  for count, chunk in ((1, 16), (16, 16), (40, 16), (40, 8), (40, 64)):
+    calls.clear()
+    scores, idx = ranking.top_k_scores(queries[:count], items, 5, query_chunk=chunk)
+    np.testing.assert_array_equal(idx, want_idx[:count])
+    np.testing.assert_array_equal(scores, want_scores[:count].astype(np.float32))
+    assert len(calls) == -(-count // min(chunk, count)) + 1
+
+
+def test_compiles_ahead_and_releases_memory_once_per_program(monkeypatch):
+  # The program is compiled before the device copies exist and the compiler's freed memory handed
+  # back then (module docstring, Memory); a second ranking with the same shapes finds the program
+  # compiled and releases only when it returns.
+  calls = []
+  monkeypatch.setattr(ranking.utils, "release_free_memory", lambda: calls.append(1) or True)
+  queries, items = _integer_data(18, 23, 517, 5)
+  before = ranking._rank_step._cache_size()
+  ranking.top_k_scores(queries, items, 4, query_chunk=23)
+  assert calls == [1, 1] and ranking._rank_step._cache_size() == before + 1
+  ranking.top_k_scores(queries, items, 4, query_chunk=23)
+  assert calls == [1, 1, 1] and ranking._rank_step._cache_size() == before + 1
 
 
 @pytest.mark.parametrize("num_items", [1024, 1000, 997])
@@ -269,8 +309,9 @@ def test_single_stage_program_needs_no_generated_kernels_on_cpu():
   # generator (about 18 MB resident on its first use in a process; module docstring).
   queries, items = _integer_data(13, 16, 40, 5)
   assert ranking._stage_block(40, 3) is None
-  hlo = ranking._top_k_block.lower(queries, items, None, np.zeros((16, 40), np.float32), None,
-                                   None, k=3).compile().as_text()
+  block = np.zeros((16, 40), np.float32)
+  hlo = ranking._rank_step.lower(queries, block, queries, block, items, None, None, None,
+                                 k=3).compile().as_text()
   entry = hlo[hlo.index("ENTRY"):]
   assert "TopK" in entry
   assert "kind=kLoop" not in entry and "kind=kInput" not in entry and "while(" not in entry
@@ -291,6 +332,8 @@ def test_ranking_hands_freed_pages_back(monkeypatch):
   calls = []
   monkeypatch.setattr(ranking.utils, "release_free_memory", lambda: calls.append(1) or True)
   queries, items = _integer_data(3, 9, 40, 4)
+  ranking.top_k_scores(queries, items, 3)  # compiled (and released once more) here, if not before
+  calls.clear()
   ranking.top_k_scores(queries, items, 3)
   assert calls == [1]
   ranking.top_k_scores(queries, items, 3, release_memory=False)  # a caller's loop: not per chunk
