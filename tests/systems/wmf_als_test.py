@@ -472,6 +472,31 @@ def test_with_a_callback_nothing_compiles_once_the_solves_start(monkeypatch):
   np.testing.assert_array_equal(at_callback[-1][1], x)  # the caller's order, as returned
   np.testing.assert_array_equal(at_callback[-1][2], y)
 
+def test_recommend_filters_seen_items_like_a_brute_force_and_reuses_programs():
+  # Integer factors give exact scores with many ties (lower item index first); seen counts differ
+  # by user chunk, and the ranked length is rounded so that the chunks share compiled programs.
+  rng = np.random.default_rng(3)
+  x = rng.integers(-2, 3, (60, 4)).astype(np.float32)
+  y = rng.integers(-2, 3, (700, 4)).astype(np.float32)
+  counts = (rng.random((60, 700)) < rng.uniform(0.01, 0.2, (60, 1))).astype(np.float32)
+  csr = scipy.sparse.csr_matrix(counts)
+  k = 9
+  scores = x.astype(np.float64) @ y.T.astype(np.float64)
+  scores[counts > 0] = -np.inf
+  want = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+  lengths = set()
+  for start in range(0, 60, 10):
+    users = np.arange(start, start + 10)
+    got_scores, got = wmf.recommend(x, y, csr, users, k)
+    np.testing.assert_array_equal(got, want[users])
+    np.testing.assert_array_equal(got_scores, np.take_along_axis(scores[users], want[users], 1))
+    lengths.add(wmf._ranked_length(k + int(counts[users].sum(axis=1).max())))
+  assert len(lengths) < len({k + int(counts[u:u + 10].sum(axis=1).max()) for u in range(0, 60, 10)})
+  for n in (1, 7, 8, 9, 17, 100, 619, 640, 641, 5000):
+    r = wmf._ranked_length(n)
+    assert n <= r <= max(n, int(n * 1.125))
+
+
 def test_planted_low_rank_recovers_held_out_items():
   rng = np.random.default_rng(0)
   users, items, rank = 300, 400, 4

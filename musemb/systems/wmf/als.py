@@ -1186,6 +1186,19 @@ def fit(counts: Any, *, factors: int = 64, regularization: float = 0.01, alpha: 
   return table[:num_users][user_rank], table[num_users:][item_rank]
 
 
+def _ranked_length(length: int) -> int:
+  """`length` rounded up to one of eight steps per power of two (at most 12.5% more).
+
+  `recommend` ranks k + (the most items a user in the call has seen) and filters; that length
+  differs from one call (user chunk) to the next, and each length is a program of its own for
+  `ranking.top_k_scores` (k is static), compiled in 0.3-0.5 s. Rounded, a loop over user chunks
+  reuses a few programs. The lists are the same: a longer top-k list starts with the shorter
+  one (ties go to the lower index in both).
+  """
+  step = 1 << max(0, length.bit_length() - 4)
+  return -(-length // step) * step
+
+
 def recommend(user_factors: Any, item_factors: Any, user_items: Any, users: Any, k: int, *,
               filter_seen: bool = True, release_memory: bool = True
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -1213,7 +1226,7 @@ def recommend(user_factors: Any, item_factors: Any, user_items: Any, users: Any,
     return ranking.top_k_scores(queries, item_factors, int(k), release_memory=release_memory)
   csr = _check_counts(user_items, "user_items")[users]
   seen_max = int(np.diff(csr.indptr).max()) if len(users) else 0
-  kk = min(num_items, int(k) + seen_max)
+  kk = min(num_items, _ranked_length(int(k) + seen_max))
   scores, idx = ranking.top_k_scores(queries, item_factors, kk, release_memory=release_memory)
   out_scores = np.full((len(users), k), -np.inf, np.float32)
   out_idx = np.full((len(users), k), -1, np.int32)
