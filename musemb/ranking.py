@@ -42,9 +42,10 @@ its result dropped, and the last scores the last chunk again to rank it. In the
 launch.benchmarks.evaluation suite, four runs alternating with the sequential program in one
 sitting (load 1.7-2.3, this machine's slow day): best call 0.89x / 1.13x / 0.92x / 1.04x faiss's
 speed against 0.67x / 0.79x / 0.74x / 0.92x, working memory 43-46 MB against 40-41 MB (faiss
-48 MB). On an accelerator the two halves simply run in one program.
+48 MB); two later runs 0.97x and 1.14x. On an accelerator the two halves simply run in one
+program.
 
-Memory. Four choices keep what a ranking adds to the process small (Big-data scale,
+Memory. Five choices keep what a ranking adds to the process small (Big-data scale,
 launch.benchmarks.evaluation, peak resident size minus the size just before the first call):
 
 * The score blocks are donated. Each step returns the score block it wrote and is handed back,
