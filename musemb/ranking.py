@@ -285,10 +285,12 @@ def _compile_step(qchunk: int, dim: int, num_items: int, width: int, masked: boo
   `jit(...).lower(...).compile()` puts the program in `_rank_step`'s cache, so the ranking's
   calls find it there. Compiling before the items are copied and the score blocks allocated,
   and handing the compiler's freed memory back to the system right after, keeps the compiler's
-  transient memory from adding to theirs in the peak resident size. Where the program is already
-  compiled this costs a cache lookup and nothing is released.
+  transient memory from adding to theirs in the peak resident size. Shapes compiled before in
+  this process are skipped (nothing compiled, nothing released).
   """
   key = (qchunk, dim, num_items, width, masked, k, stage_block, jax.default_backend())
+  if key in _COMPILED_STEPS:
+    return
   shape = _block_shape(qchunk, width, stage_block)
   f32 = lambda *dims: jax.ShapeDtypeStruct(dims, np.float32)
   _rank_step.lower(
@@ -297,9 +299,8 @@ def _compile_step(qchunk: int, dim: int, num_items: int, width: int, masked: boo
       jax.ShapeDtypeStruct((num_items,), np.bool_) if masked else None,
       jax.ShapeDtypeStruct((qchunk,), np.int32) if masked else None,
       k=k, stage_block=stage_block).compile()
-  if key not in _COMPILED_STEPS:
-    _COMPILED_STEPS.add(key)
-    utils.release_free_memory()
+  _COMPILED_STEPS.add(key)
+  utils.release_free_memory()
 
 
 def _as_matrix(x: Any, name: str) -> np.ndarray:
