@@ -117,6 +117,9 @@ def base(system: str) -> ml_collections.ConfigDict:
   c.loss.max_draws = 0             # WARP: 0 = Algorithm 1 (blocks until a violator or Y-1
                                    # negatives); N > 0 truncates after N draws (faster, under-weights
                                    # the top of the ranking when Y >> N; samplers/warp.py)
+  c.loss.positives = "one"         # WARP: one random positive per example (Algorithm 1) | all:
+                                   # every positive, each with its own draw (eq. 10's sum over
+                                   # j in y_i); tasks that score all labels (Y <= budget)
 
   c.tasks = ml_collections.ConfigDict()
   c.tasks.names = ",".join(ALL_TASKS)   # tasks a source lacks data for are skipped with a log line

@@ -43,7 +43,7 @@ RESUMABLE_KEYS = ("train.num_steps", "train.epochs", "train.examples_per_epoch",
 # it (tagprop's model.shortchunk.* with model.name="shortchunk"): absent, it reads as the new values.
 AS_NOW = "<as in the new config>"
 ADDED_KEYS = {"model.dtype": "float32", "model.bag_form": "auto", "data.cache_dir": "",
-              "model.label_bias": False,
+              "model.label_bias": False, "loss.positives": "one",
               "text.word_vectors": "", "model.name": "samplecnn", "objective.category_r": "",
               "model.shortchunk.": AS_NOW}
 

@@ -29,6 +29,11 @@ stopped:
   Algorithm 1's expected weight at rank 1, 12% at rank 10, 56% at rank 100). The sampler of earlier
   versions of this module was this truncation with `max_draws = K`.
 
+Where a step has scored every label anyway (a tag vocabulary no larger than a block),
+`sample_warp_scored` draws the same outcome in closed form: N from its geometric law (p = the
+violators' share of the negatives, truncated at Y - 1) and the violator uniform over the
+violators, with no loop; it also serves several positives per example (`loss.positives=all`).
+
 Everything here is pure JAX with static shapes: jit-able, vmap-able (e.g. over ensemble members)
 and batched over a leading `[batch]` axis.
 """
@@ -266,6 +271,86 @@ def sample_warp(
   rank_estimate = jnp.where(found, warp_rank_estimate(num_labels, n_trials), 0)
   return WarpSample(found=found, n_trials=n_trials, violator=violator,
                     rank_estimate=rank_estimate.astype(jnp.int32), violator_score=violator_score)
+
+
+def sample_warp_scored(
+    rng: jax.Array,
+    scores: jax.Array,
+    positive_mask: jax.Array,
+    positives: jax.Array,
+    margin: float = 1.0,
+) -> WarpSample:
+  """Algorithm 1's violator and rank estimate in closed form, when every label's score is known.
+
+  A step that has scored all Y labels for each example (a tag vocabulary no larger than a block
+  of draws) does not need to simulate the draws. Algorithm 1 draws negatives uniformly with
+  replacement until one violates, `f_ybar > f_j - margin`, or `N = Y - 1` draws were made. With
+  `n` negatives of which `v` violate, the draw count up to the first violator is geometric,
+  `P(N = k) = (1 - p)^(k - 1) p` with `p = v / n`, and that violator is uniform over the `v`
+  violators, independent of N. So this samples N by inversion, `N = 1 + floor(log U /
+  log(1 - p))`, calls the example found when `v > 0` and `N <= Y - 1` (Algorithm 1's stop), and
+  picks the violator as a uniform one of the `v` highest-scoring negatives: the same
+  distribution of `(found, N, violator)` as `sample_warp` with `max_draws = 0`, without its loop
+  of candidate blocks (checked against the sequential algorithm in tests/samplers/warp_test.py).
+  Departures, both below float32 resolution: U has 24 random bits, so draw counts whose
+  probability is under 2^-24 are not produced; and `sample_warp`'s safety stop after 2Y raw
+  draws (which only binds when most labels are positives of the example) does not exist here,
+  so those examples follow Algorithm 1 exactly. An example without any negative is not found
+  (N = 0).
+
+  Several positives of one example (`positives` [B, M]) each get their own independent draw
+  against the same scores: eq. (10)'s sum over the positive labels, `loss.positives=all`.
+
+  Args:
+    rng: a `jax.random.key`.
+    scores: [B, Y] every label's score for each example (gradients are not needed).
+    positive_mask: [B, Y] bool, the example's positive labels (never drawn as negatives).
+    positives: [B, M] int32, the positive labels to sample a violator for (column ids; rows may
+      repeat or be padding the caller masks out).
+    margin: the ranking margin (1 in the paper).
+
+  Returns:
+    A `WarpSample` of [B, M] arrays.
+  """
+  if scores.ndim != 2 or positive_mask.shape != scores.shape:
+    raise ValueError(
+        "musemb/samplers/warp.py sample_warp_scored: expected scores and positive_mask [B, Y]; "
+        f"got shapes {scores.shape} and {positive_mask.shape}.")
+  if positives.ndim != 2 or positives.shape[0] != scores.shape[0]:
+    raise ValueError(
+        "musemb/samplers/warp.py sample_warp_scored: positives must be [B, M] label ids with "
+        f"B = {scores.shape[0]}; got shape {positives.shape}.")
+  num_labels = scores.shape[1]
+  _check_num_labels(num_labels)
+  scores = jax.lax.stop_gradient(scores)
+  positive_mask = positive_mask.astype(bool)
+  negative_scores = jnp.where(positive_mask, -jnp.inf, scores)
+  # Negatives in descending score order: the violators of any positive are a prefix of it.
+  order = jnp.argsort(-negative_scores, axis=1, stable=True).astype(jnp.int32)          # [B, Y]
+  num_negatives = num_labels - jnp.sum(positive_mask, axis=1, dtype=jnp.int32)           # [B]
+  threshold = jnp.take_along_axis(scores, positives, axis=1) - margin                    # [B, M]
+  num_violators = jnp.sum(negative_scores[:, None, :] > threshold[:, :, None], axis=2,
+                          dtype=jnp.int32)                                                # [B, M]
+  words = jax.random.bits(rng, (2,) + positives.shape, jnp.uint32)
+  # U uniform on (0, 1): the top 24 bits and half a step, so log U is finite.
+  uniform = ((words[0] >> 8).astype(jnp.float32) + 0.5) * np.float32(2.0 ** -24)
+  p = num_violators.astype(jnp.float32) / jnp.maximum(num_negatives, 1)[:, None].astype(
+      jnp.float32)
+  cap = num_labels - 1
+  # N - 1 = floor(log U / log(1 - p)), clipped to cap before the cast (small p: huge values).
+  # p = 0 (no violator: never found) and p = 1 (N = 1) are set apart so no 0 / 0 is formed.
+  p_inner = jnp.where((p > 0) & (p < 1), p, 0.5)
+  extra = jnp.minimum(jnp.floor(jnp.log(uniform) / jnp.log1p(-p_inner)), float(cap))
+  extra = jnp.where(p >= 1, 0.0, extra)
+  n_draws = 1 + extra.astype(jnp.int32)
+  found = (num_violators > 0) & (n_draws <= cap)
+  n_trials = jnp.where(found, n_draws, jnp.where(num_negatives[:, None] > 0, cap, 0))
+  position = ops.mul_high_u32(words[1], jnp.maximum(num_violators, 1).astype(jnp.uint32))
+  violator = jnp.take_along_axis(order, position.astype(jnp.int32), axis=1)
+  rank_estimate = jnp.where(found, warp_rank_estimate(num_labels, n_trials), 0)
+  return WarpSample(found=found, n_trials=n_trials.astype(jnp.int32), violator=violator,
+                    rank_estimate=rank_estimate.astype(jnp.int32),
+                    violator_score=jnp.take_along_axis(scores, violator, axis=1))
 
 
 def _check_num_labels(num_labels: int) -> None:

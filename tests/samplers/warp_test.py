@@ -385,3 +385,87 @@ def test_loop_runs_under_grad_and_vmap():
   # All scores are within the margin, so the first accepted draw violates: N = 1 everywhere.
   np.testing.assert_array_equal(sample.n_trials, 1)
   assert np.abs(np.asarray(grads)).sum() > 0
+
+
+# ----------------------------------------------------------------------------- closed form
+
+
+def _scored_world():
+  """_world as one row of scores with the positive under test (label 0) at POS_SCORE."""
+  scores, positive = _world()
+  scores = scores.copy()
+  scores[0] = POS_SCORE
+  return scores, positive
+
+
+def _sample_scored(seed: int, positives=((0,),)):
+  scores, positive = _scored_world()
+  positives = jnp.asarray(positives, jnp.int32)
+  rows = positives.shape[0]
+  scores_j = jnp.broadcast_to(jnp.asarray(scores), (rows, NUM_LABELS))
+  mask_j = jnp.broadcast_to(jnp.asarray(positive), (rows, NUM_LABELS))
+
+  def one(rng):
+    return warp.sample_warp_scored(rng, scores_j, mask_j, positives, margin=MARGIN)
+
+  out = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(seed), NUM_SAMPLES))
+  return jax.tree.map(np.asarray, out)
+
+
+def test_closed_form_matches_algorithm1(reference):
+  """N drawn by inversion from its geometric law and a uniform violator: Algorithm 1's outcome."""
+  ref_found, ref_n = reference
+  sample = jax.tree.map(lambda x: x[:, 0, 0], _sample_scored(seed=11))
+  assert _two_sample_chi2_pvalue(_outcome_codes(sample.found, sample.n_trials),
+                                 _outcome_codes(ref_found, ref_n)) > 1e-3
+  # The same chi-square test tells the block sampler's mistakes apart (test above); here the
+  # off-by-one of inversion (N = floor(log U / log(1 - p)), 0-based) must fail it too.
+  shifted = np.where(sample.found, np.maximum(sample.n_trials - 1, 1), 0)
+  assert _two_sample_chi2_pvalue(shifted, _outcome_codes(ref_found, ref_n)) < 1e-6
+  scores, positive = _scored_world()
+  assert sample.n_trials.min() >= 1 and sample.n_trials.max() <= NUM_LABELS - 1
+  assert np.all(sample.n_trials[~sample.found] == NUM_LABELS - 1)
+  np.testing.assert_array_equal(
+      sample.rank_estimate, np.where(sample.found, (NUM_LABELS - 1) // sample.n_trials, 0))
+  # The violator is uniform over the three violators, whatever N was.
+  v = sample.violator[sample.found]
+  assert set(v.tolist()) == set(VIOLATORS)
+  np.testing.assert_array_equal(sample.violator_score[sample.found], scores[v])
+  counts = np.array([np.sum(v == y) for y in VIOLATORS])
+  assert stats.chisquare(counts).pvalue > 1e-3
+  first = sample.found & (sample.n_trials == 1)
+  later = sample.found & (sample.n_trials > 1)
+  table = np.array([[np.sum(sample.violator[m] == y) for y in VIOLATORS] for m in (first, later)])
+  assert stats.chi2_contingency(table).pvalue > 1e-3
+
+
+def test_closed_form_gives_each_positive_its_own_draw():
+  """Several positives of a row (loss.positives=all): each follows its own threshold, and the
+  draws of two positives with the same score are independent."""
+  scores, positive = _scored_world()
+  # Label 3 is a positive scoring 5.0: no negative reaches 4.0, so it is never found.
+  sample = _sample_scored(seed=3, positives=((0, 3, 0),))
+  found = sample.found[:, 0]
+  assert not found[:, 1].any()
+  assert np.all(sample.n_trials[:, 0, 1] == NUM_LABELS - 1)
+  p = len(VIOLATORS) / (NUM_LABELS - len(POSITIVES))
+  expected = 1 - (1 - p) ** (NUM_LABELS - 1)
+  se = np.sqrt(expected * (1 - expected) / NUM_SAMPLES)
+  for col in (0, 2):
+    assert abs(found[:, col].mean() - expected) < 5 * se
+  # Independent draws: P(both found) = P(found)^2, and the two N differ.
+  assert abs((found[:, 0] & found[:, 2]).mean() - expected ** 2) < 5 * se
+  assert np.mean(sample.n_trials[:, 0, 0] != sample.n_trials[:, 0, 2]) > 0.5
+
+
+def test_closed_form_edges():
+  """Every negative violates: N = 1. No negative at all: not found, N = 0. Rows are independent."""
+  scores = jnp.asarray([[0.0, 0.0, 0.0, 0.0], [3.0, 1.0, 2.0, 0.0]])
+  mask = jnp.asarray([[True, False, False, False], [True, True, True, True]])
+  out = warp.sample_warp_scored(jax.random.key(0), scores, mask, jnp.asarray([[0], [0]]))
+  np.testing.assert_array_equal(out.found[:, 0], [True, False])
+  np.testing.assert_array_equal(out.n_trials[:, 0], [1, 0])
+  np.testing.assert_array_equal(out.rank_estimate[:, 0], [3, 0])
+  assert int(out.violator[0, 0]) in (1, 2, 3)
+  with pytest.raises(ValueError, match="positives must be"):
+    warp.sample_warp_scored(jax.random.key(0), scores, mask, jnp.asarray([0, 0]))

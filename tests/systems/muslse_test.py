@@ -113,12 +113,14 @@ def test_bag_forms_agree_and_bad_forms_are_errors():
 
 
 def test_scoring_all_tags_once_is_the_per_block_scoring(tiny_data, monkeypatch):
-  """Tags (Y <= one block): one [B, Y] score matrix looked up per block gives the loss and the
-  gradient of scoring each block's gathered label rows (same draws, same rank estimates)."""
+  """Tags (Y <= one block) with capped draws: one [B, Y] score matrix looked up per block gives
+  the loss and the gradient of scoring each block's gathered label rows (same draws, same rank
+  estimates)."""
   config, data = tiny_data
   config = config.copy_and_resolve_references()
   config.tasks.names, config.loss.kind = "tag_prediction", "warp"
   config.loss.budget = 64                     # a block of 64 draws holds the tiny world's 43 tags
+  config.loss.max_draws = 4096                # the block sampler (uncapped: the closed form)
   p = muslse.init(config, data.info, jax.random.key(4))["params"]
   batch = {"song": jnp.asarray(data.train_batch(0)["song"])}
   tables = jax.tree.map(jnp.asarray, data.tables)
@@ -215,6 +217,63 @@ def test_similar_songs_positives_are_other_songs_of_the_artist(tiny_data):
   np.fill_diagonal(scores, -np.inf)
   relevance = (s.artist[:, None] == s.artist[None, :]) & ~np.eye(len(s), dtype=bool)
   assert means["similar_songs/p@1"] == pytest.approx(metrics.precision_at_k(scores, relevance, 1))
+
+
+def _tag_losses(config, data, params, rngs):
+  """task_loss of tag prediction on one batch, one value per rng (vmapped)."""
+  batch = {"song": jnp.asarray(data.train_batch(0)["song"])}
+  tables = jax.tree.map(jnp.asarray, data.tables)
+  fn = lambda rng: muslse_tasks.task_loss("tag_prediction", params, batch, tables, rng, config)
+  return np.asarray(jax.jit(jax.vmap(fn))(rngs))
+
+
+def test_closed_form_warp_has_the_block_samplers_expected_loss(tiny_data):
+  """Tags with every label scored: the closed-form draw (`sample_warp_scored`) and the block
+  sampler give the same expected loss over the randomness of a step (same positives)."""
+  config, data = tiny_data
+  config = config.copy_and_resolve_references()
+  config.tasks.names, config.loss.kind, config.loss.budget = "tag_prediction", "warp", 64
+  params = jax.tree.map(lambda x: x[0], muslse.init(config, data.info, jax.random.key(4))["params"])
+  rngs = jax.random.split(jax.random.key(9), 2000)
+  closed = _tag_losses(config, data, params, rngs)
+  config.loss.max_draws = 4096                                   # the block sampler's path
+  blocks = _tag_losses(config, data, params, rngs)
+  se = np.sqrt(closed.var() / closed.size + blocks.var() / blocks.size)
+  assert closed.std() > 0 and abs(closed.mean() - blocks.mean()) < 4 * se, (
+      closed.mean(), blocks.mean(), se)
+
+
+def test_all_positives_sum_every_positive_label(tiny_data):
+  """loss.positives=all: each positive tag of a song gets its own WARP term (eq. 10's sum over
+  j in y_i); with T = 0 every negative violates at once (N = 1), so each term is L(Y - 1) * 1."""
+  config, data = tiny_data
+  config = config.copy_and_resolve_references()
+  config.tasks.names, config.loss.kind, config.loss.budget = "tag_prediction", "warp", 64
+  params = jax.tree.map(lambda x: x[0], muslse.init(config, data.info, jax.random.key(4))["params"])
+  params["T"] = jnp.zeros_like(params["T"])
+  num_tags = data.info["num_tags"]
+  weight = float(np.sum(1.0 / np.arange(1, num_tags)))              # harmonic L(Y - 1)
+  tags = data.tables.song_tags[np.asarray(data.train_batch(0)["song"])]
+  rngs = jax.random.split(jax.random.key(1), 3)
+  one = _tag_losses(config, data, params, rngs)
+  np.testing.assert_allclose(one, weight * np.sum(tags.any(1)), rtol=1e-5)
+  config.loss.positives = "all"
+  every = _tag_losses(config, data, params, rngs)
+  np.testing.assert_allclose(every, weight * tags.sum(), rtol=1e-5)
+  assert tags.sum() > np.sum(tags.any(1))                            # songs with several tags
+
+
+@pytest.mark.parametrize("change", [dict(max_draws=64), dict(kind="auc"), dict(budget=8),
+                                    dict(positives="some")])
+def test_all_positives_needs_scored_uncapped_warp(tiny_data, change):
+  config, data = tiny_data
+  config = config.copy_and_resolve_references()
+  config.tasks.names, config.loss.kind, config.loss.budget = "tag_prediction", "warp", 64
+  config.loss.positives = "all"
+  config.loss.update(change)
+  params = jax.tree.map(lambda x: x[0], muslse.init(config, data.info, jax.random.key(4))["params"])
+  with pytest.raises(ValueError, match="loss.positives"):
+    _tag_losses(config, data, params, jax.random.split(jax.random.key(1), 1))
 
 
 @pytest.mark.parametrize("kind", ["warp", "warp_exact", "auc"])

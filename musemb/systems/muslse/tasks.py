@@ -1,8 +1,11 @@
 """MUSLSE's five tasks as ranking problems on a batch, and the ranking loss of one task (§4).
 
 Each step's batch holds training-song row ids (`song` [B]); `_problem` turns a task into "rank Y
-labels for each query" with the query and label embeddings of eqs. (4)-(8), and `ranking_loss`
+labels for each query" with the query and label embeddings of eqs. (4)-(8), and `_ranking_loss`
 applies WARP (sampled rank, Algorithm 1), exact-rank WARP or the AUC margin loss (eq. 9) to it.
+Where a task scores all its labels each step, WARP's draws come in closed form
+(`_scored_warp_loss`), and `loss.positives=all` trains every positive of an example, eq. (10)'s
+sum over j in y_i, instead of Algorithm 1's one random positive.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class _Problem:
   # Songs as labels: embedding a candidate means gathering its whole bag, so the batch shares one
   # row of candidate draws (each example's draws stay iid uniform; see `sample_warp(shared=True)`).
   shared_candidates: bool = False
+  # -> bool [B, Y]: the labels `positive` is drawn from (`loss.positives=all` trains each of
+  # them); None where the task has one positive per example drawn from elsewhere (songs).
+  drawn_from: Callable[[], jax.Array] | None = None
 
 
 def _random_positive(rng: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -109,14 +115,15 @@ def _problem(task: str, p: dict, batch: dict, tables: bof_data.BofTables, rng: j
         query=query, positive=pos, valid=valid,
         num_labels=p["T"].shape[0], embed_labels=embed_tags,
         is_positive=lambda ids: jnp.take_along_axis(tags, ids, axis=1),
-        positive_mask_all=lambda: tags)
+        positive_mask_all=lambda: tags, drawn_from=lambda: tags)
   if task == "artist_prediction":
     num_artists = p["A"].shape[0]
     return _Problem(
         query=query_song(), positive=artist_safe,
         valid=has_artist, num_labels=num_artists, embed_labels=lambda ids: p["A"][ids],
         is_positive=lambda ids: ids == artist_safe[:, None],
-        positive_mask_all=lambda: jax.nn.one_hot(artist_safe, num_artists, dtype=bool))
+        positive_mask_all=lambda: jax.nn.one_hot(artist_safe, num_artists, dtype=bool),
+        drawn_from=lambda: jax.nn.one_hot(artist_safe, num_artists, dtype=bool))
   if task == "song_prediction":
     # Query: the artist; positive: this (training) song; negatives: songs by other artists.
     return _Problem(
@@ -141,14 +148,16 @@ def _problem(task: str, p: dict, batch: dict, tables: bof_data.BofTables, rng: j
     def is_pos(ids):
       return (ids[:, :, None] == similar[:, None, :]).any(-1) | (ids == artist_safe[:, None])
 
+    def similar_mask():
+      return jax.nn.one_hot(jnp.where(similar >= 0, similar, num_artists), num_artists + 1,
+                            dtype=bool)[..., :num_artists].any(1)
+
     def mask_all():
-      onehots = jax.nn.one_hot(jnp.where(similar >= 0, similar, num_artists), num_artists + 1,
-                               dtype=bool)[..., :num_artists].any(1)
-      return onehots | jax.nn.one_hot(artist_safe, num_artists, dtype=bool)
+      return similar_mask() | jax.nn.one_hot(artist_safe, num_artists, dtype=bool)
 
     return _Problem(query=p["A"][artist_safe], positive=other, valid=valid & has_artist,
                     num_labels=num_artists, embed_labels=lambda ids: p["A"][ids],
-                    is_positive=is_pos, positive_mask_all=mask_all)
+                    is_positive=is_pos, positive_mask_all=mask_all, drawn_from=similar_mask)
   raise ValueError(f"unknown MUSLSE task {task!r}; expected one of {bof_data.TASKS}.")
 
 
@@ -169,26 +178,80 @@ def _scores_all_labels(prob: _Problem, budget: int) -> bool:
   return not prob.shared_candidates and prob.num_labels <= budget
 
 
+POSITIVES = ("one", "all")
+
+
+def _check_positives(prob: _Problem, config: ml_collections.ConfigDict, budget: int) -> str:
+  """config.loss.positives, checked against what the task and loss support."""
+  lc = config.loss
+  positives = lc.get("positives", "one")
+  if positives not in POSITIVES:
+    raise ValueError(f"loss.positives={positives!r}; expected one of {POSITIVES}.")
+  if positives == "all" and (lc.kind != "warp" or int(lc.max_draws) or prob.drawn_from is None
+                             or not _scores_all_labels(prob, budget)):
+    raise ValueError(
+        f"loss.positives='all' trains every positive label of an example in its step (eq. 10's "
+        f"sum), which needs loss.kind='warp' with loss.max_draws=0 (got {lc.kind!r}, "
+        f"{lc.max_draws}) and a task that scores all its labels each step: tag, artist or "
+        f"similar-artist prediction with no more labels than loss.budget ({lc.budget}; this "
+        f"task has {prob.num_labels}). Raise --config.loss.budget, or keep "
+        "--config.loss.positives=one (Algorithm 1's one random positive).")
+  return positives
+
+
+def _scored_warp_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigDict,
+                      positives: str) -> jax.Array:
+  """WARP when every label is scored each step: [B] losses, Algorithm 1's draws in closed form.
+
+  One [B, d] x [d, Y] product scores every label (with its gradient); the positives' and the
+  violators' scores are looked up in it. `sample_warp_scored` draws the violator and N from
+  their exact distribution, so there is no loop of candidate blocks. `positives="one"` trains
+  the example's one random positive (Algorithm 1); `"all"` every positive it has, each with its
+  own draw (eq. 10: the sum over j in y_i), summed into the example's loss.
+  """
+  lc = config.loss
+  alpha_kind, alpha_k = _alpha(config)
+  scores = prob.query @ prob.embed_labels(jnp.arange(prob.num_labels)).T           # [B, Y]
+  if positives == "all":
+    mask = prob.drawn_from().astype(bool) & prob.valid[:, None]
+    ids = jnp.broadcast_to(jnp.arange(prob.num_labels, dtype=jnp.int32), scores.shape)
+  else:
+    mask, ids = prob.valid[:, None], prob.positive[:, None].astype(jnp.int32)
+  sample = warp_sampler.sample_warp_scored(rng, scores, prob.positive_mask_all(), ids,
+                                           margin=lc.margin)
+  weights = ranking_losses.rank_loss_weights(sample.rank_estimate, kind=alpha_kind, k=alpha_k,
+                                             max_rank=prob.num_labels)
+  flat = lambda x: x.reshape(-1)
+  per_positive = ranking_losses.warp_loss(
+      flat(jnp.take_along_axis(scores, ids, axis=1)),
+      flat(jnp.take_along_axis(scores, sample.violator, axis=1)), flat(weights),
+      flat(sample.found & mask), margin=lc.margin)
+  return jnp.sum(per_positive.reshape(ids.shape), axis=1)
+
+
 def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
   """Sum over valid examples of the configured ranking loss for one task."""
   lc = config.loss
   alpha_kind, alpha_k = _alpha(config)
+  # Draws per block: a small label set needs no more than one block of 2Y raw draws (rejected
+  # positives use up draws too; the sampler never counts more than Y-1 accepted ones).
+  budget = int(min(lc.budget, 2 * prob.num_labels))
+  positives = _check_positives(prob, config, budget)
+  if lc.kind == "warp" and not int(lc.max_draws) and _scores_all_labels(prob, budget):
+    return jnp.sum(jnp.where(prob.valid, _scored_warp_loss(prob, rng, config, positives), 0.0))
   pos_scores = jnp.einsum("bd,bd->b", prob.query, prob.embed_labels(prob.positive))
   if lc.kind in ("warp_exact",):
     scores = prob.query @ prob.embed_labels(jnp.arange(prob.num_labels)).T          # [B, Y]
     per_example = ranking_losses.exact_warp_loss(
         scores, prob.positive_mask_all(), prob.positive, kind=alpha_kind, k=alpha_k, margin=lc.margin)
   else:
-    # Draws per block: a small label set needs no more than one block of 2Y raw draws (rejected
-    # positives use up draws too; the sampler never counts more than Y-1 accepted ones).
-    budget = int(min(lc.budget, 2 * prob.num_labels))
     stopped_query = jax.lax.stop_gradient(prob.query)
 
     if _scores_all_labels(prob, budget):
-      # A label set no larger than one block (tags): score every label once per step, one
+      # A label set no larger than one block with capped draws (`loss.max_draws`; uncapped WARP
+      # took `_scored_warp_loss` above): score every label once per step, one
       # [B, d] x [d, Y] GEMM, and let each block look its candidates up, instead of gathering a
-      # [B, K, d] block of label rows per block (K >= Y rows for each example). The same scores
-      # (summation order aside), so the same draws and rank estimates.
+      # [B, K, d] block of label rows per block (K >= Y rows for each example).
       all_scores = stopped_query @ jax.lax.stop_gradient(
           prob.embed_labels(jnp.arange(prob.num_labels))).T                          # [B, Y]
       score_candidates = lambda ids: jnp.take_along_axis(all_scores, ids, axis=1)
