@@ -88,7 +88,16 @@ per step (a [B, d] x [d, Y] GEMM) and looked up by the sampler instead of gather
 label rows per block; `train.steps_per_call` runs several steps per jitted call.
 
 "Examples" are (song, positive tag) updates: a LightFM epoch makes one WARP update per interaction;
-a MUSLSE step makes one per song in the batch (a random positive tag of that song).
+a MUSLSE step makes one per song in the batch (a random positive tag of that song), or with
+`loss.positives=all` (`Plan.positives`) one per tag of each song in the batch, so one LightFM epoch
+of updates is then one pass over the training songs.
+
+Stop 27: MUSLSE's step on these worlds was mostly the song's embedding (the dense bag GEMM and its
+gradient, about 1 ms of 2.5-3.5 ms at B = 128 on `demo`) and Algorithm 1 asks for one per (song,
+random positive tag). With `loss.positives=all` (eq. 10's sum over a song's positives; MUSLSE's
+README section) a song is embedded once for its ~5 tags, and the draws of a task whose labels are
+all scored come in closed form (`musemb.samplers.warp.sample_warp_scored`, no loop). The audio
+plans use it with B = 32 songs a step (about 160 updates, as many as the old B = 128 made).
 
     bash launch/install_peers.sh                    # LightFM 1.17 into .venv (once)
     python -m launch.benchmark --suite=warp         # or --quick for a smoke run
@@ -342,7 +351,7 @@ def make_bof_world(world: BofWorld, batch_size: int, chunk: int = 2000) -> bof_d
   train, test = split(0, world.train_songs), split(world.train_songs, n)
   tables = bof_data.BofTables(
       song_idx=train.idx, song_val=train.val, song_artist=train.artist, song_tags=train.tags,
-      artist_songs=np.full((1, 1), -1, np.int32), artist_similar=np.full((1, 1), -1, np.int32),
+      song_tag_ids=bof_data.tag_id_lists(train.tags), artist_songs=np.full((1, 1), -1, np.int32), artist_similar=np.full((1, 1), -1, np.int32),
       task_names=(TASK,))
   info = {"num_features": vocab, "num_artists": 1, "num_tags": world.tags,
           "num_train_songs": len(train), "num_train_examples": len(train),
@@ -406,14 +415,16 @@ def train_lightfm(data: bof_data.BofData, *, dim: int, learning_rate: float, max
 
 
 def train_muslse(config: ml_collections.ConfigDict, data: bof_data.BofData, *, budget_s: float,
-                 eval_every: int, patience: int | None = None) -> Trace:
+                 eval_every: int, patience: int | None = None,
+                 updates_per_example: float = 1.0) -> Trace:
   """MUSLSE with the real jitted `musemb.train.train_step` for `budget_s` training seconds.
 
   The state and the step are the loop's own (`musemb.train.create_train_state`,
   `make_train_step`: sharded on the mesh, the state donated to the step); `config.train.batch_size` must match `data.batcher`. Every `eval_every` steps the clock
   stops after `block_until_ready` and test p@3 comes from `evaluation.evaluate_tasks`. Stops once
   `budget_s` training seconds have passed or after `patience` evaluations without a new best.
-  The step's compilation (ahead of time, before the clock starts) is reported as `compile_s`.
+  `updates_per_example`: (song, tag) updates one example makes (the mean number of tags per
+  training song with `loss.positives=all`, else 1), for the trace's update count. The step's compilation (ahead of time, before the clock starts) is reported as `compile_s`.
   """
   if data.batcher.batch_size != config.train.batch_size:
     raise ValueError(f"config.train.batch_size={config.train.batch_size} but the data's batcher "
@@ -462,7 +473,8 @@ def train_muslse(config: ml_collections.ConfigDict, data: bof_data.BofData, *, b
     _, per_song = muslse_evaluation.evaluate_tasks(state.params, data, config, "test",
                                                    tasks=(TASK,))
     trace.record(clock, per_song[f"{TASK}/p@3"])
-  trace.examples = step * config.train.batch_size
+  # (song, positive tag) updates: one per example, or all of a song's with `loss.positives=all`.
+  trace.examples = round(step * config.train.batch_size * updates_per_example)
   return trace
 
 
@@ -492,6 +504,7 @@ class Plan:
   batch_size: int | None = None
   steps_per_call: int = 1
   max_norm: float | None = None
+  positives: str = "one"
 
 
 QUICK_PLANS = (
@@ -503,15 +516,18 @@ QUICK_PLANS = (
 # small-collection choice", which validation chose on both `small` seeds), not the five-task
 # defaults' C = 4, which no row reaches at this size (the same traces as no constraint at all) and
 # which let MUSLSE overfit after its first evaluations (README, Benchmarks, `warp`). `demo` runs 5
-# seeds: its 80 test songs make one seed's best a noisy target. Batch 128 (`train.batch_size`, the config's is 64):
-# MUSLSE's step has a fixed cost of about 0.85 ms at this size whatever the batch, so 128 songs a
-# step halve its per-example cost; one LightFM epoch of updates between evaluations either way.
+# seeds: its 80 test songs make one seed's best a noisy target. Stop 27: every tag of a song in
+# its step (`loss.positives=all`, eq. 10's sum; the config's default is Algorithm 1's one random
+# positive), so the song's bag, most of a step's work, is embedded once for its ~5 tags; 32 songs
+# a step (`train.batch_size`, the config's is 64) make about 160 updates, as the B = 128 of
+# stops 23-26 did with one tag each. One LightFM epoch of updates between evaluations either way
+# (with all tags: one pass over the training songs).
 FULL_PLANS = tuple(
     Plan(size, budget_s=budget, patience=30,
          lightfm_grid=tuple((lr, ms) for lr in (0.01, 0.02, 0.05, 0.1) for ms in (10, None)),
          muslse_grid=(("sgd", 0.01), ("sgd", 0.05), ("adagrad", 0.05), ("adagrad", 0.1),
                       ("adagrad", 0.2)),
-         seeds=seeds, max_norm=1.0, batch_size=128)
+         seeds=seeds, max_norm=1.0, batch_size=32, positives="all")
     for size, budget, seeds in (("demo", 10.0, 5), ("small", 45.0, 3)))
 DEMO_PLAN, SMALL_PLAN = FULL_PLANS
 # The issue-14 size: what a researcher trains on (20,000 training songs, 2,000 codewords, about 500
@@ -522,10 +538,14 @@ DEMO_PLAN, SMALL_PLAN = FULL_PLANS
 # epochs and then fell every epoch (0.4847 -> 0.432 over 16 epochs at 0.1, seed 0; the same with
 # the old draws); at 0.02 and 0.01 it climbs to 0.490-0.4917 and stays (the config's C = 4; C = 1
 # held 0.478-0.4868 whatever the rate). Seed 0, 25-30 training s each, one after the other.
+# Stop 27: all tags of a song per step, 32 songs (about 128 updates) a step, as the audio plans.
+# Seed 0, Adagrad 0.05, to about LightFM's best (0.4885-0.4897): one random tag at B = 128 in
+# 3.92 s and all tags at B = 128 in 4.85 s (whole plan runs, load 1.6-3.0; the 157 larger steps
+# an epoch move Adagrad less per epoch), all tags at B = 32 in 2.76 s (MUSLSE alone, load 1.8).
 BAGS_PLAN = Plan("bags20k", budget_s=300.0, patience=3, bags=BofWorld(),
                  lightfm_grid=((0.05, 10), (0.05, None), (0.1, None)),
                  muslse_grid=(("adagrad", 0.02), ("adagrad", 0.05)),
-                 batch_size=128)
+                 batch_size=32, positives="all")
 QUICK_BAGS_PLAN = Plan("bags2k", budget_s=4.0, patience=3,
                        bags=BofWorld(train_songs=2_000, test_songs=400),
                        lightfm_grid=((0.05, 10),), muslse_grid=(("adagrad", 0.1),), batch_size=128)
@@ -539,7 +559,14 @@ def _muslse_run(config: ml_collections.ConfigDict, data: bof_data.BofData, setti
   # The seed also reorders the batches, as it would in `launch.train --config.seed=...`.
   batcher = pipeline.EpochBatcher(len(data.splits["train"]), c.train.batch_size, seed)
   return train_muslse(c, dataclasses.replace(data, batcher=batcher), budget_s=plan.budget_s,
-                      eval_every=eval_every, patience=plan.patience)
+                      eval_every=eval_every, patience=plan.patience,
+                      updates_per_example=_updates_per_example(data, plan))
+
+
+def _updates_per_example(data: bof_data.BofData, plan: Plan) -> float:
+  """(song, tag) updates per MUSLSE example: 1 (a random positive), or with `loss.positives=all`
+  the mean number of tags per training song."""
+  return float(data.splits["train"].tags.sum(1).mean()) if plan.positives == "all" else 1.0
 
 
 def _best_lightfm(traces: list[Trace]) -> Trace:
@@ -639,6 +666,9 @@ def run_plan(plan: Plan, cache_dir: str = DEFAULT_CACHE_DIR, with_lightfm: bool 
       data = dataclasses.replace(data, batcher=pipeline.EpochBatcher(
           len(data.splits["train"]), plan.batch_size, config.seed))
   config.train.steps_per_call = plan.steps_per_call
+  config.loss.positives = plan.positives
+  if plan.positives == "all":   # every tag scored each step (the `tiny` config's block is 32)
+    config.loss.budget = max(config.loss.budget, data.info["num_tags"])
   if plan.max_norm:
     config.model.max_norm = plan.max_norm
     config.model.max_norms.audio = config.model.max_norms.tags = 0.0
@@ -648,7 +678,9 @@ def run_plan(plan: Plan, cache_dir: str = DEFAULT_CACHE_DIR, with_lightfm: bool 
   dim = config.model.embed_dim
   # One MUSLSE evaluation per as many (song, tag) updates as one LightFM epoch makes, so both
   # traces are sampled equally often per update (and neither gets more draws of a noisy maximum).
-  eval_every = max(1, math.ceil(interactions / config.train.batch_size))
+  # With `loss.positives=all` an example updates all its song's tags: one pass over the songs.
+  updates_per_step = config.train.batch_size * _updates_per_example(data, plan)
+  eval_every = max(1, math.ceil(interactions / updates_per_step))
   loads = [os.getloadavg()[0]]
 
   # The two grids run interleaved, so that a burst of load from other jobs on the shared machine
@@ -694,7 +726,9 @@ def run_plan(plan: Plan, cache_dir: str = DEFAULT_CACHE_DIR, with_lightfm: bool 
       f"{min(loads):.1f}-{max(loads):.1f} (shared machine)",
       f"budget {plan.budget_s:g} training s per setting, stop after {plan.patience} evaluations "
       f"without a new best; LightFM evaluated every epoch, MUSLSE every {eval_every} steps "
-      f"(x{config.train.batch_size} = one LightFM epoch of updates); cores = process CPU s per "
+      f"(x{config.train.batch_size} songs"
+      f"{', each with all its tags' if plan.positives == 'all' else ''} = one LightFM epoch of "
+      f"updates); cores = process CPU s per "
       f"training s; ratio = LightFM time / MUSLSE "
       f"time to the target (> 1: MUSLSE is faster); target = LightFM's best "
       f"test p@3" + (f" = {target:.4f} (standard error over the test songs: "

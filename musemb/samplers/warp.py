@@ -289,17 +289,18 @@ def sample_warp_scored(
   `P(N = k) = (1 - p)^(k - 1) p` with `p = v / n`, and that violator is uniform over the `v`
   violators, independent of N. So this samples N by inversion, `N = 1 + floor(log U /
   log(1 - p))`, calls the example found when `v > 0` and `N <= Y - 1` (Algorithm 1's stop), and
-  picks the violator as a uniform one of the `v` highest-scoring negatives: the same
+  picks the violator uniformly among the `v` violating negatives: the same
   distribution of `(found, N, violator)` as `sample_warp` with `max_draws = 0`, without its loop
   of candidate blocks (checked against the sequential algorithm in tests/samplers/warp_test.py).
-  Departures, both below float32 resolution: U has 24 random bits, so draw counts whose
-  probability is under 2^-24 are not produced; and `sample_warp`'s safety stop after 2Y raw
-  draws (which only binds when most labels are positives of the example) does not exist here,
-  so those examples follow Algorithm 1 exactly. An example without any negative is not found
-  (N = 0).
+  Where the two differ: U has 24 random bits, so draw counts whose probability is under 2^-24
+  are not produced; and `sample_warp`'s safety stop after 2Y raw draws (which only binds when
+  most labels are positives of the example) does not exist here, so those examples follow
+  Algorithm 1 exactly. An example without any negative is not found (N = 0).
 
   Several positives of one example (`positives` [B, M]) each get their own independent draw
-  against the same scores: eq. (10)'s sum over the positive labels, `loss.positives=all`.
+  against the same scores: eq. (10)'s sum over the positive labels, `loss.positives=all`. Work
+  and memory: [B, M, Y] comparisons and a running count, so M should be the positives an example
+  has (a padded list), not Y.
 
   Args:
     rng: a `jax.random.key`.
@@ -325,12 +326,11 @@ def sample_warp_scored(
   scores = jax.lax.stop_gradient(scores)
   positive_mask = positive_mask.astype(bool)
   negative_scores = jnp.where(positive_mask, -jnp.inf, scores)
-  # Negatives in descending score order: the violators of any positive are a prefix of it.
-  order = jnp.argsort(-negative_scores, axis=1, stable=True).astype(jnp.int32)          # [B, Y]
   num_negatives = num_labels - jnp.sum(positive_mask, axis=1, dtype=jnp.int32)           # [B]
   threshold = jnp.take_along_axis(scores, positives, axis=1) - margin                    # [B, M]
-  num_violators = jnp.sum(negative_scores[:, None, :] > threshold[:, :, None], axis=2,
-                          dtype=jnp.int32)                                                # [B, M]
+  violates = negative_scores[:, None, :] > threshold[:, :, None]                         # [B, M, Y]
+  running = jnp.cumsum(violates, axis=2, dtype=jnp.int32)
+  num_violators = running[..., -1]                                                        # [B, M]
   words = jax.random.bits(rng, (2,) + positives.shape, jnp.uint32)
   # U uniform on (0, 1): the top 24 bits and half a step, so log U is finite.
   uniform = ((words[0] >> 8).astype(jnp.float32) + 0.5) * np.float32(2.0 ** -24)
@@ -345,8 +345,11 @@ def sample_warp_scored(
   n_draws = 1 + extra.astype(jnp.int32)
   found = (num_violators > 0) & (n_draws <= cap)
   n_trials = jnp.where(found, n_draws, jnp.where(num_negatives[:, None] > 0, cap, 0))
+  # The violator: the (position + 1)-th violating label in label order, position uniform in
+  # [0, v): the number of labels whose running count of violators is at most position.
   position = ops.mul_high_u32(words[1], jnp.maximum(num_violators, 1).astype(jnp.uint32))
-  violator = jnp.take_along_axis(order, position.astype(jnp.int32), axis=1)
+  violator = jnp.sum(running <= position.astype(jnp.int32)[..., None], axis=2, dtype=jnp.int32)
+  violator = jnp.minimum(violator, num_labels - 1)       # unfound rows: a valid id to gather
   rank_estimate = jnp.where(found, warp_rank_estimate(num_labels, n_trials), 0)
   return WarpSample(found=found, n_trials=n_trials.astype(jnp.int32), violator=violator,
                     rank_estimate=rank_estimate.astype(jnp.int32),

@@ -166,6 +166,10 @@ def test_muslse_half_trains_and_reports_finite_timings(tiny_data):
   start, _ = evaluation.evaluate_tasks(init, data, config, "test", tasks=("tag_prediction",))
   assert trace.best > start["tag_prediction/p@3"], (trace.p_at_3, start)
   assert trace.examples == 4 * len(trace.times) * config.train.batch_size
+  # With loss.positives=all an example is all of its song's tags: the updates count them.
+  config.loss.positives, config.loss.budget = "all", data.info["num_tags"]
+  trace = warp.train_muslse(config, data, budget_s=0.2, eval_every=4, updates_per_example=2.5)
+  assert trace.examples == round(4 * len(trace.times) * config.train.batch_size * 2.5)
   assert math.isfinite(trace.examples_per_second) and trace.examples_per_second > 0
   assert math.isfinite(trace.compile_s) and trace.compile_s > 0
   assert 0 < trace.cores < 2 * (os.cpu_count() or 1)
@@ -177,7 +181,7 @@ def test_run_without_lightfm_reports_the_muslse_half(tmp_path, monkeypatch):
   plan = warp.QUICK_PLANS[0]
   monkeypatch.setattr(warp, "QUICK_PLANS", (warp.Plan(
       plan.size, budget_s=0.3, patience=plan.patience, lightfm_grid=plan.lightfm_grid,
-      muslse_grid=plan.muslse_grid[:1], max_norm=1.0),))
+      muslse_grid=plan.muslse_grid[:1], max_norm=1.0, positives="all"),))
   # The bag-of-frames plan too, on a world small enough for a test (with 4 steps per call).
   monkeypatch.setattr(warp, "QUICK_BAGS_PLAN", warp.Plan(
       "bags300", budget_s=0.3, patience=3, lightfm_grid=((0.05, 10),),
@@ -190,6 +194,15 @@ def test_run_without_lightfm_reports_the_muslse_half(tmp_path, monkeypatch):
   tiny, bags = table.split("bag-of-frames world 'bags300'")
   assert "MUSLSE's C (max-norm of the V and T rows) 1 / 1;" in tiny
   assert "MUSLSE's C (max-norm of the V and T rows) 4 / 4;" in bags
+  # loss.positives=all: a step updates every tag of its songs, so one LightFM epoch of updates
+  # is one pass over the training songs; one positive per song: the pairs over the batch.
+  songs = int(re.search(r"world 'tiny': (\d+) training songs", tiny).group(1))
+  pairs = int(re.search(r"(\d+) \(song, tag\) pairs", tiny).group(1))
+  batch = int(re.search(r"MUSLSE every \d+ steps \(x(\d+) songs", tiny).group(1))
+  assert f"MUSLSE every {math.ceil(songs / batch)} steps (x{batch} songs, each with all its tags" in tiny
+  assert pairs > songs
+  bag_pairs = int(re.search(r"(\d+) \(song, tag\) pairs", bags).group(1))
+  assert f"MUSLSE every {math.ceil(bag_pairs / 16)} steps (x16 songs = one LightFM epoch" in bags
   assert all(p.max_norm == 1.0 for p in warp.FULL_PLANS) and warp.BAGS_PLAN.max_norm is None
   assert table.startswith(warp.INSTALL_HINT)
   assert "bash launch/install_peers.sh" in table

@@ -59,6 +59,7 @@ class BofTables:
   song_val: Any           # [songs, P] float32 normalised counts
   song_artist: Any        # [songs] int32 primary artist, -1 if none
   song_tags: Any          # [songs, T] bool
+  song_tag_ids: Any       # [songs, M] int32 the tags of each song (M: the most any song has)
   artist_songs: Any       # [artists, K] int32 training songs of each artist
   artist_similar: Any     # [artists, K'] int32 training-split similar artists
   task_names: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
@@ -152,6 +153,12 @@ def _padded_lists(lists: list[np.ndarray], cap: int | None = None, seed: int = 0
   return out
 
 
+def tag_id_lists(tags: np.ndarray) -> np.ndarray:
+  """[songs, T] bool -> [songs, M] int32 each song's tag ids, -1 padded (M: the most tags of a
+  song, at least 1), for a step that trains every tag of its songs (`loss.positives=all`)."""
+  return _padded_lists([np.flatnonzero(row).astype(np.int32) for row in np.asarray(tags)])
+
+
 def supported_tasks(config_tasks: tuple[str, ...], train: SplitBof, num_tags: int,
                     similar_train: list[np.ndarray]) -> tuple[str, ...]:
   """Keeps the configured tasks the data can train; logs why each other one is skipped."""
@@ -207,6 +214,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> BofData:
   artist_songs = [np.flatnonzero(train.artist == a).astype(np.int32) for a in range(len(artist_names))]
   tables = BofTables(
       song_idx=train.idx, song_val=train.val, song_artist=train.artist, song_tags=train.tags,
+      song_tag_ids=tag_id_lists(train.tags),
       artist_songs=_padded_lists(artist_songs, MAX_SONGS_PER_ARTIST, config.data.split_seed),
       artist_similar=_padded_lists(similar["train"]), task_names=tasks)
   info = {

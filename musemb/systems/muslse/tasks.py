@@ -64,8 +64,8 @@ class _Problem:
   # Songs as labels: embedding a candidate means gathering its whole bag, so the batch shares one
   # row of candidate draws (each example's draws stay iid uniform; see `sample_warp(shared=True)`).
   shared_candidates: bool = False
-  # -> bool [B, Y]: the labels `positive` is drawn from (`loss.positives=all` trains each of
-  # them); None where the task has one positive per example drawn from elsewhere (songs).
+  # -> int32 [B, M], -1 padded: the labels `positive` is drawn from (`loss.positives=all` trains
+  # each of them); None where the task's positive is a song.
   drawn_from: Callable[[], jax.Array] | None = None
 
 
@@ -115,7 +115,7 @@ def _problem(task: str, p: dict, batch: dict, tables: bof_data.BofTables, rng: j
         query=query, positive=pos, valid=valid,
         num_labels=p["T"].shape[0], embed_labels=embed_tags,
         is_positive=lambda ids: jnp.take_along_axis(tags, ids, axis=1),
-        positive_mask_all=lambda: tags, drawn_from=lambda: tags)
+        positive_mask_all=lambda: tags, drawn_from=lambda: tables.song_tag_ids[song])
   if task == "artist_prediction":
     num_artists = p["A"].shape[0]
     return _Problem(
@@ -123,7 +123,7 @@ def _problem(task: str, p: dict, batch: dict, tables: bof_data.BofTables, rng: j
         valid=has_artist, num_labels=num_artists, embed_labels=lambda ids: p["A"][ids],
         is_positive=lambda ids: ids == artist_safe[:, None],
         positive_mask_all=lambda: jax.nn.one_hot(artist_safe, num_artists, dtype=bool),
-        drawn_from=lambda: jax.nn.one_hot(artist_safe, num_artists, dtype=bool))
+        drawn_from=lambda: artist[:, None])
   if task == "song_prediction":
     # Query: the artist; positive: this (training) song; negatives: songs by other artists.
     return _Problem(
@@ -148,16 +148,14 @@ def _problem(task: str, p: dict, batch: dict, tables: bof_data.BofTables, rng: j
     def is_pos(ids):
       return (ids[:, :, None] == similar[:, None, :]).any(-1) | (ids == artist_safe[:, None])
 
-    def similar_mask():
-      return jax.nn.one_hot(jnp.where(similar >= 0, similar, num_artists), num_artists + 1,
-                            dtype=bool)[..., :num_artists].any(1)
-
     def mask_all():
-      return similar_mask() | jax.nn.one_hot(artist_safe, num_artists, dtype=bool)
+      onehots = jax.nn.one_hot(jnp.where(similar >= 0, similar, num_artists), num_artists + 1,
+                               dtype=bool)[..., :num_artists].any(1)
+      return onehots | jax.nn.one_hot(artist_safe, num_artists, dtype=bool)
 
     return _Problem(query=p["A"][artist_safe], positive=other, valid=valid & has_artist,
                     num_labels=num_artists, embed_labels=lambda ids: p["A"][ids],
-                    is_positive=is_pos, positive_mask_all=mask_all, drawn_from=similar_mask)
+                    is_positive=is_pos, positive_mask_all=mask_all, drawn_from=lambda: similar)
   raise ValueError(f"unknown MUSLSE task {task!r}; expected one of {bof_data.TASKS}.")
 
 
@@ -213,8 +211,8 @@ def _scored_warp_loss(prob: _Problem, rng: jax.Array, config: ml_collections.Con
   alpha_kind, alpha_k = _alpha(config)
   scores = prob.query @ prob.embed_labels(jnp.arange(prob.num_labels)).T           # [B, Y]
   if positives == "all":
-    mask = prob.drawn_from().astype(bool) & prob.valid[:, None]
-    ids = jnp.broadcast_to(jnp.arange(prob.num_labels, dtype=jnp.int32), scores.shape)
+    ids = prob.drawn_from().astype(jnp.int32)                                       # [B, M]
+    mask, ids = (ids >= 0) & prob.valid[:, None], jnp.maximum(ids, 0)
   else:
     mask, ids = prob.valid[:, None], prob.positive[:, None].astype(jnp.int32)
   sample = warp_sampler.sample_warp_scored(rng, scores, prob.positive_mask_all(), ids,
