@@ -24,7 +24,8 @@ Clocks count training only: LightFM's `fit_partial` calls; MUSLSE's host batchin
 steps. MUSLSE's one-off compilation is excluded from the trace and reported in its own column.
 Each system gets a small learning-rate grid with the same wall-clock budget per setting; the table
 reports the best setting of each (LightFM: highest best test p@3; MUSLSE: earliest arrival at
-LightFM's best test p@3) and the time to reach LightFM's best test p@3. A single run's best p@3 on
+LightFM's best test p@3 minus one standard error, ties by the arrival at that best; until stop 27
+the arrival at the best itself, see `_best_muslse`) and the time to reach LightFM's best test p@3. A single run's best p@3 on
 a few hundred test songs is a noisy target (one evaluation's luck), so the two chosen settings run
 again with more seeds, each seed's LightFM best being that seed's target, and the verdict is the
 median ratio over seeds. The same is reported for LightFM's best minus one standard error (over the
@@ -574,10 +575,21 @@ def _best_lightfm(traces: list[Trace]) -> Trace:
   return max(traces, key=lambda t: (t.best, -t.time_to(t.best)))
 
 
-def _best_muslse(traces: list[Trace], target: float | None) -> Trace:
-  """Earliest arrival at `target`; if none arrives (or no target), the highest best test p@3."""
-  if target is not None and any(math.isfinite(t.time_to(target)) for t in traces):
-    return min(traces, key=lambda t: t.time_to(target))
+def _best_muslse(traces: list[Trace], target: float | None, lowered: float | None = None
+                 ) -> Trace:
+  """Earliest arrival at `lowered` (LightFM's best minus one standard error), ties by the
+  arrival at `target`; without a `lowered` that any trace reaches, the earliest arrival at
+  `target`; if none arrives (or no target), the highest best test p@3.
+
+  Stop 27: the choice was the earliest arrival at `target`, LightFM's luckiest evaluation on a
+  few hundred test songs, which only some settings' own luckiest evaluations reach; on `demo`
+  that picked Adagrad 0.2 over 0.05, whose median times over 3 seeds to 0.58 / 0.60 were 0.079 /
+  0.094 s against 0.180 / 0.490 s. The lower level is one every good setting crosses on its way
+  up, so it ranks the settings by how fast they climb rather than by one evaluation's luck.
+  """
+  for level in (lowered, target):
+    if level is not None and any(math.isfinite(t.time_to(level)) for t in traces):
+      return min(traces, key=lambda t: (t.time_to(level), t.time_to(target)))
   return max(traces, key=lambda t: t.best)
 
 
@@ -700,10 +712,11 @@ def run_plan(plan: Plan, cache_dir: str = DEFAULT_CACHE_DIR, with_lightfm: bool 
   peer = _best_lightfm(lightfm_traces) if lightfm_traces else None
   target = peer.best if peer else None
   lightfm_time = peer.time_to(target) if peer else None
-  ours = _best_muslse(muslse_traces, target)
+  lowered = target - peer.stderr[peer.p_at_3.index(target)] if peer else None
+  ours = _best_muslse(muslse_traces, target, lowered)
   # The paper's optimizer (fixed-rate SGD) gets its own row when another one won.
   sgd_traces = [t for t in muslse_traces if t.setting.startswith("sgd")]
-  best_sgd = _best_muslse(sgd_traces, target) if sgd_traces else ours
+  best_sgd = _best_muslse(sgd_traces, target, lowered) if sgd_traces else ours
 
   # The chosen settings again with other seeds: each seed's LightFM best is that seed's target.
   repeats = [(peer, ours)] if peer else []

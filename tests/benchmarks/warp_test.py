@@ -75,6 +75,20 @@ def test_selection_of_the_reported_settings():
   assert warp._best_muslse([slow, high], 0.65) is high           # the only one to arrive
   assert warp._best_muslse([slow, fast], 0.9) is slow            # none arrives: highest best
   assert warp._best_muslse([slow, fast], None) is slow
+  # With a lower level (LightFM's best minus a standard error): the first to climb to it wins,
+  # even if another reached the best itself sooner with one lucky evaluation.
+  steady, lucky = warp.Trace("MUSLSE", "steady"), warp.Trace("MUSLSE", "lucky")
+  for t, v in [(0.1, 0.57), (0.2, 0.58), (0.9, 0.61)]:
+    steady.record(t, [v])
+  for t, v in [(0.1, 0.40), (0.5, 0.61)]:
+    lucky.record(t, [v])
+  assert warp._best_muslse([steady, lucky], 0.61) is lucky
+  assert warp._best_muslse([steady, lucky], 0.61, 0.57) is steady
+  assert warp._best_muslse([lucky, fast], 0.61, 0.9) is lucky     # none at 0.9: the best rule
+  tie = warp.Trace("MUSLSE", "tie")
+  for t, v in [(0.1, 0.57), (0.4, 0.61)]:
+    tie.record(t, [v])
+  assert warp._best_muslse([steady, tie], 0.61, 0.57) is tie       # same climb, best sooner
   late = warp.Trace("LightFM", "late")
   late.record(5.0, [0.6])
   assert warp._best_lightfm([late, slow]) is slow                # equal best, reached earlier
