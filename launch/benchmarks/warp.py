@@ -25,7 +25,8 @@ steps. MUSLSE's one-off compilation is excluded from the trace and reported in i
 Each system gets a small learning-rate grid with the same wall-clock budget per setting; the table
 reports the best setting of each (LightFM: highest best test p@3; MUSLSE: earliest arrival at
 LightFM's best test p@3 minus one standard error, ties by the arrival at that best; until stop 27
-the arrival at the best itself, see `_best_muslse`) and the time to reach LightFM's best test p@3. A single run's best p@3 on
+the arrival at the best itself, see `_best_muslse`) and the time to reach LightFM's best test p@3.
+A single run's best p@3 on
 a few hundred test songs is a noisy target (one evaluation's luck), so the two chosen settings run
 again with more seeds, each seed's LightFM best being that seed's target, and the verdict is the
 median ratio over seeds. The same is reported for LightFM's best minus one standard error (over the
@@ -188,6 +189,11 @@ class Trace:
   @property
   def best(self) -> float:
     return max(self.p_at_3) if self.p_at_3 else float("nan")
+
+  @property
+  def best_minus_stderr(self) -> float:
+    """The best test p@3 minus its evaluation's standard error over the test songs."""
+    return self.best - self.stderr[self.p_at_3.index(self.best)]
 
   def time_to(self, target: float) -> float:
     return time_to_target(self.times, self.p_at_3, target)
@@ -352,7 +358,8 @@ def make_bof_world(world: BofWorld, batch_size: int, chunk: int = 2000) -> bof_d
   train, test = split(0, world.train_songs), split(world.train_songs, n)
   tables = bof_data.BofTables(
       song_idx=train.idx, song_val=train.val, song_artist=train.artist, song_tags=train.tags,
-      song_tag_ids=bof_data.tag_id_lists(train.tags), artist_songs=np.full((1, 1), -1, np.int32), artist_similar=np.full((1, 1), -1, np.int32),
+      song_tag_ids=bof_data.tag_id_lists(train.tags), artist_songs=np.full((1, 1), -1, np.int32),
+      artist_similar=np.full((1, 1), -1, np.int32),
       task_names=(TASK,))
   info = {"num_features": vocab, "num_artists": 1, "num_tags": world.tags,
           "num_train_songs": len(train), "num_train_examples": len(train),
@@ -425,7 +432,8 @@ def train_muslse(config: ml_collections.ConfigDict, data: bof_data.BofData, *, b
   stops after `block_until_ready` and test p@3 comes from `evaluation.evaluate_tasks`. Stops once
   `budget_s` training seconds have passed or after `patience` evaluations without a new best.
   `updates_per_example`: (song, tag) updates one example makes (the mean number of tags per
-  training song with `loss.positives=all`, else 1), for the trace's update count. The step's compilation (ahead of time, before the clock starts) is reported as `compile_s`.
+  training song with `loss.positives=all`, else 1), for the trace's update count. The step's
+  compilation (ahead of time, before the clock starts) is reported as `compile_s`.
   """
   if data.batcher.batch_size != config.train.batch_size:
     raise ValueError(f"config.train.batch_size={config.train.batch_size} but the data's batcher "
@@ -634,7 +642,7 @@ def _repeat_summary(repeats: list[tuple[Trace, Trace]]) -> str:
   """
   seeds = len(repeats)
   targets = [p.best for p, _ in repeats]
-  lowered = [p.best - p.stderr[p.p_at_3.index(p.best)] for p, _ in repeats]
+  lowered = [p.best_minus_stderr for p, _ in repeats]
   lines = [f"Over {seeds} seed{'s' if seeds > 1 else ''} ({repeats[0][0].setting} vs "
            f"{repeats[0][1].setting}); times in training s:"]
   medians = []
@@ -712,7 +720,7 @@ def run_plan(plan: Plan, cache_dir: str = DEFAULT_CACHE_DIR, with_lightfm: bool 
   peer = _best_lightfm(lightfm_traces) if lightfm_traces else None
   target = peer.best if peer else None
   lightfm_time = peer.time_to(target) if peer else None
-  lowered = target - peer.stderr[peer.p_at_3.index(target)] if peer else None
+  lowered = peer.best_minus_stderr if peer else None
   ours = _best_muslse(muslse_traces, target, lowered)
   # The paper's optimizer (fixed-rate SGD) gets its own row when another one won.
   sgd_traces = [t for t in muslse_traces if t.setting.startswith("sgd")]

@@ -236,7 +236,7 @@ def _ranking_loss(prob: _Problem, rng: jax.Array, config: ml_collections.ConfigD
   budget = int(min(lc.budget, 2 * prob.num_labels))
   positives = _check_positives(prob, config, budget)
   if lc.kind == "warp" and not int(lc.max_draws) and _scores_all_labels(prob, budget):
-    return jnp.sum(jnp.where(prob.valid, _scored_warp_loss(prob, rng, config, positives), 0.0))
+    return jnp.sum(_scored_warp_loss(prob, rng, config, positives))     # invalid rows are 0
   pos_scores = jnp.einsum("bd,bd->b", prob.query, prob.embed_labels(prob.positive))
   if lc.kind in ("warp_exact",):
     scores = prob.query @ prob.embed_labels(jnp.arange(prob.num_labels)).T          # [B, Y]
